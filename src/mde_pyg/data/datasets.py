@@ -1,0 +1,204 @@
+"""MMRec-format datasets as PyG :class:`InMemoryDataset` classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+from collections.abc import Callable, Mapping
+
+from torch_geometric.data import HeteroData, InMemoryDataset
+
+from mde_pyg.data.mmrec import DEFAULT_MODALITIES, read_mmrec
+
+#: Google Drive folder of MMRec's processed Amazon datasets (baby.zip, ...).
+MMREC_DRIVE_FOLDER = "13cBy1EA_saTUuXxVllKgtfci2A09jyaG"
+
+
+class MMRecDataset(InMemoryDataset):
+    r"""Any dataset in MMRec's layout: ``<name>.inter`` plus ``.npy`` files.
+
+    The raw files live in ``root/raw`` (or are downloaded there from
+    ``url``); :meth:`process` reads them with
+    :func:`mde_pyg.data.read_mmrec`, applies ``pre_transform`` (e.g.
+    :class:`mde_pyg.transforms.MultiModalGraphs`) and saves one
+    :class:`HeteroData` to ``root/processed``. The processed file name
+    encodes the modality mapping, so several mappings can share a root.
+
+    Args:
+        root (str): Root directory.
+        name (str): The dataset name, i.e. the ``<name>.inter`` stem.
+        modalities (Mapping[str, str], optional): Modality -> feature file.
+            (default: ``{"image": "image_feat.npy", "text":
+            "text_feat.npy"}``)
+        url (str, optional): A URL of a ``.zip`` archive holding the raw
+            files (flat or inside one folder). :obj:`None` means the files
+            must be placed in ``raw_dir`` by hand. (default: :obj:`None`)
+        transform (callable, optional): Applied on every access.
+        pre_transform (callable, optional): Applied once before saving.
+        force_reload (bool, optional): Re-process even if processed files
+            exist. (default: :obj:`False`)
+    """
+
+    def __init__(
+        self,
+        root: str,
+        name: str,
+        modalities: Mapping[str, str] | None = None,
+        url: str | None = None,
+        transform: Callable | None = None,
+        pre_transform: Callable | None = None,
+        force_reload: bool = False,
+    ) -> None:
+        self.name = name
+        self.modalities: dict[str, str] = dict(
+            DEFAULT_MODALITIES if modalities is None else modalities)
+        self.url = url
+        super().__init__(root, transform, pre_transform,
+                         force_reload=force_reload)
+        self.load(self.processed_paths[0], data_cls=HeteroData)
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        """The interaction file and the modality files."""
+        return [f"{self.name}.inter", *self.modalities.values()]
+
+    @property
+    def processed_file_names(self) -> str:
+        """One file per modality mapping and pre-transform."""
+        key = json.dumps([self.modalities, repr(self.pre_transform)],
+                         sort_keys=True)
+        return f"data_{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+
+    def _missing_message(self) -> str:
+        missing = [f for f in self.raw_file_names
+                   if not osp.exists(osp.join(self.raw_dir, f))]
+        return (f"Place the files {missing} of the '{self.name}' dataset in "
+                f"'{self.raw_dir}' (MMRec's format: '{self.name}.inter' "
+                f"tab separated with userID, itemID, x_label; one .npy per "
+                f"modality, row n = item n)")
+
+    def fetch(self, folder: str) -> None:
+        """Download and unpack the raw archive into ``folder``.
+
+        Overridden by the Amazon datasets; the base class downloads
+        ``self.url``. Raises a :class:`RuntimeError` when that fails.
+        """
+        from torch_geometric.data import download_url, extract_zip
+
+        if self.url is None:
+            raise RuntimeError(
+                f"No download URL is set for '{self.name}'. "
+                + self._missing_message())
+        path = download_url(self.url, folder, log=False)
+        extract_zip(path, folder, log=False)
+        os.unlink(path)
+
+    def download(self) -> None:
+        """Fetch the raw files, or explain which files to place by hand."""
+        tmp = osp.join(self.root, "download.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            self.fetch(tmp)
+        except Exception as error:  # offline, moved file, missing gdown...
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(
+                f"Could not download '{self.name}' ({error}). "
+                + self._missing_message()) from error
+        os.makedirs(self.raw_dir, exist_ok=True)
+        for name in self.raw_file_names:
+            found = [osp.join(dirpath, name)
+                     for dirpath, _, files in os.walk(tmp) if name in files]
+            if not found:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise RuntimeError(
+                    f"The downloaded archive of '{self.name}' has no "
+                    f"'{name}'. " + self._missing_message())
+            os.replace(found[0], osp.join(self.raw_dir, name))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def process(self) -> None:
+        """Read the raw files into one :class:`HeteroData` and save it."""
+        data = read_mmrec(self.raw_dir, f"{self.name}.inter",
+                          self.modalities)
+        if self.pre_transform is not None:
+            data = self.pre_transform(data)
+        self.save([data], self.processed_paths[0])
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.name})"
+
+
+class _AmazonMMRec(MMRecDataset):
+    """An Amazon dataset of MMRec, fetched from its Google Drive folder."""
+
+    dataset_name = ""
+
+    def __init__(
+        self,
+        root: str,
+        modalities: Mapping[str, str] | None = None,
+        url: str | None = None,
+        transform: Callable | None = None,
+        pre_transform: Callable | None = None,
+        force_reload: bool = False,
+    ) -> None:
+        super().__init__(root, self.dataset_name, modalities, url,
+                         transform, pre_transform, force_reload)
+
+    def fetch(self, folder: str) -> None:
+        """Download ``<name>.zip`` from ``url`` or MMRec's Drive folder.
+
+        The Drive path needs the optional package ``gdown``
+        (``pip install mde-pyg[download]``).
+        """
+        if self.url is not None:
+            return super().fetch(folder)
+        try:
+            import gdown
+        except ImportError as error:
+            raise RuntimeError(
+                "downloading from Google Drive needs 'gdown' "
+                "(pip install gdown)") from error
+        from torch_geometric.data import extract_zip
+
+        gdown.download_folder(id=MMREC_DRIVE_FOLDER, output=folder,
+                              quiet=True)
+        archives = [osp.join(d, f) for d, _, files in os.walk(folder)
+                    for f in files if f == f"{self.name}.zip"]
+        if not archives:
+            raise RuntimeError(f"the Drive folder has no '{self.name}.zip'")
+        extract_zip(archives[0], folder, log=False)
+
+
+class AmazonBaby(_AmazonMMRec):
+    r"""Amazon Baby as processed by MMRec (19,445 users, 7,050 items,
+    160,792 interactions; 4096-d image and 384-d text features).
+
+    See :class:`MMRecDataset` for the arguments.
+    """
+
+    dataset_name = "baby"
+
+
+class AmazonSports(_AmazonMMRec):
+    r"""Amazon Sports as processed by MMRec (35,598 users, 18,357 items,
+    296,337 interactions).
+
+    See :class:`MMRecDataset` for the arguments.
+    """
+
+    dataset_name = "sports"
+
+
+class AmazonClothing(_AmazonMMRec):
+    r"""Amazon Clothing as processed by MMRec (39,387 users, 23,033 items,
+    278,677 interactions).
+
+    See :class:`MMRecDataset` for the arguments.
+    """
+
+    dataset_name = "clothing"

@@ -1,0 +1,453 @@
+r"""Losses of MDE, SAND and the baselines, as functions and modules.
+
+Each loss is a plain function with its equation, plus a thin
+:class:`torch.nn.Module` holding its hyper-parameters, so that any PyG
+recommender can add it to its own objective: the losses need nothing from
+:mod:`mde_pyg.models`. Multi-modal losses take the per-modality
+representations of the same batch of nodes as a ``{name: [B, d]}`` dict
+and average over all modality pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Modalities = Mapping[str, Tensor] | Sequence[Tensor]
+
+
+def _pairs(x: Modalities) -> list[tuple[Tensor, Tensor]]:
+    tensors = list(x.values()) if isinstance(x, Mapping) else list(x)
+    if len(tensors) < 2:
+        raise ValueError(
+            f"A multi-modal loss needs at least two modalities, got "
+            f"{len(tensors)}; pass one [B, d] tensor per modality")
+    shape = tensors[0].shape
+    for t in tensors[1:]:
+        if t.shape != shape:
+            raise ValueError(f"All modalities must have the same shape "
+                             f"[B, d], got {shape} and {t.shape}")
+    return list(combinations(tensors, 2))
+
+
+def _weighted_mean(value: Tensor, weight: Tensor | None) -> Tensor:
+    if weight is None:
+        return value.mean()
+    if weight.shape != value.shape:
+        raise ValueError(f"'weight' must have shape {tuple(value.shape)} "
+                         f"(one per node), got {tuple(weight.shape)}")
+    return (weight * value).mean()
+
+
+def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
+    r"""Bayesian personalised ranking loss (MDE Eq. 9).
+
+    .. math::
+        \mathcal{L}_{BPR} = -\frac{1}{B} \sum_{(u, i^+, i^-)}
+        \log \sigma(y_{u,i^+} - y_{u,i^-})
+
+    Args:
+        pos (torch.Tensor): Scores of the positive pairs ``[B]``.
+        neg (torch.Tensor): Scores of the negative pairs ``[B]``.
+    """
+    return F.softplus(neg - pos).mean()
+
+
+def l2_reg(*tensors: Tensor) -> Tensor:
+    r"""Squared L2 norm of batch rows, averaged over rows per tensor.
+
+    .. math::
+        \mathcal{R} = \sum_{t} \frac{1}{|t|} \sum_{n} \lVert t_n \rVert_2^2
+
+    Args:
+        *tensors (torch.Tensor): Batch rows of parameters, e.g.
+            ``embedding[user]``.
+    """
+    if not tensors:
+        raise ValueError("'l2_reg' needs at least one tensor")
+    return sum(t.pow(2).sum() / max(t.size(0), 1) for t in tensors)
+
+
+def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
+    r"""Modality difference amplification (MDE Eq. 6, without
+    :math:`\lambda_1`).
+
+    .. math::
+        \mathcal{L}_{MDA} = \frac{1}{B} \sum_{n} \Big| \sum_{d}
+        W_{d}[n, d]\, \hat{x}_{v,n,d}\, \hat{x}_{t,n,d} \Big|
+        = \frac{1}{B} \sum_n w_n \lvert \cos(\mathbf{x}_{v,n},
+        \mathbf{x}_{t,n}) \rvert
+
+    with :math:`\hat{\mathbf{x}} = \mathbf{x}/\lVert\mathbf{x}\rVert_2` and
+    :math:`w_n \ge 0` the node's distancing weight (broadcast over
+    :math:`d`); averaged over modality pairs when there are more than two.
+    Minimising it drives the modalities of a node towards orthogonal
+    directions. *Reconstruction* from the paper's prose.
+
+    Args:
+        x (Mapping[str, Tensor] or Sequence[Tensor]): ``[B, d]`` per
+            modality, rows aligned (same nodes).
+        weight (torch.Tensor, optional): Non-negative ``[B]`` weights
+            :math:`w_n` (e.g. ``w_d`` of
+            :class:`mde_pyg.nn.NodeLevelTradeoff`). (default: ones)
+    """
+    terms = [F.cosine_similarity(a, b, dim=-1).abs() for a, b in _pairs(x)]
+    return _weighted_mean(torch.stack(terms).mean(0), weight)
+
+
+def info_nce(
+    a: Tensor,
+    b: Tensor,
+    tau: float = 0.2,
+    weight: Tensor | None = None,
+    symmetric: bool = True,
+) -> Tensor:
+    r"""InfoNCE between two views with in-batch negatives, cosine logits.
+
+    .. math::
+        \ell_n = -\log \frac{\exp(\cos(\mathbf{a}_n, \mathbf{b}_n)/\tau)}
+        {\sum_{n'} \exp(\cos(\mathbf{a}_n, \mathbf{b}_{n'})/\tau)},
+        \qquad \mathcal{L} = \frac{1}{B} \sum_n w_n \ell_n
+
+    Args:
+        a (torch.Tensor): First view ``[B, d]``.
+        b (torch.Tensor): Second view ``[B, d]``, row ``n`` the positive of
+            ``a[n]``.
+        tau (float, optional): Temperature. (default: :obj:`0.2`)
+        weight (torch.Tensor, optional): Per-row weights ``[B]``.
+        symmetric (bool, optional): Average the ``a -> b`` and ``b -> a``
+            directions. (default: :obj:`True`)
+    """
+    if tau <= 0:
+        raise ValueError(f"'tau' must be positive, got {tau}")
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / tau
+    target = torch.arange(a.size(0), device=a.device)
+    loss = F.cross_entropy(logits, target, reduction="none")
+    if symmetric:
+        loss = 0.5 * (loss + F.cross_entropy(logits.t(), target,
+                                             reduction="none"))
+    return _weighted_mean(loss, weight)
+
+
+def msa_loss(
+    x_a: Tensor,
+    x_b: Tensor,
+    weight: Tensor | None = None,
+    tau: float = 0.2,
+    symmetric: bool = True,
+) -> Tensor:
+    r"""Modality similarity alignment (MDE Eq. 7, without :math:`\lambda_2`).
+
+    .. math::
+        \mathcal{L}_{MSA} = -\frac{1}{B} \sum_{n} w_n \log
+        \frac{\exp(\cos(\mathbf{x}_{v,n}, \mathbf{x}_{t,n})/\tau)}
+        {\sum_{n'} \exp(\cos(\mathbf{x}_{v,n}, \mathbf{x}_{t,n'})/\tau)}
+
+    InfoNCE with in-batch negatives (:func:`info_nce`), pulling a node's two
+    modalities together relative to other nodes. *Reconstruction*: the
+    direction is a choice, see ``symmetric``.
+
+    Args:
+        x_a (torch.Tensor): One modality ``[B, d]``.
+        x_b (torch.Tensor): Another modality ``[B, d]``, rows aligned.
+        weight (torch.Tensor, optional): Alignment weights ``[B]`` (e.g.
+            ``w_a`` of :class:`mde_pyg.nn.NodeLevelTradeoff`).
+        tau (float, optional): Temperature :math:`\tau`. (default: 0.2)
+        symmetric (bool, optional): **[choice]** average the ``v -> t`` and
+            ``t -> v`` directions. (default: :obj:`True`)
+    """
+    return info_nce(x_a, x_b, tau, weight, symmetric)
+
+
+def multi_msa_loss(x: Modalities, weight: Tensor | None = None,
+                   tau: float = 0.2, symmetric: bool = True) -> Tensor:
+    """:func:`msa_loss` averaged over every pair of modalities in ``x``."""
+    terms = [msa_loss(a, b, weight, tau, symmetric) for a, b in _pairs(x)]
+    return torch.stack(terms).mean()
+
+
+class BPRLoss(nn.Module):
+    """Module form of :func:`bpr_loss`."""
+
+    def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
+        """Return :func:`bpr_loss` of the scores."""
+        return bpr_loss(pos, neg)
+
+
+class MDALoss(nn.Module):
+    r"""Module form of :func:`mda_loss`, scaled by :math:`\lambda_1`.
+
+    Args:
+        weight (float, optional): :math:`\lambda_1`. (default: :obj:`0.01`)
+    """
+
+    def __init__(self, weight: float = 0.01) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: Modalities,
+                node_weight: Tensor | None = None) -> Tensor:
+        r"""Return :math:`\lambda_1` times :func:`mda_loss`."""
+        return self.weight * mda_loss(x, node_weight)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters in ``repr``."""
+        return f"weight={self.weight}"
+
+
+class MSALoss(nn.Module):
+    r"""Module form of :func:`msa_loss` over all modality pairs, scaled by
+    :math:`\lambda_2`.
+
+    Args:
+        weight (float, optional): :math:`\lambda_2`. (default: :obj:`0.01`)
+        tau (float, optional): Temperature. (default: :obj:`0.2`)
+        symmetric (bool, optional): See :func:`msa_loss`.
+            (default: :obj:`True`)
+    """
+
+    def __init__(self, weight: float = 0.01, tau: float = 0.2,
+                 symmetric: bool = True) -> None:
+        super().__init__()
+        self.weight = weight
+        self.tau = tau
+        self.symmetric = symmetric
+
+    def forward(self, x: Modalities,
+                node_weight: Tensor | None = None) -> Tensor:
+        r"""Return :math:`\lambda_2` times the pairwise :func:`msa_loss`."""
+        return self.weight * multi_msa_loss(x, node_weight, self.tau,
+                                            self.symmetric)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters in ``repr``."""
+        return (f"weight={self.weight}, tau={self.tau}, "
+                f"symmetric={self.symmetric}")
+
+
+__all__ = [
+    "bpr_loss",
+    "l2_reg",
+    "mda_loss",
+    "info_nce",
+    "msa_loss",
+    "multi_msa_loss",
+    "BPRLoss",
+    "MDALoss",
+    "MSALoss",
+]
+
+
+# SAND (He et al.): alignment of generic parts, distancing of unique parts ##
+
+
+def solo_sim_loss(z_a: Tensor, z_b: Tensor, tau: float = 0.2) -> Tensor:
+    r"""SoloSim alignment loss of SAND.
+
+    From `"Separate Learning for Multimedia Recommendation"
+    <https://arxiv.org/abs/2406.08270>`_:
+
+    .. math::
+        \mathcal{L}_{SoloSim} = -\frac{1}{N} \sum_{i} \log
+        \frac{\exp(\hat{\mathbf{z}}_{a,i}^\top \hat{\mathbf{z}}_{b,i}
+        / \tau)}{\sum_{j} \exp(\hat{\mathbf{z}}_{a,i}^\top
+        \hat{\mathbf{z}}_{b,j} / \tau)}
+
+    with :math:`\hat{\mathbf{z}} = \mathbf{z} / \lVert \mathbf{z}
+    \rVert_2`: one-directional InfoNCE (:func:`info_nce` with
+    ``symmetric=False``) from the generic part of one modality to the
+    generic part of another, the other rows serving as negatives. SAND
+    applies it to the projected generic parts of all items.
+
+    Args:
+        z_a (torch.Tensor): Anchors ``[N, d]`` (e.g. text).
+        z_b (torch.Tensor): Positives ``[N, d]`` (e.g. image), rows aligned.
+        tau (float, optional): Temperature :math:`\tau`. (default: 0.2)
+    """
+    return info_nce(z_a, z_b, tau, symmetric=False)
+
+
+def gaussian_log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
+    r"""Row-wise log-density of ``y`` under a diagonal Gaussian.
+
+    Up to the constant :math:`-\frac{d}{2} \log 2\pi`:
+
+    .. math::
+        \log q(\mathbf{y}_i \mid \mathbf{x}_i) = \sum_{k} \left(
+        -\frac{(y_{i,k} - \mu_{i,k})^2}{2 \exp(\ell_{i,k})}
+        - \frac{\ell_{i,k}}{2} \right)
+
+    Args:
+        mu (torch.Tensor): Means ``[N, d]``.
+        logvar (torch.Tensor): Log-variances :math:`\ell` ``[N, d]``.
+        y (torch.Tensor): Samples ``[N, d]``.
+    """
+    return (-(y - mu).pow(2) / logvar.exp() - logvar).sum(dim=-1) / 2
+
+
+def club_upper_bound(
+    mu: Tensor,
+    logvar: Tensor,
+    y: Tensor,
+    perm: Tensor | None = None,
+    clamp: bool = True,
+) -> Tensor:
+    r"""Sampled CLUB upper bound of the mutual information (SAND).
+
+    The bound on :math:`I(\mathbf{x}; \mathbf{y})` of `Cheng et al.,
+    "CLUB: A Contrastive Log-ratio Upper Bound of Mutual Information"
+    <https://arxiv.org/abs/2006.12013>`_, SAND's distancing term:
+
+    .. math::
+        \hat{I} = \max\Big(0, \frac{1}{N} \sum_i \log q(\mathbf{y}_i
+        \mid \mathbf{x}_i) - \frac{1}{N} \sum_i \log
+        q(\mathbf{y}_{\pi(i)} \mid \mathbf{x}_i)\Big)
+
+    with :math:`q(\mathbf{y} \mid \mathbf{x}) = \mathcal{N}(\boldsymbol{
+    \mu}(\mathbf{x}), \operatorname{diag} \exp \boldsymbol{\ell}(
+    \mathbf{x}))` a variational approximation fitted by maximum likelihood
+    (see :func:`gaussian_log_likelihood`) and :math:`\pi` a random
+    permutation (the negative pairs). Gradients reach ``y`` and, through
+    ``mu`` and ``logvar``, the samples :math:`\mathbf{x}`.
+
+    Args:
+        mu (torch.Tensor): :math:`\boldsymbol{\mu}(\mathbf{x})` ``[N, d]``.
+        logvar (torch.Tensor): :math:`\boldsymbol{\ell}(\mathbf{x})`
+            ``[N, d]``.
+        y (torch.Tensor): The paired samples ``[N, d]``.
+        perm (torch.Tensor, optional): The permutation :math:`\pi`
+            (``[N]``). (default: :obj:`None`: drawn with
+            :func:`torch.randperm`)
+        clamp (bool, optional): Clamp the estimate at 0, as SAND does.
+            (default: :obj:`True`)
+    """
+    if perm is None:
+        perm = torch.randperm(y.size(0), device=y.device)
+    positive = gaussian_log_likelihood(mu, logvar, y)
+    negative = gaussian_log_likelihood(mu, logvar, y[perm])
+    bound = positive.mean() - negative.mean()
+    return bound.clamp(min=0.0) if clamp else bound
+
+
+def club_nll(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
+    r"""Negative log-likelihood fitting the CLUB variational network.
+
+    .. math::
+        \mathcal{L}_{q} = -\frac{1}{N} \sum_i \log q(\mathbf{y}_i \mid
+        \mathbf{x}_i)
+
+    minimised over the parameters of :math:`q` only, on detached samples,
+    in optimiser steps of its own (see
+    :class:`mde_pyg.nn.CLUBEstimator`).
+
+    Args:
+        mu (torch.Tensor): Means ``[N, d]``.
+        logvar (torch.Tensor): Log-variances ``[N, d]``.
+        y (torch.Tensor): Samples ``[N, d]``.
+    """
+    return -gaussian_log_likelihood(mu, logvar, y).mean()
+
+
+def neg_l2_distance(a: Tensor, b: Tensor) -> Tensor:
+    r"""Negative squared L2 distance, SAND's simple distancing term.
+
+    .. math::
+        \mathcal{L}_{dist} = -\frac{1}{N d} \sum_{i} \lVert \mathbf{a}_i
+        - \mathbf{b}_i \rVert_2^2 = -\operatorname{MSE}(\mathbf{a},
+        \mathbf{b})
+
+    Minimising it pushes ``a`` (e.g. a generic part) away from ``b`` (the
+    unique part of the same item). It is unbounded below: keep its weight
+    small.
+
+    Args:
+        a (torch.Tensor): ``[N, d]``.
+        b (torch.Tensor): ``[N, d]``, rows aligned.
+    """
+    return -F.mse_loss(a, b)
+
+
+def cosine_prediction_loss(online: Tensor, target: Tensor) -> Tensor:
+    r"""Bootstrap prediction loss of BM3.
+
+    From `"Bootstrap Latent Representations for Multi-modal Recommendation"
+    <https://arxiv.org/abs/2207.05969>`_:
+
+    .. math::
+        \mathcal{L} = 1 - \frac{1}{N} \sum_i \cos(\mathbf{p}_i,
+        \operatorname{sg}(\mathbf{t}_i))
+
+    with :math:`\operatorname{sg}` the stop-gradient: no gradient reaches
+    the target view.
+
+    Args:
+        online (torch.Tensor): Predictions ``[N, d]``.
+        target (torch.Tensor): Targets ``[N, d]`` (detached here).
+    """
+    return 1.0 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+
+
+class SoloSimLoss(nn.Module):
+    r"""Module form of :func:`solo_sim_loss`, scaled by :math:`\alpha`.
+
+    For modalities :math:`m_1, \dots, m_M` (in the given order) the loss is
+    the mean of :func:`solo_sim_loss` over the pairs :math:`(m_a, m_b)`,
+    :math:`a < b`; for two modalities it is the single term of SAND.
+
+    Args:
+        weight (float, optional): :math:`\alpha`. (default: :obj:`0.012`)
+        tau (float, optional): Temperature. (default: :obj:`0.2`)
+    """
+
+    def __init__(self, weight: float = 0.012, tau: float = 0.2) -> None:
+        super().__init__()
+        self.weight = weight
+        self.tau = tau
+
+    def forward(self, z: Modalities) -> Tensor:
+        r"""Return :math:`\alpha` times the pairwise :func:`solo_sim_loss`."""
+        terms = [solo_sim_loss(a, b, self.tau) for a, b in _pairs(z)]
+        return self.weight * torch.stack(terms).mean()
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters in ``repr``."""
+        """Show the hyper-parameters."""
+        return f"weight={self.weight}, tau={self.tau}"
+
+
+class NegL2Distance(nn.Module):
+    r"""Module form of :func:`neg_l2_distance`, scaled by ``weight``.
+
+    Args:
+        weight (float, optional): SAND's :math:`u_{reg}`.
+            (default: :obj:`0.006`)
+    """
+
+    def __init__(self, weight: float = 0.006) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Return ``weight`` times :func:`neg_l2_distance`."""
+        return self.weight * neg_l2_distance(a, b)
+
+    def extra_repr(self) -> str:
+        """Show the hyper-parameters in ``repr``."""
+        """Show the weight."""
+        return f"weight={self.weight}"
+
+
+__all__ += [
+    "solo_sim_loss",
+    "gaussian_log_likelihood",
+    "club_upper_bound",
+    "club_nll",
+    "neg_l2_distance",
+    "cosine_prediction_loss",
+    "SoloSimLoss",
+    "NegL2Distance",
+]

@@ -1,0 +1,117 @@
+"""The interface every recommender in :mod:`mde_pyg.models` implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+
+class Recommender(nn.Module):
+    r"""Base class of the recommenders trained by
+    :class:`mde_pyg.train.Trainer`.
+
+    A subclass implements :meth:`get_embedding` (or overrides
+    :meth:`scorer`) and :meth:`loss`. The trainer relies on the following
+    contract only:
+
+    * ``loss(user, pos, neg) -> (total, parts)``: ``user``, ``pos`` and
+      ``neg`` are :obj:`LongTensor` batches of BPR triples; ``total`` is the
+      scalar to minimise and ``parts`` a dict of detached scalar tensors for
+      logging (``"bpr"``, ``"reg"``, ...).
+    * ``scorer()``: returns a function mapping a batch of user ids to their
+      scores over all items (``[batch, num_items]``); the default computes
+      :meth:`get_embedding` once and scores by inner product.
+    * ``on_epoch_start(epoch)``: per-epoch work such as re-sampling a pruned
+      graph (default: nothing).
+    * ``uses_negatives``: :obj:`False` for models that ignore ``neg``, so
+      that the trainer may skip negative sampling.
+
+    Args:
+        num_users (int): Number of users.
+        num_items (int): Number of items.
+    """
+
+    uses_negatives: bool = True
+
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__()
+        self.num_users = num_users
+        self.num_items = num_items
+
+    @classmethod
+    def from_data(cls, data: HeteroData, **hparams: Any) -> Recommender:
+        """Build the model for the graphs in ``data`` (see
+        :class:`mde_pyg.transforms.MultiModalGraphs`).
+        """
+        return cls(data, **hparams)
+
+    def get_embedding(self) -> tuple[Tensor, Tensor]:
+        """Return the final ``(user, item)`` representations."""
+        raise NotImplementedError
+
+    def loss(
+        self, user: Tensor, pos: Tensor, neg: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the training objective of a batch and its logged parts."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook called by the trainer before each epoch (default: no-op)."""
+
+    def forward(self, user: Tensor, item: Tensor) -> Tensor:
+        r"""Score the pairs ``(user[n], item[n])``: :math:`y_{u,i} =
+        \langle \mathbf{e}_u, \mathbf{e}_i \rangle`.
+        """
+        user_emb, item_emb = self.get_embedding()
+        return (user_emb[user] * item_emb[item]).sum(dim=-1)
+
+    @torch.no_grad()
+    def scorer(self) -> Callable[[Tensor], Tensor]:
+        """Return a function from user ids to scores over all items.
+
+        The embeddings are computed once here, so that a full-ranking
+        evaluation over many user batches propagates the graph only once.
+        """
+        user_emb, item_emb = self.get_embedding()
+        item_t = item_emb.t().contiguous()
+
+        def score(user: Tensor) -> Tensor:
+            return user_emb[user] @ item_t
+
+        return score
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        user: Tensor,
+        k: int = 20,
+        exclude: Tensor | None = None,
+    ) -> Tensor:
+        r"""Return the top-``k`` item ids of each user in ``user``.
+
+        Args:
+            user (torch.Tensor): User ids, shape ``[B]``.
+            k (int, optional): Number of items per user. (default: :obj:`20`)
+            exclude (torch.Tensor, optional): Pairs ``[2, E]`` of
+                (position in ``user``, item id) never to recommend, e.g. the
+                users' training items. (default: :obj:`None`)
+        """
+        if k < 1 or k > self.num_items:
+            raise ValueError(
+                f"'k' must be in [1, {self.num_items}] (the number of "
+                f"items), got {k}"
+            )
+        scores = self.scorer()(user)
+        if exclude is not None:
+            scores[exclude[0], exclude[1]] = float("-inf")
+        return scores.topk(k, dim=-1).indices
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.num_users} users, "
+            f"{self.num_items} items)"
+        )

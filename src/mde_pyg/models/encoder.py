@@ -1,0 +1,161 @@
+"""The multi-modal graph encoder shared by MDE, DRAGON and SAND."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.typing import Adj, OptTensor
+
+from mde_pyg.data.mmrec import modality_names
+from mde_pyg.nn.conv import MultiHopPropagation
+from mde_pyg.nn.graphs import GraphBuffers
+from mde_pyg.nn.sparse import user_item_edges
+from mde_pyg.transforms import CO_OCCURS, similar_edge_type
+
+
+def _require(data: HeteroData, edge_type, builder: str) -> None:
+    if edge_type not in data.edge_types or "edge_weight" not in \
+            data[edge_type]:
+        raise ValueError(
+            f"The data has no weighted {edge_type} graph; apply "
+            f"mde_pyg.transforms.{builder} (or MultiModalGraphs) first")
+
+
+def add_user_item_graph(graphs: GraphBuffers, data: HeteroData,
+                        name: str = "user_item") -> None:
+    """Store the normalised ``(U+I)``-node user-item graph of ``data``."""
+    _require(data, ("user", "rates", "item"), "NormalizeUserItem")
+    num = data["user"].num_nodes + data["item"].num_nodes
+    edge_index, edge_weight = user_item_edges(data)
+    graphs.add(name, edge_index, edge_weight, (num, num))
+
+
+def add_user_graph(graphs: GraphBuffers, data: HeteroData,
+                   name: str = "user_user") -> None:
+    """Store the user co-occurrence graph of ``data``."""
+    _require(data, CO_OCCURS, "UserCoOccurrenceGraph")
+    num = data["user"].num_nodes
+    store = data[CO_OCCURS]
+    graphs.add(name, store.edge_index, store.edge_weight, (num, num))
+
+
+def add_item_graphs(graphs: GraphBuffers, data: HeteroData,
+                    modalities: Sequence[str]) -> None:
+    """Store one item kNN graph per modality, named ``item_<m>``."""
+    num = data["item"].num_nodes
+    for m in modalities:
+        _require(data, similar_edge_type(m), "ItemKNNGraph")
+        store = data[similar_edge_type(m)]
+        graphs.add(f"item_{m}", store.edge_index, store.edge_weight,
+                   (num, num))
+
+
+def feature_mlp(in_dim: int, out_dim: int, hidden_dim: int | None
+                ) -> nn.Module:
+    """A 2-layer LeakyReLU MLP, or one linear map when ``hidden_dim`` is
+    :obj:`None`.
+    """
+    if hidden_dim is None:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LeakyReLU(),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+class MultiModalGraphEncoder(nn.Module):
+    r"""Per-modality projection and LightGCN propagation (MDE Eq. 2-3).
+
+    For each modality :math:`m`: a learnable user matrix
+    :math:`\mathbf{U}_m` (Xavier init) and the item matrix
+    :math:`\mathbf{I}_m = f_m(\mathbf{X}_m)` projected from the raw
+    features by an MLP (:math:`d_m \to 4d \to d`, LeakyReLU, as DRAGON);
+    then :math:`\mathbf{X}^{(0)}_m = [\mathbf{U}_m; \mathbf{I}_m]`
+    propagates over the normalised user-item graph:
+
+    .. math::
+        \bar{\mathbf{X}}_m = \operatorname{reduce}_{l=0..L}
+        (\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2})^l
+        \mathbf{X}^{(0)}_m
+
+    Args:
+        num_users (int): Users.
+        feature_dims (Mapping[str, int]): Modality name -> raw feature width.
+        embedding_dim (int, optional): :math:`d`. (default: :obj:`64`)
+        num_layers (int, optional): Hops :math:`L`. (default: :obj:`2`)
+        reduce (str, optional): Combination over layers, ``"mean"`` (MDE)
+            or ``"sum"`` (DRAGON). (default: :obj:`"mean"`)
+        hidden_factor (int, optional): MLP hidden width is
+            ``hidden_factor * d``; ``0`` for a single linear map.
+            (default: :obj:`4`)
+        normalize (bool, optional): L2-normalise the rows of
+            :math:`\mathbf{X}^{(0)}_m` (DRAGON). (default: :obj:`False`)
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        feature_dims: Mapping[str, int],
+        embedding_dim: int = 64,
+        num_layers: int = 2,
+        reduce: str = "mean",
+        hidden_factor: int = 4,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_users = num_users
+        self.modalities = list(feature_dims)
+        self.embedding_dim = embedding_dim
+        self.normalize = normalize
+        hidden = hidden_factor * embedding_dim if hidden_factor else None
+        self.user = nn.ParameterDict({
+            m: nn.Parameter(torch.empty(num_users, embedding_dim))
+            for m in self.modalities
+        })
+        self.projection = nn.ModuleDict({
+            m: feature_mlp(dim, embedding_dim, hidden)
+            for m, dim in feature_dims.items()
+        })
+        self.propagation = MultiHopPropagation(num_layers, reduce)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-initialise user matrices and projections."""
+        for weight in self.user.values():
+            nn.init.xavier_uniform_(weight)
+        for module in self.projection.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, features: Mapping[str, Tensor], edge_index: Adj,
+                edge_weight: OptTensor = None) -> dict[str, Tensor]:
+        r"""Return :math:`\bar{\\mathbf{X}}_m` (``[U+I, d]``) per modality."""
+        out = {}
+        for m in self.modalities:
+            x = torch.cat([self.user[m], self.projection[m](features[m])])
+            if self.normalize:
+                x = F.normalize(x, dim=-1)
+            out[m] = self.propagation(x, edge_index, edge_weight)
+        return out
+
+
+def feature_buffers(module: nn.Module, data: HeteroData,
+                    modalities: Sequence[str] | None = None
+                    ) -> dict[str, int]:
+    """Register the item features of ``data`` as buffers ``x_<m>``.
+
+    Returns:
+        Modality name -> feature width.
+    """
+    names = modality_names(data) if modalities is None else list(modalities)
+    if not names:
+        raise ValueError("The data has no item features 'x_<modality>'")
+    dims = {}
+    for m in names:
+        x = data["item"][f"x_{m}"].to(torch.float)
+        module.register_buffer(f"x_{m}", x, persistent=False)
+        dims[m] = x.size(1)
+    return dims

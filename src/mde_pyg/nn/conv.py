@@ -1,0 +1,156 @@
+"""Parameter-free propagation layers over pre-normalised weighted graphs.
+
+Each layer has two paths, as PyG's :class:`~torch_geometric.nn.conv.LGConv`:
+an ``edge_index`` path (``message``, the general reference) and a fused
+sparse path (``message_and_aggregate``), taken when the graph is passed as
+a torch CSR tensor or a :class:`torch_sparse.SparseTensor` (``adj_t``).
+The torch CSR path is the training default: its backward reuses the
+adjacency (symmetric graphs) or a transpose computed once and cached.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.utils import spmm
+
+from mde_pyg.nn.sparse import csr_matmul, csr_transpose
+
+
+class LightGCNConv(MessagePassing):
+    r"""One LightGCN propagation step with cached normalisation (MDE Eq. 2).
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i)} w_{j,i}
+        \mathbf{x}_j
+
+    with :math:`w_{j,i}` the stored weights, e.g. :math:`1/\sqrt{d_i d_j}`
+    from :class:`mde_pyg.transforms.NormalizeUserItem`. Unlike
+    :class:`~torch_geometric.nn.conv.LGConv`, the normalisation is not
+    recomputed at every call.
+
+    Args:
+        symmetric (bool, optional): The graph is symmetric
+            (:math:`w_{j,i} = w_{i,j}`), so the fused CSR path reuses it in
+            the backward pass instead of a transpose. (default: :obj:`True`)
+        **kwargs (optional): Arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+    """
+
+    def __init__(self, symmetric: bool = True, **kwargs) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+        self.symmetric = symmetric
+        self._transposed: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, x: Tensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
+        """Propagate ``x`` once over the graph."""
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        """Weight each neighbour's features."""
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t: Adj, x: Tensor) -> Tensor:
+        """Fused sparse product ``adj_t @ x``."""
+        if isinstance(adj_t, Tensor) and adj_t.layout == torch.sparse_csr:
+            return csr_matmul(adj_t, x, self._backward_matrix(adj_t))
+        return spmm(adj_t, x, reduce=self.aggr)
+
+    def _backward_matrix(self, adj_t: Tensor) -> Tensor:
+        if self.symmetric:
+            return adj_t
+        # A small cache keyed by identity; holding ``adj_t`` keeps its key
+        # valid. One layer may serve several graphs (one per modality).
+        for adj, transposed in self._transposed:
+            if adj is adj_t:
+                return transposed
+        self._transposed = self._transposed[-7:] + [
+            (adj_t, csr_transpose(adj_t))]
+        return self._transposed[-1][1]
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(symmetric={self.symmetric})"
+
+
+class SimpleGraphConv(LightGCNConv):
+    r"""Simple graph convolution on a weighted homogeneous graph (MDE Eq. 4).
+
+    .. math::
+        \tilde{\mathbf{x}}_i = \mathbf{x}_i + \sum_{j \in \mathcal{N}(i)}
+        s_{j,i} \mathbf{x}_j
+
+    over the user co-occurrence graph or an item kNN graph.
+    *Reconstruction*: the paper's prose leaves the residual term open.
+
+    Args:
+        residual (bool, optional): **[choice]** add :math:`\mathbf{x}_i`
+            (as written above); :obj:`False` returns the neighbour sum only.
+            (default: :obj:`True`)
+        symmetric (bool, optional): See :class:`LightGCNConv`; the kNN and
+            co-occurrence graphs are not symmetric. (default: :obj:`False`)
+        **kwargs (optional): Arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+    """
+
+    def __init__(self, residual: bool = True, symmetric: bool = False,
+                 **kwargs) -> None:
+        super().__init__(symmetric=symmetric, **kwargs)
+        self.residual = residual
+
+    def forward(self, x: Tensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
+        """Return ``x`` plus (if residual) its weighted neighbour sum."""
+        out = super().forward(x, edge_index, edge_weight)
+        return x + out if self.residual else out
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(residual={self.residual})"
+
+
+class MultiHopPropagation(torch.nn.Module):
+    r"""Stacked :class:`LightGCNConv` hops combined over layers (MDE Eq. 3).
+
+    .. math::
+        \bar{\mathbf{X}} = \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{X}^{(l)},
+        \qquad \mathbf{X}^{(l+1)} = \hat{\mathbf{A}} \mathbf{X}^{(l)}
+
+    Args:
+        num_layers (int, optional): Hops :math:`L`. (default: :obj:`2`)
+        reduce (str, optional): ``"mean"`` (LightGCN, MDE) or ``"sum"``
+            (DRAGON's :math:`\mathbf{x} + \mathbf{h}_1 + \mathbf{h}_2`) or
+            ``"last"`` (:math:`\mathbf{X}^{(L)}` only). (default:
+            :obj:`"mean"`)
+        symmetric (bool, optional): See :class:`LightGCNConv`.
+            (default: :obj:`True`)
+    """
+
+    def __init__(self, num_layers: int = 2, reduce: str = "mean",
+                 symmetric: bool = True) -> None:
+        super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"'num_layers' must be >= 0, got {num_layers}")
+        if reduce not in ("mean", "sum", "last"):
+            raise ValueError(f"'reduce' must be 'mean', 'sum' or 'last', got "
+                             f"'{reduce}'")
+        self.num_layers = num_layers
+        self.reduce = reduce
+        self.conv = LightGCNConv(symmetric=symmetric)
+
+    def forward(self, x: Tensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
+        """Return the combination of ``x`` and its ``num_layers`` hops."""
+        out: list[Tensor] = [x]
+        for _ in range(self.num_layers):
+            out.append(self.conv(out[-1], edge_index, edge_weight))
+        if self.reduce == "last":
+            return out[-1]
+        total = torch.stack(out).sum(0)
+        return total / len(out) if self.reduce == "mean" else total
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(num_layers={self.num_layers}, "
+                f"reduce='{self.reduce}')")

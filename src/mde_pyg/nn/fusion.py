@@ -1,0 +1,104 @@
+"""Node-level preference fusion of per-modality representations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class PreferenceFusion(nn.Module):
+    r"""Node-level learnable modality preferences (MDE Eq. 5).
+
+    .. math::
+        \mathbf{P} = \operatorname{softmax}(\mathbf{W}, \text{dim}=1), \qquad
+        \mathbf{h}_n = \big\Vert_{m \in \mathcal{M}} P_{n,m}\,
+        \tilde{\mathbf{x}}_{m,n}
+
+    with :math:`\mathbf{W} \in \mathbb{R}^{N \times |\mathcal{M}|}`
+    initialised to zero (equal preference). *Reconstruction*: the paper
+    does not say whether the weighted modalities are concatenated or
+    summed.
+
+    Args:
+        num_nodes (int): Number of nodes :math:`N` (users or items).
+        modalities (Sequence[str]): Modality names, in fusion order.
+        mode (str, optional): **[choice]** ``"concat"`` (DRAGON-style,
+            output width :math:`|\mathcal{M}| d`) or ``"sum"`` (width
+            :math:`d`). (default: :obj:`"concat"`)
+        fixed_preference (Sequence[float], optional): One global preference
+            per modality shared by all nodes and not learned (the paper's
+            Fig. 2 variant A); must sum to 1. (default: :obj:`None`)
+    """
+
+    def __init__(
+        self,
+        num_nodes: int,
+        modalities: Sequence[str],
+        mode: str = "concat",
+        fixed_preference: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("concat", "sum"):
+            raise ValueError(f"'mode' must be 'concat' or 'sum', got "
+                             f"'{mode}'")
+        self.num_nodes = num_nodes
+        self.modalities = list(modalities)
+        self.mode = mode
+        if fixed_preference is None:
+            self.weight: nn.Parameter | None = nn.Parameter(
+                torch.empty(num_nodes, len(self.modalities)))
+            self.register_buffer("fixed", None)
+        else:
+            fixed = torch.tensor(list(fixed_preference), dtype=torch.float)
+            if (fixed.numel() != len(self.modalities) or (fixed < 0).any()
+                    or abs(float(fixed.sum()) - 1.0) > 1e-5):
+                raise ValueError(
+                    f"'fixed_preference' must hold {len(self.modalities)} "
+                    f"non-negative values summing to 1 (one per modality "
+                    f"{self.modalities}), got {list(fixed_preference)}")
+            self.weight = None
+            self.register_buffer("fixed", fixed)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Reset the preference logits to zero (equal preference)."""
+        if self.weight is not None:
+            nn.init.zeros_(self.weight)
+
+    def preferences(self, index: Tensor | None = None) -> Tensor:
+        r"""Return :math:`\mathbf{P}` (rows ``index``, or all) ``[N, M]``."""
+        if self.weight is None:
+            size = self.num_nodes if index is None else index.numel()
+            return self.fixed.expand(size, -1)
+        weight = self.weight if index is None else self.weight[index]
+        return weight.softmax(dim=-1)
+
+    def forward(
+        self, x_dict: dict[str, Tensor], index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Fuse ``x_dict`` (one ``[N, d]`` tensor per modality).
+
+        Args:
+            x_dict (Dict[str, Tensor]): Per-modality representations of the
+                nodes ``index`` (or of all nodes).
+            index (torch.Tensor, optional): Node ids of the rows of
+                ``x_dict``. (default: :obj:`None`)
+
+        Returns:
+            ``(fused, preferences)``.
+        """
+        missing = [m for m in self.modalities if m not in x_dict]
+        if missing:
+            raise ValueError(f"'x_dict' lacks the modalities {missing}")
+        pref = self.preferences(index)
+        parts = [pref[:, j:j + 1] * x_dict[m]
+                 for j, m in enumerate(self.modalities)]
+        fused = torch.cat(parts, dim=-1) if self.mode == "concat" else \
+            torch.stack(parts).sum(0)
+        return fused, pref
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.num_nodes}, "
+                f"modalities={self.modalities}, mode='{self.mode}')")

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data folder beside the project, tiny graphs."""
+
+import os.path as osp
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED_DATA = osp.join(osp.dirname(ROOT), "shared", "data")
+LFM2K = osp.join(SHARED_DATA, "lfm2k")
+BABY_GRAPH = osp.join(SHARED_DATA, "baby_graph")
+LFM2K_MODALITIES = {"text": "all-MiniLM-L6-v2.npy", "audio": "vggish.npy"}
+
+
+def require_folder(path: str) -> None:
+    """Skip the calling test when a real-data folder is absent."""
+    if not osp.isdir(path):
+        pytest.skip(f"real data folder '{path}' is absent (it lives in "
+                    f"../shared/data beside the project root)")
+
+
+@pytest.fixture
+def lfm2k_path() -> str:
+    require_folder(LFM2K)
+    return LFM2K
+
+
+@pytest.fixture
+def synthetic_graphs():
+    """A small synthetic dataset with every graph built."""
+    from mde_pyg.data import SyntheticMultiModal
+    from mde_pyg.transforms import MultiModalGraphs
+
+    torch.manual_seed(0)
+    return SyntheticMultiModal(num_users=60, num_items=40,
+                               interactions_per_user=8,
+                               pre_transform=MultiModalGraphs(k_user=5,
+                                                              k_item=4))[0]

@@ -1,0 +1,88 @@
+import functools
+import http.server
+import os
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from mde_pyg.data import AmazonBaby, MMRecDataset, SyntheticMultiModal
+from mde_pyg.data.synthetic import make_synthetic
+from mde_pyg.transforms import MultiModalGraphs
+
+INTER = "userID\titemID\tx_label\n0\t0\t0\n0\t1\t0\n1\t1\t0\n1\t2\t0\n" \
+        "0\t2\t1\n1\t0\t2\n"
+
+
+def make_raw(folder, name="toy"):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write(INTER)
+    rng = np.random.default_rng(0)
+    np.save(os.path.join(folder, "image_feat.npy"), rng.normal(size=(3, 5)))
+    np.save(os.path.join(folder, "text_feat.npy"), rng.normal(size=(3, 4)))
+
+
+def test_mmrec_dataset_processes_and_caches(tmp_path):
+    make_raw(tmp_path / "raw")
+    ds = MMRecDataset(str(tmp_path), "toy",
+                      pre_transform=MultiModalGraphs(k_user=2, k_item=1))
+    data = ds[0]
+    assert data["user", "rates", "item"].edge_index.size(1) == 4
+    assert "edge_weight" in data["item", "similar_image", "item"]
+    # A second instance loads the processed file instead of re-reading raw.
+    np.save(tmp_path / "raw" / "text_feat.npy", np.zeros((3, 4)))
+    again = MMRecDataset(str(tmp_path), "toy",
+                         pre_transform=MultiModalGraphs(k_user=2, k_item=1))
+    assert torch.equal(again[0]["item"].x_text, data["item"].x_text)
+
+
+def test_offline_error_names_files(tmp_path):
+    with pytest.raises(RuntimeError, match=r"Place the files \['baby.inter', "
+                       r"'image_feat.npy', 'text_feat.npy'\]"):
+        AmazonBaby(str(tmp_path), url="http://127.0.0.1:9/baby.zip")
+    assert not (tmp_path / "download.tmp").exists()
+
+
+def test_download_from_local_server(tmp_path):
+    served = tmp_path / "served"
+    make_raw(served / "baby", name="baby")
+    with zipfile.ZipFile(served / "baby.zip", "w") as z:
+        for f in os.listdir(served / "baby"):
+            z.write(served / "baby" / f, f"baby/{f}")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/baby.zip"
+        ds = AmazonBaby(str(tmp_path / "root"), url=url)
+    finally:
+        server.shutdown()
+    assert ds[0]["item"].num_nodes == 3
+    assert sorted(os.listdir(tmp_path / "root" / "raw")) == [
+        "baby.inter", "image_feat.npy", "text_feat.npy"]
+
+
+def test_synthetic_is_seeded_and_planted():
+    a = make_synthetic(50, 30, seed=3, interactions_per_user=6)
+    b = make_synthetic(50, 30, seed=3, interactions_per_user=6)
+    c = make_synthetic(50, 30, seed=4, interactions_per_user=6)
+    store = a["user", "rates", "item"]
+    assert torch.equal(store.edge_index, b["user", "rates", "item"].edge_index)
+    assert not torch.equal(store.edge_index,
+                           c["user", "rates", "item"].edge_index)
+    total = sum(store[k].size(1) for k in
+                ("edge_index", "val_edge_index", "test_edge_index"))
+    assert total == 50 * 6
+    # Every user keeps at least one train item.
+    assert torch.unique(store.edge_index[0]).numel() == 50
+    pref = a["user"].preference
+    assert torch.allclose(pref.sum(1), torch.ones(50))
+    assert torch.allclose(pref[0::3].max(1).values, torch.full((17,), 0.9))
+    assert SyntheticMultiModal(20, 10, interactions_per_user=3)[0][
+        "item"].x_image.shape == (10, 32)

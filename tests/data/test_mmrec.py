@@ -1,0 +1,106 @@
+import os.path as osp
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import LFM2K_MODALITIES
+
+from mde_pyg.data import read_mmrec
+
+
+def write_folder(tmp_path, lines, features=None, name="toy"):
+    (tmp_path / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    features = features if features is not None else {
+        "image_feat.npy": np.ones((3, 4), dtype=np.float32),
+        "text_feat.npy": np.ones((3, 2), dtype=np.float64),
+    }
+    for file, x in features.items():
+        np.save(tmp_path / file, x)
+    return str(tmp_path)
+
+
+GOOD = ["userID\titemID\trating\ttimestamp\tx_label",
+        "0\t0\t5\t1\t0", "0\t1\t4\t2\t0", "1\t2\t3\t3\t0",
+        "1\t0\t1\t4\t1", "0\t2\t1\t5\t2", "2\t1\t1\t6\t2"]
+
+
+def test_read_mmrec_layout(tmp_path):
+    folder = write_folder(tmp_path, GOOD)
+    with pytest.warns(UserWarning, match="dropped 1 valid/test"):
+        data = read_mmrec(folder)
+    assert data["user"].num_nodes == 3 and data["item"].num_nodes == 3
+    assert data["item"].x_image.dtype == torch.float32
+    assert data["item"].x_text.dtype == torch.float32  # from float64
+    store = data["user", "rates", "item"]
+    assert store.edge_index.tolist() == [[0, 0, 1], [0, 1, 2]]
+    assert store.val_edge_index.tolist() == [[1], [0]]
+    # user 2 has no train item: its test row is dropped.
+    assert store.test_edge_index.tolist() == [[0], [2]]
+    rev = data["item", "rated_by", "user"].edge_index
+    assert rev.tolist() == [[0, 1, 2], [0, 0, 1]]
+
+
+def test_lfm2k(lfm2k_path):
+    data = read_mmrec(lfm2k_path, modalities=LFM2K_MODALITIES)
+    assert data["item"].num_nodes == 1425
+    assert data["user"].num_nodes == 1858
+    store = data["user", "rates", "item"]
+    assert store.edge_index.size(1) == 44327
+    assert store.val_edge_index.size(1) == 4799
+    assert store.test_edge_index.size(1) == 7219
+    assert data["item"].x_text.shape == (1425, 384)
+    assert data["item"].x_audio.shape == (1425, 128)
+    assert data["item"].x_audio.dtype == torch.float32
+    # The audio file is float64 on disk; the values survive the cast.
+    raw = np.load(osp.join(lfm2k_path, "vggish.npy"))
+    assert np.allclose(data["item"].x_audio.numpy(), raw, atol=1e-6)
+
+
+@pytest.mark.parametrize("lines, match", [
+    (["userID\titemID", "0\t0"], r"lacks the column\(s\) \['x_label'\]"),
+    (["userID\titemID\tx_label", "0\tabc\t0"],
+     r"line 2: column 'itemID' holds 'abc'"),
+    (["userID\titemID\tx_label", "0\t0\t0", "0\t1\t7"],
+     r"line 3: x_label 7 is not one of"),
+    (["userID\titemID\tx_label", "0\t0\t0", "-1\t1\t0"],
+     r"line 3: column 'userID' holds the negative id -1"),
+    (["userID\titemID\tx_label", "0\t0\t1", "0\t1\t2"],
+     r"no train interactions"),
+    (["userID\titemID\tx_label", "0\t0 0"], r"line 2: 2 fields"),
+])
+def test_bad_inter(tmp_path, lines, match):
+    folder = write_folder(tmp_path, lines, {
+        "image_feat.npy": np.ones((2, 4)), "text_feat.npy": np.ones((2, 4))})
+    with pytest.raises(ValueError, match=match):
+        read_mmrec(folder)
+
+
+def test_bad_features(tmp_path):
+    folder = write_folder(tmp_path, GOOD, {
+        "image_feat.npy": np.ones((2, 4)), "text_feat.npy": np.ones((3, 4))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="image_feat.npy has 2 rows but "
+                           "the interactions name 3 items"):
+            read_mmrec(folder)
+        bad = np.ones((3, 4))
+        bad[1, 2] = np.nan
+        np.save(tmp_path / "image_feat.npy", bad)
+        with pytest.raises(ValueError, match="image_feat.npy, row 1: 1 NaN"):
+            read_mmrec(folder)
+        with pytest.raises(ValueError, match="missing.npy' does not exist"):
+            read_mmrec(folder, modalities={"image": "missing.npy"})
+
+
+def test_inter_file_choice(tmp_path):
+    write_folder(tmp_path, GOOD, name="a")
+    write_folder(tmp_path, GOOD, name="b")
+    with pytest.raises(ValueError, match="found several"):
+        read_mmrec(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = read_mmrec(str(tmp_path), inter_file="b.inter")
+    assert data["item"].num_nodes == 3
+    with pytest.raises(ValueError, match="does not exist"):
+        read_mmrec(str(tmp_path / "nowhere"))

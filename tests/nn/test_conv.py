@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from mde_pyg.nn import (
+    LightGCNConv,
+    MultiHopPropagation,
+    SimpleGraphConv,
+    csr_matmul,
+    to_csr,
+)
+from mde_pyg.typing import WITH_TORCH_SPARSE, SparseTensor
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def random_graph(num_nodes=12, num_edges=40, symmetric=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    edge_index = torch.unique(edge_index, dim=1)
+    weight = torch.rand(edge_index.size(1), generator=gen)
+    if symmetric:
+        edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        weight = torch.cat([weight, weight])
+    return edge_index, weight
+
+
+def dense(edge_index, weight, n):
+    # out = A x with A[target, source] = w.
+    adj = torch.zeros(n, n)
+    adj.index_put_((edge_index[1], edge_index[0]), weight, accumulate=True)
+    return adj
+
+
+def value_and_grad(conv, x, *graph):
+    x = x.clone().requires_grad_()
+    out = conv(x, *graph)
+    (grad,) = torch.autograd.grad((out * torch.arange(
+        out.numel(), device=x.device).view_as(out).sin()).sum(), x)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cls, symmetric", [
+    (LightGCNConv, True), (LightGCNConv, False), (SimpleGraphConv, False)])
+def test_paths_agree_with_dense(device, cls, symmetric):
+    n = 12
+    edge_index, weight = random_graph(n, symmetric=symmetric)
+    conv = cls(symmetric=symmetric) if cls is LightGCNConv else cls()
+    x = torch.randn(n, 5, device=device)
+    edge_index, weight = edge_index.to(device), weight.to(device)
+    ref = dense(edge_index.cpu(), weight.cpu(), n).to(device)
+    expected = ref @ x + (x if cls is SimpleGraphConv else 0)
+
+    out_e, grad_e = value_and_grad(conv, x, edge_index, weight)
+    out_c, grad_c = value_and_grad(conv, x, to_csr(edge_index, weight,
+                                                   (n, n)))
+    assert torch.allclose(out_e, expected, atol=1e-5)
+    assert torch.allclose(out_c, expected, atol=1e-5)
+    assert torch.allclose(grad_e, grad_c, atol=1e-5)
+    if WITH_TORCH_SPARSE:
+        adj_t = SparseTensor(row=edge_index[1], col=edge_index[0],
+                             value=weight, sparse_sizes=(n, n))
+        out_s, grad_s = value_and_grad(conv, x, adj_t)
+        assert torch.allclose(out_s, expected, atol=1e-5)
+        assert torch.allclose(grad_s, grad_e, atol=1e-5)
+
+
+def test_symmetric_reuse_gradient_matches_torch():
+    edge_index, weight = random_graph(15, symmetric=True, seed=1)
+    adj = to_csr(edge_index, weight, (15, 15))
+    x = torch.randn(15, 3, requires_grad=True)
+    (g_fast,) = torch.autograd.grad(csr_matmul(adj, x, adj).pow(2).sum(), x)
+    (g_ref,) = torch.autograd.grad(
+        (dense(edge_index, weight, 15) @ x).pow(2).sum(), x)
+    assert torch.allclose(g_fast, g_ref, atol=1e-5)
+
+
+def test_transpose_cache_per_graph():
+    conv = SimpleGraphConv()
+    graphs = [to_csr(*random_graph(10, seed=s), (10, 10)) for s in (2, 3)]
+    x = torch.randn(10, 4, requires_grad=True)
+    for adj in graphs * 2:
+        conv(x, adj).sum().backward()
+    assert len(conv._transposed) == 2
+
+
+def test_multi_hop_mean_and_sum():
+    n = 8
+    edge_index, weight = random_graph(n, symmetric=True, seed=4)
+    a = dense(edge_index, weight, n)
+    x = torch.randn(n, 3)
+    hops = [x, a @ x, a @ a @ x]
+    mean = MultiHopPropagation(2, "mean")(x, to_csr(edge_index, weight,
+                                                    (n, n)))
+    assert torch.allclose(mean, sum(hops) / 3, atol=1e-5)
+    total = MultiHopPropagation(2, "sum")(x, edge_index, weight)
+    assert torch.allclose(total, sum(hops), atol=1e-5)
+    last = MultiHopPropagation(2, "last")(x, edge_index, weight)
+    assert torch.allclose(last, hops[2], atol=1e-5)
+    assert str(MultiHopPropagation()) == \
+        "MultiHopPropagation(num_layers=2, reduce='mean')"
+    with pytest.raises(ValueError, match="'reduce'"):
+        MultiHopPropagation(2, "max")
+
+
+def test_simple_conv_without_residual():
+    edge_index, weight = random_graph(6, seed=5)
+    x = torch.randn(6, 2)
+    out = SimpleGraphConv(residual=False)(x, edge_index, weight)
+    assert torch.allclose(out, dense(edge_index, weight, 6) @ x, atol=1e-6)

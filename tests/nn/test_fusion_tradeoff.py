@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from mde_pyg.nn import (
+    LearnableTradeoff,
+    NodeLevelTradeoff,
+    PreferenceFusion,
+    preference_gap,
+)
+
+
+def test_fusion_concat_and_sum():
+    fusion = PreferenceFusion(3, ["v", "t"])
+    x = {"v": torch.ones(3, 2), "t": 2 * torch.ones(3, 2)}
+    out, pref = fusion(x)
+    assert torch.allclose(pref, torch.full((3, 2), 0.5))
+    assert torch.allclose(out, torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
+    with torch.no_grad():
+        fusion.weight[1] = torch.tensor([0.0, 1.0])
+    out, pref = fusion(x, torch.tensor([1]))
+    p = torch.tensor(1.0).exp() / (1 + torch.tensor(1.0).exp())
+    assert torch.allclose(pref, torch.stack([1 - p, p]).view(1, 2))
+    assert torch.allclose(out, torch.cat([(1 - p).repeat(2),
+                                          2 * p.repeat(2)]).view(1, 4))
+    summed, _ = PreferenceFusion(3, ["v", "t"], mode="sum")(x)
+    assert torch.allclose(summed, torch.full((3, 2), 1.5))
+
+
+def test_fusion_fixed_and_errors():
+    fusion = PreferenceFusion(4, ["v", "t"], fixed_preference=[0.2, 0.8])
+    assert fusion.weight is None and not list(fusion.parameters())
+    _, pref = fusion({"v": torch.ones(4, 1), "t": torch.ones(4, 1)})
+    assert torch.allclose(pref, torch.tensor([[0.2, 0.8]] * 4))
+    with pytest.raises(ValueError, match="summing to 1"):
+        PreferenceFusion(4, ["v", "t"], fixed_preference=[0.5, 0.6])
+    with pytest.raises(ValueError, match="lacks the modalities"):
+        PreferenceFusion(4, ["v", "t"])({"v": torch.ones(4, 1)})
+
+
+def test_preference_gap_two_and_three():
+    pref = torch.tensor([[0.7, 0.3], [0.5, 0.5]])
+    assert torch.allclose(preference_gap(pref), torch.tensor([0.4, 0.0]))
+    pref3 = torch.tensor([[0.6, 0.3, 0.1]])
+    # pairs: .3, .5, .2 -> mean 1/3
+    assert torch.allclose(preference_gap(pref3), torch.tensor([1 / 3]))
+    with pytest.raises(ValueError, match="at least two modalities"):
+        preference_gap(torch.ones(2, 1))
+
+
+def test_node_level_tradeoff_detach():
+    logits = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    w_d, w_a = NodeLevelTradeoff(detach=True)(logits.softmax(-1))
+    assert torch.allclose(w_d + w_a, torch.ones(1))
+    assert not w_d.requires_grad
+    w_d, _ = NodeLevelTradeoff(detach=False)(logits.softmax(-1))
+    w_d.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_learnable_tradeoff():
+    tradeoff = LearnableTradeoff(5)
+    w_d, w_a = tradeoff(torch.tensor([0, 3]))
+    assert torch.allclose(w_d, torch.full((2,), 0.5))
+    (w_d.sum() - w_a.sum()).backward()
+    assert tradeoff.weight.grad[[0, 3]].abs().sum() > 0
+    assert tradeoff.weight.grad[[1, 2, 4]].abs().sum() == 0

@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from mde_pyg.losses import (
+    BPRLoss,
+    MDALoss,
+    MSALoss,
+    bpr_loss,
+    l2_reg,
+    mda_loss,
+    msa_loss,
+)
+
+
+def test_bpr_by_hand():
+    pos, neg = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0])
+    expected = -(math.log(1 / (1 + math.exp(-1)))
+                 + math.log(1 / (1 + math.exp(3)))) / 2
+    assert bpr_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+    assert BPRLoss()(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_l2_reg_by_hand():
+    a = torch.tensor([[1.0, 2.0], [0.0, 1.0]])  # 6 / 2 rows
+    b = torch.tensor([[3.0]])  # 9 / 1 row
+    assert l2_reg(a, b).item() == pytest.approx(3.0 + 9.0)
+
+
+def test_mda_by_hand():
+    v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    cos = [0.0, 1 / math.sqrt(2), -1.0]
+    w = torch.tensor([0.5, 0.2, 0.9])
+    expected = sum(wi * abs(c) for wi, c in zip(w.tolist(), cos)) / 3
+    assert mda_loss({"v": v, "t": t}, w).item() == pytest.approx(expected)
+    assert mda_loss([v, t]).item() == pytest.approx(
+        sum(abs(c) for c in cos) / 3)
+    assert MDALoss(0.1)({"v": v, "t": t}, w).item() == pytest.approx(
+        0.1 * expected)
+    # The Eq. 6 form: |sum_d W_d * xhat_v * xhat_t| with W_d broadcast.
+    vh, th = torch.nn.functional.normalize(v), torch.nn.functional.normalize(t)
+    eq6 = (w[:, None] * vh * th).sum(1).abs().mean()
+    assert mda_loss({"v": v, "t": t}, w).item() == pytest.approx(eq6.item())
+
+
+def test_mda_three_modalities_is_pairwise_mean():
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 4, 5)
+    pairs = [mda_loss([a, b]), mda_loss([a, c]), mda_loss([b, c])]
+    assert mda_loss([a, b, c]).item() == pytest.approx(
+        sum(p.item() for p in pairs) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="at least two modalities"):
+        mda_loss([a])
+
+
+def msa_reference(a, b, w, tau, symmetric):
+    n = a.size(0)
+    total = 0.0
+    for i in range(n):
+        def term(x, y, i=i):
+            logits = [torch.cosine_similarity(x[i], y[j], 0).item() / tau
+                      for j in range(n)]
+            return -(logits[i] - math.log(sum(math.exp(z) for z in logits)))
+        loss = term(a, b)
+        if symmetric:
+            loss = 0.5 * (loss + term(b, a))
+        total += w[i] * loss
+    return total / n
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("tau", [0.2, 0.5])
+def test_msa_by_hand(symmetric, tau):
+    torch.manual_seed(1)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    w = torch.tensor([0.1, 0.4, 0.7, 1.0])
+    got = msa_loss(a, b, w, tau=tau, symmetric=symmetric).item()
+    assert got == pytest.approx(msa_reference(a, b, w.tolist(), tau,
+                                              symmetric), rel=1e-5)
+    module = MSALoss(0.5, tau, symmetric)({"v": a, "t": b}, w).item()
+    assert module == pytest.approx(0.5 * got, rel=1e-6)
+
+
+def test_msa_errors_and_gradients():
+    a = torch.randn(4, 3, requires_grad=True)
+    b = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="'tau' must be positive"):
+        msa_loss(a, b, tau=0.0)
+    with pytest.raises(ValueError, match="'weight' must have shape"):
+        msa_loss(a, b, weight=torch.ones(3))
+    msa_loss(a, b).backward()
+    assert a.grad.abs().sum() > 0

@@ -124,12 +124,14 @@ def info_nce(
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / tau
-    target = torch.arange(a.size(0), device=a.device)
-    loss = F.cross_entropy(logits, target, reduction="none")
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.t() / tau
+    positive = (a * b).sum(dim=-1) / tau
+    # Row n of ``logits`` scores a_n against every b; column n scores b_n
+    # against every a, so the reverse direction needs no transposed copy.
+    loss = logits.logsumexp(dim=1) - positive
     if symmetric:
-        loss = 0.5 * (loss + F.cross_entropy(logits.t(), target,
-                                             reduction="none"))
+        loss = 0.5 * (loss + logits.logsumexp(dim=0) - positive)
     return _weighted_mean(loss, weight)
 
 

@@ -89,10 +89,10 @@ def make_synthetic(
     order = np.lexsort((u, user))
     rank = np.empty(user.size, dtype=np.int64)
     rank[order] = np.tile(np.arange(interactions_per_user), num_users)
-    frac = rank / interactions_per_user
-    label = np.where(frac < split[0], 0,
-                     np.where(frac < split[0] + split[1], 1, 2))
-    label[rank == 0] = 0
+    n_train, n_valid = np.round(np.cumsum(split[:2])
+                                * interactions_per_user).astype(np.int64)
+    label = np.where(rank < max(n_train, 1), 0,
+                     np.where(rank < n_valid, 1, 2))
 
     data["user"].num_nodes = num_users
     data["user"].preference = torch.from_numpy(pref.astype(np.float32))

@@ -82,14 +82,24 @@ class _CSRMatmul(torch.autograd.Function):
     def forward(ctx, adj: Tensor, adj_transposed: Tensor,
                 x: Tensor) -> Tensor:
         ctx.adj_transposed = adj_transposed
-        return torch.sparse.mm(adj, x.to(adj.dtype))
+        return _sparse_mm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[2]:
             return None, None, None
-        out = torch.sparse.mm(ctx.adj_transposed, grad.contiguous())
-        return None, None, out
+        return None, None, _sparse_mm(ctx.adj_transposed, grad)
+
+
+def _sparse_mm(adj: Tensor, x: Tensor) -> Tensor:
+    """``adj @ x`` in the adjacency's precision, outside autocast.
+
+    Sparse kernels have no bfloat16 path on CPU (MKL) or for mixed fp32 x
+    bf16 operands on CUDA (cuSPARSE); the product is memory-bound, so fp32
+    costs little.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.sparse.mm(adj, x.to(adj.dtype).contiguous())
 
 
 def csr_matmul(adj: Tensor, x: Tensor,
@@ -107,5 +117,5 @@ def csr_matmul(adj: Tensor, x: Tensor,
         adj_transposed (torch.Tensor, optional): ``adj^T`` in CSR layout.
     """
     if adj_transposed is None or adj.requires_grad:
-        return torch.sparse.mm(adj, x.to(adj.dtype))
+        return _sparse_mm(adj, x)
     return _CSRMatmul.apply(adj, adj_transposed, x)

@@ -1,0 +1,661 @@
+r"""The ``mde-pyg`` command line: train a registered model, list the models.
+
+.. code-block:: bash
+
+    mde-pyg models
+    mde-pyg train --model mde --dataset synthetic --output runs/mde
+    mde-pyg train --model mde --data data/baby \
+        --modality image=image_feat.npy --modality text=text_feat.npy \
+        --grid lambda_1=0.001,0.01,0.1 --grid tau=0.2,0.5 --output runs/baby
+
+Settings may also come from a TOML, YAML or JSON file (``--config``) whose
+keys are the long option names (``max_epochs`` or ``max-epochs``) with
+``set``, ``grid`` and ``modality`` given as tables; options on the command
+line take precedence over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mde_pyg.metrics import METRIC_NAMES
+
+if TYPE_CHECKING:
+    from torch_geometric.data import HeteroData
+
+#: Defaults of the ``train`` options that a config file may also set.
+DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "data": None,
+    "dataset": None,
+    "root": None,
+    "inter_file": None,
+    "max_epochs": 1000,
+    "patience": 20,
+    "batch_size": 2048,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "seed": 0,
+    "device": None,
+    "precision": "fp32",
+    "eval_metric": "recall@20",
+    "ks": (5, 10, 20, 50),
+    "k_user": 40,
+    "k_item": 10,
+    "output": None,
+    "resume": False,
+    "plot": False,
+    "progress": True,
+}
+#: Options given as ``KEY=VALUE`` pairs (tables in a config file).
+MAPPING_OPTIONS: tuple[str, ...] = ("set", "grid", "modality")
+
+#: ``--dataset`` names: the embedded synthetic data and MMRec's Amazon sets.
+DATASETS: tuple[str, ...] = ("synthetic", "baby", "sports", "clothing")
+
+MATPLOTLIB_MISSING = "--plot needs matplotlib (pip install 'mde-pyg[plot]')"
+RESULTS_FILE = "results.json"
+CURVE_FILE = "curve.png"
+
+
+class UsageError(ValueError):
+    """Bad user input, reported as one line rather than a traceback."""
+
+
+# Parsing ######################################################################
+
+
+def parse_value(text: str) -> bool | int | float | str | None:
+    """Parse ``text`` as a bool, int, float or ``None``, else keep the string.
+
+    Args:
+        text (str): A value from the command line, e.g. ``"1e-3"``.
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    """Split ``["KEY=VALUE", ...]`` into a dict (later keys win).
+
+    Args:
+        items (Sequence[str]): The raw option values.
+        option (str): The option name, for error messages.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value:
+            raise UsageError(
+                f"{option} expects KEY=VALUE, got '{item}'"
+            )
+        out[key.replace("-", "_") if option != "--modality" else key] = value
+    return out
+
+
+def parse_grid(items: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Turn ``{"lr": "1e-3,1e-4"}`` (or lists) into ``{"lr": [1e-3, 1e-4]}``.
+
+    Args:
+        items (Mapping[str, Any]): Grid values per key, comma separated
+            strings or lists.
+    """
+    grid: dict[str, list[Any]] = {}
+    for key, values in items.items():
+        if isinstance(values, str):
+            values = [parse_value(v) for v in values.split(",") if v.strip()]
+        elif not isinstance(values, (list, tuple)):
+            values = [values]
+        if len(values) == 0:
+            raise UsageError(f"--grid {key} has no values")
+        grid[key] = list(values)
+    return grid
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``.toml``, ``.yaml`` / ``.yml`` or ``.json`` config file.
+
+    Args:
+        path (str or os.PathLike): The file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file '{path}' does not exist")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            config = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as error:
+                raise UsageError(
+                    "YAML config files need PyYAML (pip install pyyaml)"
+                ) from error
+            config = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            config = json.loads(text)
+        else:
+            raise UsageError(
+                f"config file '{path}' must end in .toml, .yaml, .yml or "
+                f".json"
+            )
+    except UsageError:
+        raise
+    except Exception as error:  # a syntax error of any of the formats
+        raise UsageError(f"cannot parse '{path}': {error}") from error
+    if not isinstance(config, dict):
+        raise UsageError(f"config file '{path}' must hold a table/mapping")
+    config = {k.replace("-", "_"): v for k, v in config.items()}
+    if "modalities" in config:
+        config["modality"] = config.pop("modalities")
+    unknown = set(config) - set(DEFAULTS) - set(MAPPING_OPTIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown key(s) {sorted(unknown)} in '{path}'; allowed: "
+            f"{sorted(set(DEFAULTS) | set(MAPPING_OPTIONS))}"
+        )
+    for key in MAPPING_OPTIONS:
+        if key in config and not isinstance(config[key], dict):
+            raise UsageError(f"'{key}' in '{path}' must be a table/mapping")
+    return config
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge defaults, the config file and the command line (which wins).
+
+    Args:
+        args (argparse.Namespace): Parsed ``train`` arguments.
+    """
+    config = load_config(args.config) if args.config else {}
+    settings = dict(DEFAULTS)
+    settings.update({k: v for k, v in config.items() if k in DEFAULTS})
+    settings.update(
+        {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    )
+    settings["hparams"] = {
+        **config.get("set", {}),
+        **{
+            k: parse_value(v)
+            for k, v in parse_assignments(args.set or [], "--set").items()
+        },
+    }
+    settings["grid"] = parse_grid(
+        {**config.get("grid", {}),
+         **parse_assignments(args.grid or [], "--grid")}
+    )
+    settings["modality"] = {
+        **config.get("modality", {}),
+        **parse_assignments(args.modality or [], "--modality"),
+    }
+    if settings["model"] is None:
+        raise UsageError("--model is required (see 'mde-pyg models')")
+    if settings["output"] is None:
+        raise UsageError("--output is required")
+    if (settings["data"] is None) == (settings["dataset"] is None):
+        raise UsageError("give exactly one of --data FOLDER or --dataset NAME")
+    if settings["dataset"] is not None and settings["dataset"] not in DATASETS:
+        raise UsageError(
+            f"unknown dataset '{settings['dataset']}'; choose from "
+            f"{list(DATASETS)}"
+        )
+    if settings["modality"] and settings["dataset"] == "synthetic":
+        raise UsageError("--modality needs --data FOLDER or an Amazon dataset")
+    ks = settings["ks"]
+    if isinstance(ks, str):
+        try:
+            ks = [int(k) for k in ks.split(",") if k.strip()]
+        except ValueError as error:
+            raise UsageError(f"--ks expects K1,K2,..., got '{ks}'") from error
+    if not ks or any(int(k) < 1 for k in ks):
+        raise UsageError(f"--ks needs positive cut-offs, got {ks}")
+    settings["ks"] = tuple(sorted({int(k) for k in ks}))
+    name, _, k = str(settings["eval_metric"]).partition("@")
+    if (name not in METRIC_NAMES or not k.isdigit()
+            or int(k) not in settings["ks"]):
+        raise UsageError(
+            f"--eval-metric must be NAME@K with NAME in {list(METRIC_NAMES)} "
+            f"and K in --ks {list(settings['ks'])}, got "
+            f"'{settings['eval_metric']}'"
+        )
+    return settings
+
+
+# Data and models ##############################################################
+
+
+def load_data(
+    data: str | os.PathLike | None = None,
+    dataset: str | None = None,
+    modalities: Mapping[str, str] | None = None,
+    inter_file: str | None = None,
+    root: str | os.PathLike | None = None,
+    k_user: int = 40,
+    k_item: int = 10,
+) -> HeteroData:
+    """Load a dataset and build every graph the models need.
+
+    Args:
+        data (str or os.PathLike, optional): A folder in MMRec's layout, read
+            with :func:`mde_pyg.data.read_mmrec`. (default: :obj:`None`)
+        dataset (str, optional): One of :data:`DATASETS` instead of
+            ``data``. (default: :obj:`None`)
+        modalities (Mapping[str, str], optional): Modality name -> feature
+            file. (default: :obj:`None`: the loader's default)
+        inter_file (str, optional): The ``.inter`` file in ``data``.
+            (default: :obj:`None`)
+        root (str or os.PathLike, optional): Root of an Amazon ``dataset``.
+            (default: :obj:`None`: ``data/<dataset>``)
+        k_user (int, optional): Co-occurring users kept per user.
+            (default: :obj:`40`)
+        k_item (int, optional): Item neighbours per modality.
+            (default: :obj:`10`)
+
+    Returns:
+        torch_geometric.data.HeteroData: The data with its graphs.
+    """
+    from mde_pyg.transforms import MultiModalGraphs
+
+    transform = MultiModalGraphs(k_user=k_user, k_item=k_item)
+    modalities = dict(modalities) if modalities else None
+    if data is not None:
+        from mde_pyg.data import read_mmrec
+
+        if not Path(data).is_dir():
+            raise UsageError(f"data folder '{data}' does not exist")
+        try:
+            return transform(read_mmrec(str(data), inter_file, modalities))
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cannot read '{data}': {error}") from error
+    if dataset == "synthetic":
+        from mde_pyg.data import SyntheticMultiModal
+
+        return SyntheticMultiModal(seed=0, pre_transform=transform)[0]
+    from mde_pyg import data as datasets
+
+    cls = {
+        "baby": datasets.AmazonBaby,
+        "sports": datasets.AmazonSports,
+        "clothing": datasets.AmazonClothing,
+    }.get(str(dataset))
+    if cls is None:
+        raise UsageError(
+            f"unknown dataset '{dataset}'; choose from {list(DATASETS)}"
+        )
+    root = Path("data") / str(dataset) if root is None else Path(root)
+    try:
+        return cls(str(root), modalities, pre_transform=transform)[0]
+    except RuntimeError as error:
+        raise UsageError(str(error)) from error
+
+
+def check_hparams(model: str, hparams: Mapping[str, Any]) -> None:
+    """Raise a :class:`UsageError` naming any unknown model argument.
+
+    Args:
+        model (str): A registered model name.
+        hparams (Mapping[str, Any]): Keyword arguments for the model.
+    """
+    from mde_pyg.models import available_models, get_model_class
+
+    if model.lower() not in available_models():
+        raise UsageError(
+            f"unknown model '{model}'; choose from {available_models()}"
+        )
+    cls = get_model_class(model)
+    names: set[str] = set()
+    for fn in (cls.__init__, getattr(cls, "from_data", None)):
+        if fn is None:
+            continue
+        for param in inspect.signature(fn).parameters.values():
+            if param.kind is param.VAR_KEYWORD:
+                if fn is cls.__init__:
+                    return  # anything may be accepted
+                continue
+            names.add(param.name)
+    names -= {"self", "cls", "data", "num_users", "num_items"}
+    unknown = sorted(set(hparams) - names)
+    if unknown:
+        raise UsageError(
+            f"model '{model}' has no argument(s) {unknown}; it takes "
+            f"{sorted(names) or 'none'}"
+        )
+
+
+# Training #####################################################################
+
+
+def plot_curve(
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    metric: str = "recall@20",
+) -> None:
+    """Save the validation ``metric`` per epoch as an image.
+
+    Args:
+        history (Sequence[Mapping]): The trainer's history.
+        path (str or os.PathLike): Image file, e.g. ``curve.png``.
+        metric (str, optional): The validation metric to draw.
+            (default: :obj:`"recall@20"`)
+    """
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as error:
+        raise UsageError(MATPLOTLIB_MISSING) from error
+    epochs = [entry["epoch"] for entry in history]
+    values = [entry["valid"][metric] for entry in history]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(epochs, values, marker="o", markersize=2)
+    best = max(range(len(values)), key=values.__getitem__)
+    ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"valid {metric}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def format_metrics(
+    rows: Mapping[str, Mapping[str, float]],
+    ks: Sequence[int] | None = None,
+) -> str:
+    """Format metric dicts as a text table, one line per row label and K.
+
+    .. code-block:: text
+
+                  K     recall  precision        map       ndcg
+        valid     5     0.0300     0.0120     0.0159     0.0237
+        test      5     0.0433     0.0173     0.0210     0.0324
+
+    Args:
+        rows (Mapping[str, Mapping[str, float]]): Row label -> metrics, e.g.
+            ``{"valid": ..., "test": ...}``; missing values print as ``-``.
+        ks (Sequence[int], optional): Cut-offs to show.
+            (default: :obj:`None`: all in the first row)
+    """
+    if ks is None:
+        first = next(iter(rows.values()))
+        ks = sorted({int(key.split("@")[1]) for key in first})
+    width = max(len(label) for label in rows) + 2
+    lines = [f"{'':<{width}}{'K':>3}"
+             + "".join(f"{name:>11}" for name in METRIC_NAMES)]
+    for k in ks:
+        for label, metrics in rows.items():
+            cells = "".join(
+                f"{metrics[f'{name}@{k}']:>11.4f}"
+                if f"{name}@{k}" in metrics else f"{'-':>11}"
+                for name in METRIC_NAMES
+            )
+            lines.append(f"{label:<{width}}{k:>3}{cells}")
+    return "\n".join(lines)
+
+
+def train_model(
+    model: str,
+    data: HeteroData,
+    output: str | os.PathLike,
+    hparams: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    resume: bool = False,
+    plot: bool = False,
+    extra_config: Mapping[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> dict[str, Any]:
+    """Train ``model`` (or grid-search it) and write ``results.json``.
+
+    ``output/results.json`` gets ``model``, ``best_epoch``, ``valid``,
+    ``test``, ``config`` and ``history`` (and with a grid ``params``, the
+    winner's values; ``grid.csv`` lists every run). ``hparams`` and
+    ``grid`` keys that are :class:`~mde_pyg.train.Trainer` arguments (such
+    as ``lr``) go to the trainer, the others to the model.
+
+    Args:
+        model (str): A registered model name.
+        data (torch_geometric.data.HeteroData): Data from :func:`load_data`.
+        output (str or os.PathLike): Output folder.
+        hparams (Mapping[str, Any], optional): Fixed arguments.
+            (default: :obj:`None`)
+        grid (Mapping[str, Sequence], optional): Values to search over,
+            selected on validation ``eval_metric``. (default: :obj:`None`)
+        resume (bool, optional): Continue interrupted runs.
+            (default: :obj:`False`)
+        plot (bool, optional): Also save ``curve.png``.
+            (default: :obj:`False`)
+        extra_config (Mapping[str, Any], optional): Recorded under
+            ``config`` in ``results.json`` (e.g. the data settings).
+            (default: :obj:`None`)
+        **trainer_kwargs: :class:`~mde_pyg.train.Trainer` arguments.
+
+    Returns:
+        The result dict of :meth:`~mde_pyg.train.Trainer.fit` (or of
+        :func:`~mde_pyg.train.grid_search`).
+    """
+    from mde_pyg.models import build_model
+    from mde_pyg.train import Trainer, grid_search, seed_everything
+    from mde_pyg.train.grid import split_params
+    from mde_pyg.train.trainer import atomic_write_json
+
+    model = model.lower()
+    model_kwargs, fixed_trainer = split_params(hparams or {})
+    grid = dict(grid or {})
+    check_hparams(model, {**model_kwargs, **split_params(grid)[0]})
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(MATPLOTLIB_MISSING)
+    trainer_kwargs = {**trainer_kwargs, **fixed_trainer}
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    if grid:
+        result = grid_search(model, data, grid, fixed=model_kwargs,
+                             output_dir=output, resume=resume,
+                             **trainer_kwargs)
+    else:
+        seed_everything(trainer_kwargs.get("seed", 0))
+        recommender = build_model(model, data, **model_kwargs)
+        result = Trainer(recommender, data, output_dir=output,
+                         **trainer_kwargs).fit(resume=resume)
+
+    config = {**result["config"], "hparams": dict(model_kwargs),
+              **(extra_config or {})}
+    if grid:
+        config["grid"] = grid
+    summary = {
+        "model": model,
+        "best_epoch": result["best_epoch"],
+        "valid": result["valid"],
+        "test": result["test"],
+        "config": config,
+        "history": result["history"],
+    }
+    if grid:
+        summary["params"] = result["params"]
+    atomic_write_json(summary, output / RESULTS_FILE)
+    if plot:
+        plot_curve(result["history"], output / CURVE_FILE,
+                   result["config"]["eval_metric"])
+    return result
+
+
+# Entry points #################################################################
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``mde-pyg`` command."""
+    from mde_pyg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mde-pyg",
+        description="Multi-modal recommendation with MDE, SAND and baselines.",
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("models", help="list the registered models")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model and evaluate it on the test split",
+        description="Train a model with early stopping on validation "
+        "Recall@20 and report the test metrics of the best epoch.",
+    )
+    add = train.add_argument
+    add("--model", help="registered model name (see 'mde-pyg models')")
+    add("--data", metavar="FOLDER", help="a dataset folder in MMRec's layout")
+    add("--dataset", choices=DATASETS,
+        help="'synthetic' (embedded) or an Amazon dataset of MMRec")
+    add("--root", metavar="DIR", help="root of an Amazon --dataset "
+        "(default: data/<dataset>)")
+    add("--modality", action="append", metavar="NAME=FILE",
+        help="a modality and its .npy feature file (repeatable)")
+    add("--inter-file", metavar="FILE", help="the .inter file in --data")
+    add("--max-epochs", type=int, metavar="N", help="default: 1000")
+    add("--patience", type=int, metavar="N", help="default: 20")
+    add("--batch-size", type=int, metavar="N", help="default: 2048")
+    add("--lr", type=float, metavar="X", help="default: 1e-3")
+    add("--weight-decay", type=float, metavar="X", help="default: 0")
+    add("--seed", type=int, metavar="S", help="default: 0")
+    add("--device", metavar="DEVICE",
+        help="cpu or cuda (default: cuda when available)")
+    add("--precision", choices=("fp32", "bf16"), help="default: fp32")
+    add("--eval-metric", metavar="METRIC", help="default: recall@20")
+    add("--ks", metavar="K1,K2", help="cut-offs (default: 5,10,20,50)")
+    add("--k-user", type=int, metavar="K", help="default: 40")
+    add("--k-item", type=int, metavar="K", help="default: 10")
+    add("--set", action="append", metavar="KEY=VALUE",
+        help="a model argument (repeatable)")
+    add("--grid", action="append", metavar="KEY=V1,V2",
+        help="values to grid-search, selected on validation (repeatable)")
+    add("--config", metavar="FILE", help="a .toml, .yaml or .json file")
+    add("--resume", action="store_const", const=True,
+        help="continue from OUTPUT/last.pt")
+    add("--plot", action="store_const", const=True,
+        help="save OUTPUT/curve.png (needs matplotlib)")
+    add("--no-progress", dest="progress", action="store_const", const=False,
+        help="hide the progress bar")
+    add("--output", metavar="DIR", help="output folder")
+    return parser
+
+
+def _resolve_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise UsageError(f"invalid --device '{device}'") from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda given but CUDA is not available")
+    return device
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ``train`` command; return the training result.
+
+    Args:
+        args (argparse.Namespace): Parsed ``train`` arguments.
+    """
+    from mde_pyg.models import available_models
+
+    settings = resolve_settings(args)
+    model = str(settings["model"])
+    if model.lower() not in available_models():
+        raise UsageError(
+            f"unknown model '{model}'; choose from {available_models()}"
+        )
+    device = _resolve_device(settings["device"])
+    data_config = {
+        key: settings[key]
+        for key in ("data", "dataset", "inter_file", "k_user", "k_item")
+    }
+    data_config["modality"] = settings["modality"]
+    data = load_data(
+        data=settings["data"],
+        dataset=settings["dataset"],
+        modalities=settings["modality"],
+        inter_file=settings["inter_file"],
+        root=settings["root"],
+        k_user=settings["k_user"],
+        k_item=settings["k_item"],
+    )
+    num_items = int(data["item"].num_nodes)
+    if max(settings["ks"]) > num_items:
+        raise UsageError(
+            f"the data has {num_items} items, fewer than the largest cut-off "
+            f"{max(settings['ks'])}; lower --ks"
+        )
+    result = train_model(
+        model,
+        data,
+        settings["output"],
+        hparams=settings["hparams"],
+        grid=settings["grid"],
+        resume=settings["resume"],
+        plot=settings["plot"],
+        extra_config={"data": data_config},
+        lr=settings["lr"],
+        batch_size=settings["batch_size"],
+        max_epochs=settings["max_epochs"],
+        patience=settings["patience"],
+        eval_metric=settings["eval_metric"],
+        ks=settings["ks"],
+        seed=settings["seed"],
+        device=device,
+        precision=settings["precision"],
+        weight_decay=settings["weight_decay"],
+        progress=settings["progress"],
+    )
+    print(f"best epoch {result['best_epoch']}")
+    print(format_metrics({"valid": result["valid"], "test": result["test"]}))
+    print(f"results written to {Path(settings['output']) / RESULTS_FILE}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mde-pyg``; return the exit status.
+
+    Args:
+        argv (Sequence[str], optional): Arguments without the program name.
+            (default: :obj:`None`: :obj:`sys.argv`)
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        from mde_pyg.models import available_models
+
+        print("\n".join(available_models()))
+        return 0
+    try:
+        run_train(args)
+    except UsageError as error:
+        parser.error(str(error))  # one line on stderr, exit status 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

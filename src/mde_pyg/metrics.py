@@ -1,0 +1,258 @@
+r"""Top-:math:`K` ranking metrics of the MMRec evaluation protocol.
+
+For a user :math:`u` with held-out items :math:`T_u`, a ranked list
+:math:`r_1, r_2, \ldots` and binary relevance
+:math:`\mathrm{rel}(j) = [r_j \in T_u]`:
+
+.. math::
+    \mathrm{Recall@}K &= \frac{1}{|T_u|} \sum_{j \le K} \mathrm{rel}(j)
+
+    \mathrm{Precision@}K &= \frac{1}{K} \sum_{j \le K} \mathrm{rel}(j)
+
+    \mathrm{NDCG@}K &= \frac{\sum_{j \le K} \mathrm{rel}(j) / \log_2(j + 1)}
+    {\sum_{j \le \min(|T_u|, K)} 1 / \log_2(j + 1)}
+
+    \mathrm{MAP@}K &= \frac{1}{\min(|T_u|, K)} \sum_{j \le K}
+    \mathrm{P}(j) \, \mathrm{rel}(j),
+
+with :math:`\mathrm{P}(j)` the precision of the first :math:`j` items. Each
+metric is averaged over the users that have at least one held-out item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+#: Metric names, in the order of the returned dictionaries.
+METRIC_NAMES: tuple[str, ...] = ("recall", "precision", "map", "ndcg")
+
+
+def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if len(ks) == 0:
+        raise ValueError("'ks' must name at least one cut-off, got none")
+    if ks[0] < 1:
+        raise ValueError(f"Every cut-off in 'ks' must be >= 1, got {ks[0]}")
+    if max_k is not None and ks[-1] > max_k:
+        raise ValueError(
+            f"Cut-off {ks[-1]} exceeds the {max_k} ranked items given per "
+            f"user; rank at least max(ks) = {ks[-1]} items"
+        )
+    return ks
+
+
+def _hit_matrix(
+    top_items: Tensor, targets: Sequence[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Return the hit matrix and the number of distinct targets per user.
+
+    ``hits[u, j]`` is :obj:`True` iff ``top_items[u, j]`` is in
+    ``targets[u]``; no Python loop runs over items.
+    """
+    num_users, max_k = top_items.size()
+    device = top_items.device
+    if num_users == 0:
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return top_items.new_zeros((0, max_k), dtype=torch.bool), empty
+    counts = torch.tensor(
+        [t.numel() for t in targets], dtype=torch.long, device=device
+    )
+    items = torch.cat([t.reshape(-1) for t in targets]).to(device, torch.long)
+    if items.numel() == 0:
+        return top_items.new_zeros(top_items.size(), dtype=torch.bool), counts
+    if items.min() < 0 or top_items.min() < 0:
+        raise ValueError("Item ids must be non-negative")
+
+    # Encode (user, item) pairs as user * stride + item, sort the targets and
+    # look every ranked pair up with a binary search.
+    stride = int(max(int(items.max()), int(top_items.max()))) + 1
+    owner = torch.repeat_interleave(
+        torch.arange(num_users, device=device), counts
+    )
+    target_key = torch.unique(owner * stride + items)  # sorted, distinct
+    counts = torch.bincount(target_key // stride, minlength=num_users)
+
+    rank_owner = torch.arange(num_users, device=device).view(-1, 1)
+    pred_key = (rank_owner * stride + top_items).view(-1)
+    pos = torch.searchsorted(target_key, pred_key)
+    pos = pos.clamp(max=target_key.numel() - 1)
+    hits = (target_key[pos] == pred_key).view(num_users, max_k)
+    return hits, counts
+
+
+def per_user_metrics(
+    top_items: Tensor,
+    targets: Sequence[Tensor],
+    ks: Sequence[int] = (5, 10, 20, 50),
+) -> dict[str, Tensor]:
+    r"""Return every metric of every user, as tensors of shape ``[U]``.
+
+    Users without held-out items get :obj:`NaN`; :func:`ranking_metrics`
+    leaves them out of the average. Per-user values are what a paired
+    significance test between two models needs.
+
+    Args:
+        top_items (torch.Tensor): Ranked item ids of each user, shape
+            ``[U, max_k]`` with ``max_k >= max(ks)``, best first, no
+            repeated id within a row.
+        targets (Sequence[torch.Tensor]): ``U`` tensors; ``targets[u]`` holds
+            the held-out item ids of user ``u`` (duplicates count once).
+        ks (Sequence[int], optional): Cut-offs :math:`K`.
+            (default: :obj:`(5, 10, 20, 50)`)
+    """
+    if top_items.dim() != 2:
+        raise ValueError(
+            f"'top_items' must have shape [num_users, max_k], got "
+            f"{tuple(top_items.size())}"
+        )
+    if top_items.is_floating_point() or top_items.dtype == torch.bool:
+        raise ValueError(
+            f"'top_items' must hold integer item ids, got {top_items.dtype}"
+        )
+    if len(targets) != top_items.size(0):
+        raise ValueError(
+            f"'top_items' ranks {top_items.size(0)} users but 'targets' "
+            f"holds {len(targets)}; give one target tensor per ranked user"
+        )
+    ks = _check_ks(ks, top_items.size(1))
+    max_k = ks[-1]
+    hits, counts = _hit_matrix(top_items[:, :max_k].long(), targets)
+
+    hits = hits.to(torch.float64)
+    n = counts.to(torch.float64)
+    position = torch.arange(
+        1, max_k + 1, dtype=torch.float64, device=hits.device
+    )
+    cum_hits = hits.cumsum(dim=1)
+    discount = 1.0 / torch.log2(position + 1.0)
+    dcg = (hits * discount).cumsum(dim=1)
+    ideal = discount.cumsum(dim=0)
+    ap = (hits * cum_hits / position).cumsum(dim=1)
+
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=hits.device)
+    valid = counts > 0
+    out: dict[str, Tensor] = {}
+    for name in METRIC_NAMES:
+        for k in ks:
+            num_hits = cum_hits[:, k - 1]
+            # min(|T_u|, K) relevant positions at best; >= 1 for valid users:
+            best = counts.clamp(min=1, max=k)
+            if name == "recall":
+                value = num_hits / n.clamp(min=1)
+            elif name == "precision":
+                value = num_hits / k
+            elif name == "map":
+                value = ap[:, k - 1] / best
+            else:
+                value = dcg[:, k - 1] / ideal[best - 1]
+            out[f"{name}@{k}"] = torch.where(valid, value, nan)
+    return out
+
+
+def ranking_metrics(
+    top_items: Tensor,
+    targets: Sequence[Tensor],
+    ks: Sequence[int] = (5, 10, 20, 50),
+) -> dict[str, float]:
+    r"""Compute Recall, Precision, MAP and NDCG at every cut-off in ``ks``.
+
+    Returns a dictionary with the keys ``"recall@K"``, ``"precision@K"``,
+    ``"map@K"`` and ``"ndcg@K"``, averaged over the users that have at
+    least one held-out item (see the module docstring for the formulas).
+
+    .. code-block:: python
+
+        top = torch.tensor([[3, 1, 0], [2, 0, 1]])
+        ranking_metrics(top, [torch.tensor([1]), torch.tensor([0, 1])],
+                        ks=(1, 3))
+
+    Args:
+        top_items (torch.Tensor): Ranked item ids of each user, shape
+            ``[U, max_k]`` with ``max_k >= max(ks)``, best first.
+        targets (Sequence[torch.Tensor]): ``U`` tensors of held-out item ids.
+        ks (Sequence[int], optional): Cut-offs :math:`K`.
+            (default: :obj:`(5, 10, 20, 50)`)
+    """
+    metric = RankingMetrics(ks)
+    metric.update(top_items, targets)
+    return metric.compute()
+
+
+class RankingMetrics:
+    r"""Accumulates :func:`ranking_metrics` over batches of users.
+
+    .. code-block:: python
+
+        metric = RankingMetrics(ks=(10, 20))
+        for user in user_batches:
+            metric.update(top_items_of(user), targets_of(user))
+        out = metric.compute()  # {"recall@10": ..., ...}
+        metric.reset()
+
+    The result equals one call of :func:`ranking_metrics` over all users
+    (up to rounding; sums are kept in double precision).
+
+    Args:
+        ks (Sequence[int], optional): Cut-offs :math:`K`.
+            (default: :obj:`(5, 10, 20, 50)`)
+    """
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 20, 50)) -> None:
+        self.ks = _check_ks(ks)
+        self.reset()
+
+    @property
+    def max_k(self) -> int:
+        """The number of ranked items :meth:`update` needs per user."""
+        return self.ks[-1]
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of :meth:`compute`'s dictionary, in order."""
+        return [f"{name}@{k}" for name in METRIC_NAMES for k in self.ks]
+
+    def reset(self) -> None:
+        """Forget every accumulated user."""
+        self._sums = {key: 0.0 for key in self.keys}
+        self.num_users = 0
+
+    def update(self, top_items: Tensor, targets: Sequence[Tensor]) -> None:
+        """Add a batch of users.
+
+        Args:
+            top_items (torch.Tensor): Ranked item ids, shape ``[B, max_k]``.
+            targets (Sequence[torch.Tensor]): ``B`` tensors of held-out items;
+                users with none are skipped.
+        """
+        values = per_user_metrics(top_items, targets, self.ks)
+        valid = ~values[self.keys[0]].isnan()
+        for key, value in values.items():
+            self._sums[key] += float(value[valid].sum())
+        self.num_users += int(valid.sum())
+
+    def compute(self) -> dict[str, float]:
+        """Return the metrics averaged over all users seen since :meth:`reset`.
+
+        Raises:
+            ValueError: If no user with a held-out item has been seen.
+        """
+        if self.num_users == 0:
+            raise ValueError(
+                "No user with a held-out item was given to 'update'; there "
+                "is nothing to average"
+            )
+        return {key: s / self.num_users for key, s in self._sums.items()}
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(ks={list(self.ks)})"
+
+
+__all__ = [
+    "METRIC_NAMES",
+    "RankingMetrics",
+    "per_user_metrics",
+    "ranking_metrics",
+]

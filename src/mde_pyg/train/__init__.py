@@ -1,0 +1,14 @@
+"""Training machinery: negative sampling, evaluation, training, grid search."""
+
+from mde_pyg.train.evaluator import Evaluator
+from mde_pyg.train.grid import grid_search
+from mde_pyg.train.sampler import NegativeSampler
+from mde_pyg.train.trainer import Trainer, seed_everything
+
+__all__ = [
+    "NegativeSampler",
+    "Evaluator",
+    "Trainer",
+    "grid_search",
+    "seed_everything",
+]

@@ -1,0 +1,234 @@
+"""Full-ranking evaluation of a recommender on the valid or test split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.typing import EdgeType
+
+from mde_pyg.metrics import RankingMetrics
+from mde_pyg.models.base import Recommender
+
+#: The interaction edge type of every dataset in :mod:`mde_pyg.data`.
+RATES: EdgeType = ("user", "rates", "item")
+
+#: Split name -> the attribute of ``data[RATES]`` holding its edges.
+SPLIT_ATTRS: dict[str, str] = {
+    "train": "edge_index",
+    "valid": "val_edge_index",
+    "val": "val_edge_index",
+    "test": "test_edge_index",
+}
+
+
+def _csr(edge_index: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+    """Return ``(indptr, indices)`` of the distinct pairs in ``edge_index``."""
+    row, col = edge_index.cpu().long()
+    num_cols = int(col.max()) + 1 if col.numel() > 0 else 1
+    key = torch.unique(row * num_cols + col)  # sorted by row, then column
+    indptr = torch.zeros(num_rows + 1, dtype=torch.long)
+    indptr[1:] = torch.bincount(key // num_cols, minlength=num_rows).cumsum(0)
+    return indptr, key % num_cols
+
+
+def split_edges(data: HeteroData, split: str) -> Tensor:
+    """Return the ``[2, E]`` user-item edges of ``split`` in ``data``.
+
+    Args:
+        data (torch_geometric.data.HeteroData): A dataset of
+            :mod:`mde_pyg.data`.
+        split (str): ``"train"``, ``"valid"`` (or ``"val"``) or ``"test"``.
+    """
+    if split not in SPLIT_ATTRS:
+        raise ValueError(
+            f"Unknown split '{split}'; choose 'train', 'valid' or 'test'"
+        )
+    store = data[RATES]
+    attr = SPLIT_ATTRS[split]
+    if attr not in store:
+        raise ValueError(
+            f"data[{RATES}] has no '{attr}' (the {split} interactions); "
+            f"load the data with mde_pyg.data"
+        )
+    return store[attr]
+
+
+class Evaluator:
+    r"""Full-ranking evaluation over all items (the MMRec protocol).
+
+    Every user with at least one interaction in ``split`` is ranked against
+    all items; the user's *training* items are masked out (validation items
+    are not masked when testing), the top ``max(ks)`` items are taken with
+    :func:`torch.topk` and compared with the user's held-out items by
+    :class:`mde_pyg.metrics.RankingMetrics`.
+
+    The evaluated users, the mask (CSR ``indptr`` / ``indices``) and the
+    targets are computed once here; a call needs one
+    :meth:`~mde_pyg.models.Recommender.scorer` and one score matrix per user
+    batch, on the model's device. The model is scored in evaluation mode and
+    in full precision; the score matrix returned by the scorer is masked in
+    place, so a scorer must return a fresh tensor.
+
+    .. code-block:: python
+
+        evaluator = Evaluator(data, split="valid")
+        metrics = evaluator(model)  # {"recall@20": ..., ...}
+
+    Args:
+        data (torch_geometric.data.HeteroData): A dataset of
+            :mod:`mde_pyg.data` with ``edge_index`` (train),
+            ``val_edge_index`` and ``test_edge_index`` on
+            ``('user', 'rates', 'item')``.
+        split (str, optional): ``"valid"`` (or ``"val"``) or ``"test"``.
+            (default: :obj:`"valid"`)
+        ks (Sequence[int], optional): Cut-offs.
+            (default: :obj:`(5, 10, 20, 50)`)
+        batch_size (int, optional): Users scored at once.
+            (default: :obj:`4096`)
+    """
+
+    def __init__(
+        self,
+        data: HeteroData,
+        split: str = "valid",
+        ks: Sequence[int] = (5, 10, 20, 50),
+        batch_size: int = 4096,
+    ) -> None:
+        if split not in ("valid", "val", "test"):
+            raise ValueError(
+                f"Evaluator 'split' must be 'valid' or 'test', got '{split}'"
+            )
+        if batch_size < 1:
+            raise ValueError(f"'batch_size' must be >= 1, got {batch_size}")
+        self.split = "valid" if split == "val" else split
+        self.metric = RankingMetrics(ks)
+        self.ks = self.metric.ks
+        self.batch_size = batch_size
+        self.num_users = int(data["user"].num_nodes)
+        self.num_items = int(data["item"].num_nodes)
+        if self.max_k > self.num_items:
+            raise ValueError(
+                f"Cut-off {self.max_k} exceeds the number of items "
+                f"({self.num_items}); choose smaller 'ks'"
+            )
+
+        # Training items to mask, as CSR over all users:
+        self.mask_ptr, self.mask_index = _csr(
+            split_edges(data, "train"), self.num_users
+        )
+        # Held-out items of the evaluated users:
+        ptr, index = _csr(split_edges(data, self.split), self.num_users)
+        count = ptr[1:] - ptr[:-1]
+        self.users = (count > 0).nonzero().view(-1)
+        if self.users.numel() == 0:
+            raise ValueError(
+                f"The {self.split} split of the data has no interaction, so "
+                f"there is nothing to evaluate; give interactions with "
+                f"x_label {1 if self.split == 'valid' else 2}"
+            )
+        self.targets: list[Tensor] = list(
+            torch.split(index, count[self.users].tolist())
+        )
+        self._device_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def max_k(self) -> int:
+        """The number of items ranked per user, ``max(ks)``."""
+        return self.metric.max_k
+
+    def _mask_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._device_cache:
+            self._device_cache[device] = (
+                self.mask_ptr.to(device),
+                self.mask_index.to(device),
+            )
+        return self._device_cache[device]
+
+    def mask_pairs(
+        self, user: Tensor, device: torch.device | None = None
+    ) -> Tensor:
+        """Return the ``[2, M]`` (row in ``user``, train item) pairs to mask.
+
+        Args:
+            user (torch.Tensor): User ids of a batch, shape ``[B]``.
+            device (torch.device, optional): Where to build the pairs.
+                (default: :obj:`None`: the device of ``user``)
+        """
+        device = user.device if device is None else device
+        indptr, indices = self._mask_on(device)
+        user = user.to(device)
+        start = indptr[user]
+        count = indptr[user + 1] - start
+        row = torch.repeat_interleave(
+            torch.arange(user.numel(), device=device), count
+        )
+        # Position of each masked entry within its user's segment:
+        offset = torch.arange(row.numel(), device=device)
+        offset = offset - (count.cumsum(0) - count)[row]
+        return torch.stack([row, indices[start[row] + offset]])
+
+    def _rank(
+        self,
+        score: Callable[[Tensor], Tensor],
+        user: Tensor,
+        device: torch.device,
+    ) -> Tensor:
+        scores = score(user.to(device)).float()
+        mask = self.mask_pairs(user, device)
+        scores[mask[0], mask[1]] = float("-inf")
+        return scores.topk(self.max_k, dim=-1).indices
+
+    @torch.no_grad()
+    def top_items(self, model: Recommender, user: Tensor) -> Tensor:
+        """Return the top ``max(ks)`` unseen items of every user in ``user``.
+
+        Args:
+            model (Recommender): The model to rank with.
+            user (torch.Tensor): User ids, shape ``[B]``.
+        """
+        device = _model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            return self._rank(model.scorer(), user, device)
+        finally:
+            model.train(was_training)
+
+    @torch.no_grad()
+    def __call__(self, model: Recommender) -> dict[str, float]:
+        """Evaluate ``model`` and return the averaged metrics.
+
+        Args:
+            model (Recommender): The model to evaluate.
+        """
+        device = _model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            score = model.scorer()
+            self.metric.reset()
+            for start in range(0, self.users.numel(), self.batch_size):
+                end = start + self.batch_size
+                top = self._rank(score, self.users[start:end], device)
+                self.metric.update(top.cpu(), self.targets[start:end])
+            return self.metric.compute()
+        finally:
+            model.train(was_training)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(split='{self.split}', "
+            f"{self.users.numel()} users, ks={list(self.ks)})"
+        )
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """Return the device of the model's first parameter or buffer (or CPU)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,588 @@
+"""BPR training with early stopping on the validation split."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from mde_pyg.models.base import Recommender
+from mde_pyg.train.evaluator import Evaluator, _model_device, split_edges
+from mde_pyg.train.sampler import NegativeSampler
+
+#: Precision settings of :class:`Trainer`.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+#: File names written into :obj:`Trainer.output_dir`.
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+HISTORY_FILE = "history.json"
+
+#: Called after every epoch with ``(trainer, history_entry)``.
+EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's :mod:`random`, NumPy and PyTorch (CPU and CUDA).
+
+    Args:
+        seed (int): The seed.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    """Write ``path`` through a temporary file in the same folder.
+
+    The file appears under its name only once fully written
+    (:func:`os.replace`), so a crash leaves the previous version intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """Save ``obj`` with :func:`torch.save`, atomically.
+
+    Args:
+        obj (Any): What to save.
+        path (str or os.PathLike): Destination file.
+    """
+    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path``, atomically.
+
+    Args:
+        text (str): File content.
+        path (str or os.PathLike): Destination file.
+    """
+    _atomic_write(Path(path), lambda f: f.write(text), "w")
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON to ``path``, atomically.
+
+    Args:
+        obj (Any): A JSON-serialisable object.
+        path (str or os.PathLike): Destination file.
+    """
+    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Return the global RNG states, as tensors and plain Python values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                  has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(
+        (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    )
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _clone_state(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+class Trainer:
+    r"""Trains a :class:`~mde_pyg.models.Recommender` with the MMRec protocol.
+
+    Each epoch shuffles the training interactions, draws one uniform
+    negative per interaction (:class:`~mde_pyg.train.NegativeSampler`, the
+    whole epoch at once), and takes Adam steps on ``model.loss(user, pos,
+    neg)`` over mini-batches. The validation split is evaluated after every
+    epoch (:class:`~mde_pyg.train.Evaluator`); training stops once
+    ``eval_metric`` has not improved for ``patience`` epochs in a row, or
+    after ``max_epochs`` epochs. Each time the validation score improves,
+    the test split is evaluated with the same weights, so the reported test
+    metrics are those of the best validation epoch, and the weights are
+    kept (in memory and in ``best.pt``). :meth:`fit` returns with the best
+    weights loaded into the model.
+
+    Epochs are counted from 0. :meth:`~mde_pyg.models.Recommender
+    .on_epoch_start` is called before each epoch. Models with
+    ``uses_negatives = False`` get the positives again in place of ``neg``
+    (no sampling is done). Models without trainable parameters (such as
+    :class:`~mde_pyg.models.MostPop`) are evaluated once, as epoch 0.
+
+    A model with an ``estimator_parameters()`` method (SAND's CLUB
+    estimator) gets a second Adam optimiser over those parameters: before
+    each main step, ``model.estimator_step(user, pos, neg)`` is called and
+    its loss (a tensor, or the ``"loss"`` entry of a returned dict)
+    minimised by that optimiser alone. The main optimiser holds all other
+    trainable parameters.
+
+    With ``output_dir`` set, ``last.pt`` (model, optimisers, every RNG
+    state, history and early-stopping state), ``best.pt`` (best weights and
+    their metrics) and ``history.json`` are written there atomically after
+    every epoch; ``fit(resume=True)`` continues an interrupted run and
+    reaches exactly the results of an uninterrupted one on CPU (on CUDA,
+    kernels with atomic additions, such as sparse products, already make
+    two runs of the same seed differ in the last bits).
+
+    .. code-block:: python
+
+        trainer = Trainer(model, data, lr=1e-3, output_dir="runs/mde")
+        result = trainer.fit()
+        print(result["best_epoch"], result["test"]["recall@20"])
+
+    Args:
+        model (Recommender): The model to train.
+        data (torch_geometric.data.HeteroData): A dataset of
+            :mod:`mde_pyg.data` (train, valid and test edges on
+            ``('user', 'rates', 'item')``).
+        lr (float, optional): Adam learning rate. (default: :obj:`1e-3`)
+        batch_size (int, optional): Training triples per step.
+            (default: :obj:`2048`)
+        max_epochs (int, optional): Maximum number of epochs.
+            (default: :obj:`1000`)
+        patience (int, optional): Epochs without improvement of
+            ``eval_metric`` after which training stops. (default: :obj:`20`)
+        eval_metric (str, optional): Validation metric to select the best
+            epoch by. (default: :obj:`"recall@20"`)
+        ks (Sequence[int], optional): Cut-offs of the evaluation.
+            (default: :obj:`(5, 10, 20, 50)`)
+        seed (int, optional): Seed of Python, NumPy, PyTorch and of the
+            generator for shuffling and negative sampling; set when
+            :meth:`fit` starts a new run. (default: :obj:`0`)
+        device (torch.device or str, optional): Where to train; the model is
+            moved there. (default: :obj:`None`: where the model is)
+        precision (str, optional): ``"fp32"``, or ``"bf16"`` for
+            :func:`torch.autocast` with :obj:`torch.bfloat16` in the loss
+            computations (evaluation stays in ``fp32``).
+            (default: :obj:`"fp32"`)
+        weight_decay (float, optional): Adam weight decay (the models'
+            own L2 terms are part of their losses). (default: :obj:`0.0`)
+        output_dir (str or os.PathLike, optional): Folder of the
+            checkpoints and the history. (default: :obj:`None`: nothing is
+            written)
+        progress (bool, optional): Show a :mod:`tqdm` progress bar.
+            (default: :obj:`True`)
+        eval_batch_size (int, optional): Users ranked at once during
+            evaluation. (default: :obj:`4096`)
+        callbacks (Iterable[Callable], optional): Called as
+            ``callback(trainer, entry)`` after every epoch, once the
+            checkpoint is written. (default: :obj:`()`)
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        data: HeteroData,
+        lr: float = 1e-3,
+        batch_size: int = 2048,
+        max_epochs: int = 1000,
+        patience: int = 20,
+        eval_metric: str = "recall@20",
+        ks: Sequence[int] = (5, 10, 20, 50),
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        weight_decay: float = 0.0,
+        output_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        eval_batch_size: int = 4096,
+        callbacks: Iterable[EpochCallback] = (),
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"'precision' must be one of {PRECISIONS}, got '{precision}'"
+            )
+        for name, value in (
+            ("batch_size", batch_size),
+            ("max_epochs", max_epochs),
+            ("patience", patience),
+        ):
+            if value < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {value}")
+        if lr <= 0:
+            raise ValueError(f"'lr' must be > 0, got {lr}")
+
+        self.device = (
+            _model_device(model) if device is None else torch.device(device)
+        )
+        self.model = model.to(self.device)
+        self.data = data
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.eval_metric = eval_metric
+        self.seed = seed
+        self.precision = precision
+        self.weight_decay = weight_decay
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.progress = progress
+        self.callbacks = list(callbacks)
+
+        self.valid_evaluator = Evaluator(data, "valid", ks, eval_batch_size)
+        self.test_evaluator = Evaluator(data, "test", ks, eval_batch_size)
+        self.ks = self.valid_evaluator.ks
+        if eval_metric not in self.valid_evaluator.metric.keys:
+            raise ValueError(
+                f"Unknown 'eval_metric' '{eval_metric}'; choose one of "
+                f"{self.valid_evaluator.metric.keys}"
+            )
+
+        train = split_edges(data, "train").cpu().long()
+        self.train_user, self.train_item = train[0], train[1]
+        self.generator = torch.Generator()
+        self.sampler = NegativeSampler(
+            train,
+            num_items=int(data["item"].num_nodes),
+            num_users=int(data["user"].num_nodes),
+            generator=self.generator,
+        )
+
+        est_params = (
+            list(model.estimator_parameters())
+            if hasattr(model, "estimator_parameters")
+            else []
+        )
+        est_ids = {id(p) for p in est_params}
+        self.main_parameters = [
+            p
+            for p in model.parameters()
+            if p.requires_grad and id(p) not in est_ids
+        ]
+        self.estimator_parameters = [p for p in est_params if p.requires_grad]
+        self._reset_state()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training settings, as JSON-serialisable values."""
+        return {
+            "model_class": self.model.__class__.__name__,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "eval_metric": self.eval_metric,
+            "ks": list(self.ks),
+            "seed": self.seed,
+            "device": str(self.device),
+            "precision": self.precision,
+            "weight_decay": self.weight_decay,
+        }
+
+    def _reset_state(self) -> None:
+        """Start a new run: fresh optimisers, seeds and early stopping."""
+        self.optimizer = (
+            torch.optim.Adam(
+                self.main_parameters,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+            )
+            if self.main_parameters
+            else None
+        )
+        self.estimator_optimizer = (
+            torch.optim.Adam(self.estimator_parameters, lr=self.lr)
+            if self.estimator_parameters
+            else None
+        )
+        self.epoch = 0  # the next epoch to run
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {
+            "score": -math.inf,
+            "epoch": -1,
+            "valid": None,
+            "test": None,
+            "wait": 0,
+            "stopped": False,
+        }
+        self.best_state: dict[str, Tensor] | None = None
+
+    # Checkpoints #############################################################
+
+    def _path(self, name: str) -> Path | None:
+        return None if self.output_dir is None else self.output_dir / name
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return everything :meth:`fit` needs to continue this run."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": (
+                None if self.optimizer is None else self.optimizer.state_dict()
+            ),
+            "estimator_optimizer": (
+                None
+                if self.estimator_optimizer is None
+                else self.estimator_optimizer.state_dict()
+            ),
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(self.device),
+            "history": self.history,
+            "best": self.best,
+            "best_state": self.best_state,
+            "config": self.config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.estimator_optimizer is not None:
+            self.estimator_optimizer.load_state_dict(
+                state["estimator_optimizer"]
+            )
+        self.sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], self.device)
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best = state["best"]
+        self.best_state = state["best_state"]
+
+    def _save_best(self) -> None:
+        path = self._path(BEST_CHECKPOINT)
+        if path is not None:
+            atomic_save(
+                {
+                    "model": self.best_state,
+                    "epoch": self.best["epoch"],
+                    "valid": self.best["valid"],
+                    "test": self.best["test"],
+                    "config": self.config,
+                },
+                path,
+            )
+
+    def _save_last(self) -> None:
+        path = self._path(LAST_CHECKPOINT)
+        if path is not None:
+            atomic_save(self.state_dict(), path)
+            atomic_write_json(self.history, self._path(HISTORY_FILE))
+
+    # Training ################################################################
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_epoch(self) -> tuple[float, dict[str, float]]:
+        """Run one epoch; return the mean loss and mean loss parts."""
+        model, device = self.model, self.device
+        model.train()
+        perm = torch.randperm(self.train_user.numel(), generator=self.generator)
+        user, pos = self.train_user[perm], self.train_item[perm]
+        if model.uses_negatives:
+            neg = self.sampler.sample(user)
+        else:  # The model ignores ``neg``; hand it the positives again.
+            neg = pos
+
+        total = torch.zeros((), device=device)
+        sums: dict[str, Tensor] = {}
+        num_batches = 0
+        for start in range(0, user.numel(), self.batch_size):
+            end = start + self.batch_size
+            u = user[start:end].to(device)
+            p = pos[start:end].to(device)
+            n = neg[start:end].to(device)
+
+            if self.estimator_optimizer is not None:
+                self.estimator_optimizer.zero_grad()
+                with self._autocast():
+                    out = model.estimator_step(u, p, n)
+                if isinstance(out, Tensor):
+                    out = {"loss": out}
+                out["loss"].backward()
+                self.estimator_optimizer.step()
+                for key, value in out.items():
+                    key = f"estimator_{key}"
+                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+
+            assert self.optimizer is not None
+            self.optimizer.zero_grad()
+            with self._autocast():
+                loss, parts = model.loss(u, p, n)
+            loss.backward()
+            self.optimizer.step()
+
+            total += loss.detach().float()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float()
+            num_batches += 1
+
+        mean = float(total) / max(num_batches, 1)
+        parts_mean = {k: float(v) / num_batches for k, v in sums.items()}
+        return mean, parts_mean
+
+    def _evaluate_only(self) -> dict[str, Any]:
+        """Evaluate a model without trainable parameters (epoch 0)."""
+        start = time.perf_counter()
+        valid = self.valid_evaluator(self.model)
+        test = self.test_evaluator(self.model)
+        self.history = [
+            {
+                "epoch": 0,
+                "valid": valid,
+                "seconds": time.perf_counter() - start,
+            }
+        ]
+        self.best.update(
+            score=valid[self.eval_metric], epoch=0, valid=valid, test=test
+        )
+        self.best_state = _clone_state(self.model)
+        self._save_best()
+        if self.output_dir is not None:
+            atomic_write_json(self.history, self._path(HISTORY_FILE))
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "best_epoch": self.best["epoch"],
+            "valid": self.best["valid"],
+            "test": self.best["test"],
+            "config": self.config,
+            "history": self.history,
+        }
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train until early stopping or ``max_epochs``.
+
+        Args:
+            resume (bool, optional): Continue from ``output_dir/last.pt``
+                when it exists (a new run starts otherwise). A run that
+                stopped early stays finished; one that reached an earlier
+                ``max_epochs`` continues up to the current one.
+                (default: :obj:`False`)
+
+        Returns:
+            A dict with ``model`` (the model, best weights loaded),
+            ``best_epoch``, ``valid`` and ``test`` (metric dicts of the best
+            validation epoch), ``config`` (:attr:`config`) and ``history``
+            (one dict per epoch: ``epoch``, ``loss``, ``parts`` (mean loss
+            parts), ``valid`` (metrics), ``seconds``).
+        """
+        last = self._path(LAST_CHECKPOINT)
+        if resume and last is None:
+            raise ValueError("'resume=True' needs an 'output_dir'")
+        self._reset_state()
+        if resume and last is not None and last.exists():
+            self.load_state_dict(
+                torch.load(last, map_location="cpu", weights_only=True)
+            )
+        else:
+            seed_everything(self.seed)
+            self.generator.manual_seed(self.seed)
+
+        if self.optimizer is None and self.estimator_optimizer is None:
+            return self._evaluate_only()
+
+        bar = tqdm(
+            total=self.max_epochs,
+            initial=min(self.epoch, self.max_epochs),
+            disable=not self.progress,
+            desc=self.model.__class__.__name__,
+            unit="epoch",
+        )
+        try:
+            while self.epoch < self.max_epochs and not self.best["stopped"]:
+                self._run_epoch(bar)
+        finally:
+            bar.close()
+
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self._result()
+
+    def _run_epoch(self, bar: tqdm) -> None:
+        epoch = self.epoch
+        start = time.perf_counter()
+        self.model.on_epoch_start(epoch)
+        loss, parts = self._train_epoch()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss of epoch {epoch} is {loss}; lower the "
+                f"learning rate or check the model's loss"
+            )
+        valid = self.valid_evaluator(self.model)
+        score = valid[self.eval_metric]
+        if score > self.best["score"]:
+            test = self.test_evaluator(self.model)
+            self.best.update(
+                score=score, epoch=epoch, valid=valid, test=test, wait=0
+            )
+            self.best_state = _clone_state(self.model)
+            self._save_best()
+        else:
+            self.best["wait"] += 1
+            if self.best["wait"] >= self.patience:
+                self.best["stopped"] = True
+
+        entry = {
+            "epoch": epoch,
+            "loss": loss,
+            "parts": parts,
+            "valid": valid,
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(entry)
+        self.epoch = epoch + 1
+        self._save_last()
+
+        bar.set_postfix(
+            {
+                "loss": f"{loss:.4f}",
+                self.eval_metric: f"{score:.4f}",
+                "best": f"{self.best['score']:.4f}@{self.best['epoch']}",
+            }
+        )
+        bar.update(1)
+        for callback in self.callbacks:
+            callback(self, entry)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.model}, lr={self.lr}, "
+            f"batch_size={self.batch_size}, max_epochs={self.max_epochs}, "
+            f"patience={self.patience})"
+        )

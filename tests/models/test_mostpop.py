@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from mde_pyg.models import build_model
+from mde_pyg.models.mostpop import MostPop
+from mde_pyg.train import Trainer
+
+
+@pytest.fixture
+def data():
+    # Popularity of items 0..4 is 4, 3, 2, 1, 0.
+    train = [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2),
+             (2, 0), (2, 1), (3, 0)]
+    data = HeteroData()
+    data["user"].num_nodes = 4
+    data["item"].num_nodes = 5
+    store = data["user", "rates", "item"]
+    store.edge_index = torch.tensor(train).t()
+    store.val_edge_index = torch.tensor([[3, 2], [2, 4]])
+    store.test_edge_index = torch.tensor([[0], [4]])
+    return data
+
+
+def test_scores_are_popularity(data):
+    model = build_model("mostpop", data)
+    assert isinstance(model, MostPop)
+    assert model.popularity.tolist() == [4, 3, 2, 1, 0]
+    assert list(model.parameters()) == []
+    scores = model.scorer()(torch.tensor([0, 3]))
+    assert scores.tolist() == [[4, 3, 2, 1, 0]] * 2
+    scores[0, 0] = -1  # a fresh tensor: masking must not alter the model
+    assert model.popularity[0] == 4
+    assert model(torch.tensor([1]), torch.tensor([2])).tolist() == [2.0]
+    assert model.recommend(torch.tensor([3]), k=2).tolist() == [[0, 1]]
+    assert str(model) == "MostPop(4 users, 5 items)"
+    with pytest.raises(TypeError, match="no hyper-parameters"):
+        build_model("mostpop", data, dim=3)
+
+
+def test_trainer_evaluates_once(data, tmp_path):
+    result = Trainer(MostPop.from_data(data), data, ks=(1, 2, 3),
+                     eval_metric="recall@3", progress=False,
+                     output_dir=tmp_path).fit()
+    assert result["best_epoch"] == 0 and len(result["history"]) == 1
+    # valid: user 3 ranks [1, 2, 3] (target 2), user 2 ranks [2, 3, 4]
+    # (target 4).
+    valid = result["valid"]
+    assert valid["recall@1"] == 0.0
+    assert valid["recall@2"] == 0.5
+    assert valid["recall@3"] == 1.0
+    assert valid["ndcg@3"] == pytest.approx((1 / math.log2(3) + 0.5) / 2)
+    # test: user 0 has only item 4 left.
+    assert result["test"]["recall@1"] == 1.0
+    assert (tmp_path / "best.pt").exists()

@@ -1,0 +1,143 @@
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mde_pyg.cli import main, parse_grid, parse_value
+
+L3 = 1.0 / math.log2(3)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    # MMRec layout. Train popularity of items 0..4: 4, 3, 2, 1, 0.
+    rows = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (1, 0, 0), (1, 1, 0),
+            (1, 2, 0), (2, 0, 0), (2, 1, 0), (3, 0, 0),
+            (3, 2, 1), (2, 4, 1), (0, 4, 2)]
+    path = tmp_path / "tiny"
+    path.mkdir()
+    lines = ["userID\titemID\tx_label"] + [f"{u}\t{i}\t{s}" for u, i, s in rows]
+    (path / "tiny.inter").write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(0)
+    np.save(path / "text.npy", rng.normal(size=(5, 4)).astype(np.float32))
+    np.save(path / "image.npy", rng.normal(size=(5, 3)).astype(np.float32))
+    return path
+
+
+def tiny_args(folder, out, *extra):
+    return ["train", "--model", "mostpop", "--data", str(folder),
+            "--modality", "text=text.npy", "--modality", "image=image.npy",
+            "--ks", "1,2,3", "--eval-metric", "recall@3", "--k-user", "2",
+            "--k-item", "2", "--no-progress", "--output", str(out), *extra]
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("1e-3") == 1e-3
+    assert parse_value("True") is True and parse_value("false") is False
+    assert parse_value("none") is None
+    assert parse_value("concat") == "concat"
+    assert parse_grid({"lr": "1e-3,1e-4", "tau": [0.2]}) == {
+        "lr": [1e-3, 1e-4], "tau": [0.2]}
+
+
+def test_models(capsys):
+    assert main(["models"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "mostpop" in names and "mde" in names
+
+
+def test_train_mostpop_on_folder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(folder, out, "--plot")) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert set(result) == {"model", "best_epoch", "valid", "test", "config",
+                           "history"}
+    assert result["model"] == "mostpop" and result["best_epoch"] == 0
+    # valid: user 3 ranks [1, 2, 3] (target 2); user 2 ranks [2, 3, 4]
+    # (target 4).
+    assert result["valid"]["recall@1"] == 0.0
+    assert result["valid"]["recall@2"] == 0.5
+    assert result["valid"]["recall@3"] == 1.0
+    assert result["valid"]["ndcg@3"] == pytest.approx((L3 + 0.5) / 2)
+    assert result["test"]["recall@1"] == 1.0  # user 0: item 4 ranks first
+    assert result["config"]["data"]["modality"] == {
+        "text": "text.npy", "image": "image.npy"}
+    assert result["config"]["ks"] == [1, 2, 3]
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "recall" in capsys.readouterr().out
+
+
+def test_grid_and_config(folder, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'model = "mostpop"\nseed = 7\nbatch-size = 16\n'
+        '[grid]\nlr = [0.1, 0.01]\n'
+    )
+    out = tmp_path / "grid"
+    args = tiny_args(folder, out, "--config", str(config),
+                     "--batch-size", "32")
+    args[args.index("--model") + 1] = "MostPop"  # names are case-insensitive
+    assert main(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["seed"] == 7  # from the file
+    assert result["config"]["batch_size"] == 32  # the command line wins
+    assert result["config"]["grid"] == {"lr": [0.1, 0.01]}
+    assert result["params"] == {"lr": 0.1}  # tie: the first run wins
+    lines = (out / "grid.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("run,lr,best_epoch,")
+
+
+@pytest.mark.parametrize("suffix", ["json", "yaml"])
+def test_config_formats(folder, tmp_path, suffix):
+    config = tmp_path / f"c.{suffix}"
+    content = {"model": "mostpop", "data": str(folder), "ks": "1,2",
+               "eval_metric": "recall@2", "k_user": 2, "k_item": 2,
+               "modality": {"text": "text.npy"}, "progress": False}
+    config.write_text(json.dumps(content))  # JSON is valid YAML
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(config), "--output", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["valid"]["recall@2"] == 0.5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--modality", "text"], "--modality expects KEY=VALUE, got 'text'"),
+    (["--set", "dim=3"], "model 'mostpop' has no argument(s) ['dim']"),
+    (["--eval-metric", "recall@7"], "--eval-metric must be NAME@K"),
+    (["--ks", "5,100"], "fewer than the largest cut-off 100"),
+    (["--dataset", "synthetic"], "exactly one of --data FOLDER or --dataset"),
+    (["--config", "missing.toml"], "config file 'missing.toml' does not"),
+])
+def test_user_errors(folder, tmp_path, capsys, extra, message):
+    args = tiny_args(folder, tmp_path / "x")
+    if extra[0] == "--model":
+        args[args.index("--model") + 1] = extra[1]
+        extra = []
+    if extra and extra[0] == "--ks":
+        args[args.index("--ks") + 1] = extra[1]
+        args[args.index("--eval-metric") + 1] = "recall@5"
+        extra = []
+    with pytest.raises(SystemExit) as info:
+        main(args + extra)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("mde-pyg: error:")
+
+
+def test_missing_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "mostpop", "--data", str(tmp_path / "no"),
+              "--output", str(tmp_path / "o")])
+    assert "data folder" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "mde_pyg", "models"],
+                         capture_output=True, text=True, check=True)
+    assert "mostpop" in out.stdout.split()

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from mde_pyg.models.base import Recommender
+from mde_pyg.train import Evaluator
+
+L3 = 1.0 / math.log2(3)
+
+
+class FixedScores(Recommender):
+    def __init__(self, scores):
+        super().__init__(*scores.shape)
+        self.register_buffer("scores", scores.float())
+
+    def scorer(self):
+        return lambda user: self.scores[user].clone()
+
+
+def make_data(train, valid, test, num_users, num_items):
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    store = data["user", "rates", "item"]
+    store.edge_index = torch.tensor(train).t()
+    store.val_edge_index = torch.tensor(valid).t()
+    store.test_edge_index = torch.tensor(test).t()
+    data["item", "rated_by", "user"].edge_index = store.edge_index.flip(0)
+    return data
+
+
+@pytest.fixture
+def tiny():
+    data = make_data(
+        train=[(0, 0), (0, 1), (1, 2), (2, 0)],
+        valid=[(0, 2), (1, 3)],
+        test=[(0, 3), (2, 5)],
+        num_users=3, num_items=6,
+    )
+    # Train items score highest; they must never be recommended.
+    model = FixedScores(torch.tensor([
+        [10, 10, 4, 5, 3, 2],
+        [1, 2, 10, 5, 3, 6],
+        [10, 1, 2, 3, 4, 5],
+    ]))
+    return data, model
+
+
+def test_hand_computed(tiny):
+    data, model = tiny
+    valid = Evaluator(data, "valid", ks=(1, 2))
+    assert valid.users.tolist() == [0, 1]
+    # u0 ranks [3, 2, ...] (target 2), u1 ranks [5, 3, ...] (target 3).
+    assert valid(model) == pytest.approx({
+        "recall@1": 0.0, "recall@2": 1.0,
+        "precision@1": 0.0, "precision@2": 0.5,
+        "map@1": 0.0, "map@2": 0.5,
+        "ndcg@1": 0.0, "ndcg@2": L3,
+    })
+    test = Evaluator(data, "test", ks=(1, 2), batch_size=1)
+    assert test.users.tolist() == [0, 2]
+    out = test(model)
+    assert out["recall@1"] == out["ndcg@1"] == 1.0
+    assert str(test) == "Evaluator(split='test', 2 users, ks=[1, 2])"
+
+
+def test_masks_train_but_not_valid_items(tiny):
+    data, model = tiny
+    user = torch.tensor([0, 1, 2])
+    top = Evaluator(data, "test", ks=(4,)).top_items(model, user)
+    assert top.tolist() == [[3, 2, 4, 5], [5, 3, 4, 1], [5, 4, 3, 2]]
+    # The validation item 2 of user 0 stays rankable when testing.
+    assert 2 in top[0].tolist()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_random_mask_property(batch_size):
+    gen = torch.Generator().manual_seed(batch_size)
+    num_users, num_items = 20, 30
+    key = torch.randperm(num_users * num_items, generator=gen)[:200]
+    pairs = torch.stack([key // num_items, key % num_items], dim=1)
+    train, valid, test = pairs[:120], pairs[120:160], pairs[160:]
+    data = make_data(train.tolist(), valid.tolist(), test.tolist(),
+                     num_users, num_items)
+    is_train = torch.zeros(num_users, num_items)
+    is_train[train[:, 0], train[:, 1]] = 1
+    model = FixedScores(100 * is_train + torch.rand(num_users, num_items,
+                                                    generator=gen))
+    evaluator = Evaluator(data, "valid", ks=(5, 10), batch_size=batch_size)
+    top = evaluator.top_items(model, torch.arange(num_users))
+    assert is_train.gather(1, top).sum() == 0
+    # Each evaluated user has a valid item; the rest are skipped.
+    assert evaluator.users.tolist() == sorted(set(valid[:, 0].tolist()))
+    out = evaluator(model)
+    assert 0 <= out["recall@10"] <= 1
+
+
+def test_errors(tiny):
+    data, _ = tiny
+    with pytest.raises(ValueError, match="'valid' or 'test'"):
+        Evaluator(data, "train")
+    with pytest.raises(ValueError, match="exceeds the number of items"):
+        Evaluator(data, "valid", ks=(10,))

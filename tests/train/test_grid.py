@@ -1,0 +1,107 @@
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import HeteroData
+
+import mde_pyg.train.grid as grid_module
+from mde_pyg.models.base import Recommender
+from mde_pyg.train import grid_search
+from mde_pyg.train.grid import split_params
+
+
+class MF(Recommender):
+    def __init__(self, num_users, num_items, dim=4):
+        super().__init__(num_users, num_items)
+        self.dim = dim
+        self.user_emb = nn.Parameter(0.1 * torch.randn(num_users, dim))
+        self.item_emb = nn.Parameter(0.1 * torch.randn(num_items, dim))
+
+    @classmethod
+    def from_data(cls, data, **hparams):
+        return cls(data["user"].num_nodes, data["item"].num_nodes, **hparams)
+
+    def get_embedding(self):
+        return self.user_emb, self.item_emb
+
+    def loss(self, user, pos, neg):
+        u, i = self.user_emb[user], self.item_emb
+        bpr = -F.logsigmoid((u * (i[pos] - i[neg])).sum(-1)).mean()
+        return bpr, {"bpr": bpr.detach()}
+
+
+@pytest.fixture(scope="module")
+def data():
+    gen = torch.Generator().manual_seed(0)
+    pairs = {0: [], 1: [], 2: []}
+    for u in range(20):
+        items = torch.randperm(25, generator=gen)[:8].tolist()
+        for j, i in enumerate(items):
+            pairs[0 if j < 5 else (1 if j < 7 else 2)].append((u, i))
+    data = HeteroData()
+    data["user"].num_nodes = 20
+    data["item"].num_nodes = 25
+    store = data["user", "rates", "item"]
+    store.edge_index = torch.tensor(pairs[0]).t()
+    store.val_edge_index = torch.tensor(pairs[1]).t()
+    store.test_edge_index = torch.tensor(pairs[2]).t()
+    return data
+
+
+def test_split_params():
+    model, trainer = split_params({"dim": 4, "lr": 0.1, "batch_size": 8})
+    assert model == {"dim": 4}
+    assert trainer == {"lr": 0.1, "batch_size": 8}
+
+
+def test_grid_runs_every_config(data, tmp_path):
+    kwargs = dict(max_epochs=2, batch_size=32, ks=(5, 20), progress=False)
+    result = grid_search(MF, data, {"dim": [2, 8], "lr": [0.01, 0.1]},
+                         output_dir=tmp_path, **kwargs)
+    with open(tmp_path / "grid.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and len(result["runs"]) == 4
+    assert list(rows[0])[:4] == ["run", "dim", "lr", "best_epoch"]
+    assert {"valid_recall@20", "test_ndcg@5", "selected"} <= set(rows[0])
+    valid = [float(r["valid_recall@20"]) for r in rows]
+    winner = valid.index(max(valid))
+    assert result["index"] == winner
+    assert [r["selected"] for r in rows] == [
+        str(i == winner) for i in range(4)]
+    assert result["params"] == {"dim": [2, 8][winner // 2],
+                                "lr": [0.01, 0.1][winner % 2]}
+    assert result["model"].dim == result["params"]["dim"]
+    assert result["config"]["lr"] == result["params"]["lr"]
+    assert float(rows[winner]["test_recall@20"]) == result["test"]["recall@20"]
+    assert (tmp_path / "run_003" / "best.pt").exists()
+
+    # Resuming a finished grid reloads every run and gives the same winner.
+    again = grid_search(MF, data, {"dim": [2, 8], "lr": [0.01, 0.1]},
+                        output_dir=tmp_path, resume=True, **kwargs)
+    assert again["index"] == winner and again["test"] == result["test"]
+
+
+def test_selects_on_valid_never_on_test(data, monkeypatch):
+    valid = iter([0.1, 0.3, 0.2])
+    test = iter([0.9, 0.1, 0.5])
+
+    def fake_fit(self, resume=False):
+        return {"model": self.model, "best_epoch": 0, "config": {},
+                "history": [], "valid": {"recall@20": next(valid)},
+                "test": {"recall@20": next(test)}}
+
+    monkeypatch.setattr(grid_module.Trainer, "fit", fake_fit)
+    result = grid_search(MF, data, {"dim": [1, 2, 3]}, ks=(5, 20),
+                         progress=False)
+    assert result["index"] == 1 and result["params"] == {"dim": 2}
+    assert result["test"] == {"recall@20": 0.1}
+    assert [r["selected"] for r in result["runs"]] == [False, True, False]
+
+
+def test_errors(data):
+    with pytest.raises(ValueError, match="Unknown Trainer arguments"):
+        grid_search(MF, data, {"dim": [2]}, learning_rate=0.1)
+    with pytest.raises(ValueError, match="empty"):
+        grid_search(MF, data, [])

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mde_pyg.train.sampler import NegativeSampler
+
+
+@st.composite
+def interactions(draw):
+    num_users = draw(st.integers(1, 6))
+    num_items = draw(st.integers(2, 12))
+    rows = []
+    for u in range(num_users):
+        # Up to num_items - 1 positives, so that a negative always exists.
+        items = draw(st.sets(st.integers(0, num_items - 1),
+                             max_size=num_items - 1))
+        rows += [(u, i) for i in items]
+    edge_index = torch.tensor(rows, dtype=torch.long).view(-1, 2).t()
+    return edge_index, num_users, num_items
+
+
+def positives(edge_index):
+    return set(map(tuple, edge_index.t().tolist()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(interactions(), st.integers(0, 2**31), st.sampled_from([0, 1, 10]))
+def test_never_a_train_positive(graph, seed, max_rounds):
+    edge_index, num_users, num_items = graph
+    sampler = NegativeSampler(edge_index, num_items, num_users, seed=seed,
+                              max_rounds=max_rounds)
+    user = torch.arange(num_users).repeat(20)
+    neg = sampler.sample(user)
+    assert neg.shape == user.shape and neg.dtype == torch.long
+    assert int(neg.min()) >= 0 and int(neg.max()) < num_items
+    pos = positives(edge_index)
+    assert not any((u, i) in pos for u, i in zip(user.tolist(), neg.tolist()))
+
+
+def test_exact_fallback_is_uniform_over_non_positives():
+    # User 0 rated items {0, 2, 3, 5} of 8: negatives {1, 4, 6, 7}.
+    edge_index = torch.tensor([[0, 0, 0, 0], [0, 2, 3, 5]])
+    sampler = NegativeSampler(edge_index, num_items=8, seed=1, max_rounds=0)
+    neg = sampler.sample(torch.zeros(8000, dtype=torch.long))
+    counts = torch.bincount(neg, minlength=8)
+    assert counts[[0, 2, 3, 5]].sum() == 0
+    assert counts[[1, 4, 6, 7]].min() > 1800  # ~2000 each
+
+
+def test_seeded_and_state_roundtrip():
+    edge_index = torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]])
+    user = torch.tensor([0, 1, 2, 2, 1, 0])
+    a = NegativeSampler(edge_index, 6, seed=3)
+    b = NegativeSampler(edge_index, 6, seed=3)
+    assert torch.equal(a.sample(user), b.sample(user))
+    state = a.state_dict()
+    first = a.sample(user)
+    a.load_state_dict(state)
+    assert torch.equal(a.sample(user), first)
+    assert a.sample(user.view(2, 3)).shape == (2, 3)
+    assert str(a) == "NegativeSampler(3 users, 6 items, 4 positives)"
+
+
+def test_user_with_every_item_raises():
+    edge_index = torch.tensor([[0, 0, 0, 1], [0, 1, 2, 0]])
+    with pytest.raises(ValueError, match=r"1 user\(s\) interacted with all 3"):
+        NegativeSampler(edge_index, num_items=3)
+    with pytest.raises(ValueError, match="Item ids"):
+        NegativeSampler(edge_index, num_items=2)

@@ -1,0 +1,279 @@
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import HeteroData
+
+from mde_pyg.models.base import Recommender
+from mde_pyg.train import Evaluator, Trainer, seed_everything
+from mde_pyg.train.evaluator import RATES
+
+
+def random_data(num_users=30, num_items=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    split = {0: [], 1: [], 2: []}
+    for u in range(num_users):
+        items = torch.randperm(num_items, generator=gen)[:10].tolist()
+        # the first items are "liked" more often: a learnable signal
+        items = sorted(items, key=lambda i: (i % 7, i))
+        for j, i in enumerate(items):
+            split[0 if j < 6 else (1 if j < 8 else 2)].append((u, i))
+    data = HeteroData()
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    store = data[RATES]
+    store.edge_index = torch.tensor(split[0]).t()
+    store.val_edge_index = torch.tensor(split[1]).t()
+    store.test_edge_index = torch.tensor(split[2]).t()
+    return data
+
+
+class MF(Recommender):
+    """BPR matrix factorisation with item dropout and per-epoch noise."""
+
+    def __init__(self, num_users, num_items, dim=8, dropout=0.1):
+        super().__init__(num_users, num_items)
+        self.user_emb = nn.Embedding(num_users, dim)
+        self.item_emb = nn.Embedding(num_items, dim)
+        self.dropout = dropout
+        self.scale = 1.0
+        self.epochs_seen = []
+        nn.init.normal_(self.user_emb.weight, std=0.1)
+        nn.init.normal_(self.item_emb.weight, std=0.1)
+
+    @classmethod
+    def from_data(cls, data, **hparams):
+        return cls(data["user"].num_nodes, data["item"].num_nodes, **hparams)
+
+    def on_epoch_start(self, epoch):
+        # Uses NumPy's and Python's RNGs, so resuming must restore both.
+        self.epochs_seen.append(epoch)
+        self.scale = 1.0 + 0.1 * np.random.rand() + 0.1 * random.random()
+
+    def get_embedding(self):
+        item = F.dropout(self.item_emb.weight, self.dropout, self.training)
+        return self.user_emb.weight, item
+
+    def loss(self, user, pos, neg):
+        u, i = self.get_embedding()
+        diff = (u[user] * (i[pos] - i[neg])).sum(-1) * self.scale
+        bpr = -F.logsigmoid(diff).mean()
+        reg = 1e-4 * (u[user].pow(2).sum() + i[pos].pow(2).sum()) / len(user)
+        return bpr + reg, {"bpr": bpr.detach(), "reg": reg.detach()}
+
+
+def train(data, tmp=None, seed=0, **kwargs):
+    seed_everything(seed)
+    model = MF.from_data(data)
+    kwargs.setdefault("batch_size", 64)
+    kwargs.setdefault("lr", 0.05)
+    kwargs.setdefault("ks", (5, 10, 20))
+    trainer = Trainer(model, data, seed=seed, output_dir=tmp,
+                      progress=False, **kwargs)
+    return trainer
+
+
+def strip_seconds(history):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in history]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_data()
+
+
+def test_fit_result_and_files(data, tmp_path):
+    trainer = train(data, tmp_path, max_epochs=4, patience=10)
+    result = trainer.fit()
+    assert set(result) == {"model", "best_epoch", "valid", "test", "config",
+                           "history"}
+    assert [e["epoch"] for e in result["history"]] == [0, 1, 2, 3]
+    assert result["model"].epochs_seen == [0, 1, 2, 3]
+    assert set(result["history"][0]["parts"]) == {"bpr", "reg"}
+    assert result["config"]["lr"] == 0.05
+    best = result["best_epoch"]
+    scores = [e["valid"]["recall@20"] for e in result["history"]]
+    assert best == scores.index(max(scores))
+    assert result["valid"] == result["history"][best]["valid"]
+
+    # Files: history.json, best.pt with the best weights, last.pt.
+    assert json.loads((tmp_path / "history.json").read_text()) == \
+        result["history"]
+    ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert ckpt["epoch"] == best and ckpt["test"] == result["test"]
+    model = result["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(ckpt["model"][key], value)
+    # The returned model carries the best weights: re-evaluating it gives
+    # the reported numbers.
+    assert Evaluator(data, "test", ks=(5, 10, 20))(model) == result["test"]
+    assert Evaluator(data, "valid", ks=(5, 10, 20))(model) == result["valid"]
+    assert (tmp_path / "last.pt").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_same_seed_identical(data):
+    a = train(data, max_epochs=3).fit()
+    b = train(data, max_epochs=3).fit()
+    assert strip_seconds(a["history"]) == strip_seconds(b["history"])
+    assert a["test"] == b["test"]
+    c = train(data, seed=1, max_epochs=3).fit()
+    assert strip_seconds(c["history"]) != strip_seconds(a["history"])
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("how", ["max_epochs", "interrupt"])
+def test_resume_equals_uninterrupted(data, tmp_path, how):
+    full = train(data, tmp_path / "full", max_epochs=6, patience=50).fit()
+
+    run = tmp_path / "run"
+    if how == "max_epochs":
+        train(data, run, max_epochs=3, patience=50).fit()
+    else:
+        def stop(trainer, entry):
+            if entry["epoch"] == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(data, run, max_epochs=6, patience=50,
+                  callbacks=[stop]).fit()
+    # A fresh process state: different global seeds and initial weights.
+    resumed_trainer = train(data, run, seed=0, max_epochs=6, patience=50)
+    seed_everything(1234)
+    resumed = resumed_trainer.fit(resume=True)
+
+    assert resumed["model"].epochs_seen == [3, 4, 5]
+    assert strip_seconds(resumed["history"]) == strip_seconds(full["history"])
+    assert resumed["best_epoch"] == full["best_epoch"]
+    assert resumed["valid"] == full["valid"]
+    assert resumed["test"] == full["test"]
+    for key, value in full["model"].state_dict().items():
+        assert torch.equal(resumed["model"].state_dict()[key], value)
+    last = torch.load(run / "last.pt", weights_only=True)
+    full_last = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    for key, value in full_last["model"].items():
+        assert torch.equal(last["model"][key], value)
+
+
+def test_early_stopping(data):
+    # Scripted validation scores: best at epoch 1, then 2 epochs without a
+    # strict improvement (a tie does not count) -> stop after epoch 3.
+    scores = iter([0.1, 0.3, 0.2, 0.3, 0.9, 0.9])
+    trainer = train(data, max_epochs=10, patience=2)
+    keys = trainer.valid_evaluator.metric.keys
+
+    def scripted(model):
+        value = next(scores)
+        return {key: value for key in keys}
+
+    calls = []
+
+    def counting(model):
+        calls.append(1)
+        return {key: 0.0 for key in keys}
+
+    trainer.valid_evaluator = scripted
+    trainer.test_evaluator = counting
+    result = trainer.fit()
+    assert [e["epoch"] for e in result["history"]] == [0, 1, 2, 3]
+    assert result["best_epoch"] == 1
+    assert result["valid"]["recall@20"] == 0.3
+    assert len(calls) == 2  # test evaluated only when valid improved
+    # A finished run stays finished when resumed (no output_dir here):
+    with pytest.raises(ValueError, match="output_dir"):
+        trainer.fit(resume=True)
+
+
+def test_crashed_write_keeps_previous_checkpoint(data, tmp_path,
+                                                  monkeypatch):
+    train(data, tmp_path, max_epochs=2).fit()
+    best_before = (tmp_path / "best.pt").read_bytes()
+    last_before = (tmp_path / "last.pt").read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(data, tmp_path, seed=5, max_epochs=2).fit()
+    monkeypatch.undo()
+    assert (tmp_path / "best.pt").read_bytes() == best_before
+    assert (tmp_path / "last.pt").read_bytes() == last_before
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] >= 0
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+class NoNegatives(MF):
+    uses_negatives = False
+
+    def loss(self, user, pos, neg):
+        assert torch.equal(neg, pos)
+        return super().loss(user, pos, torch.randint_like(pos, 40))
+
+
+class WithEstimator(MF):
+    """The estimator parameter ``w`` is fitted to 3 by its own optimiser;
+    the main loss pushes ``w`` down, which must have no effect on it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.w = nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def estimator_parameters(self):
+        return [self.w]
+
+    def estimator_step(self, user, pos, neg):
+        self.calls.append("estimator")
+        loss = (self.w - 3).pow(2).sum()
+        return {"loss": loss, "w": self.w.detach().sum()}
+
+    def loss(self, user, pos, neg):
+        self.calls.append("main")
+        total, parts = super().loss(user, pos, neg)
+        return total + 100 * self.w.sum(), parts
+
+
+def test_negatives_skipped(data):
+    seed_everything(0)
+    model = NoNegatives.from_data(data)
+    result = Trainer(model, data, batch_size=64, max_epochs=1,
+                     ks=(5,), eval_metric="recall@5", progress=False).fit()
+    assert len(result["history"]) == 1
+
+
+def test_estimator_optimiser(data):
+    seed_everything(0)
+    model = WithEstimator.from_data(data)
+    trainer = Trainer(model, data, lr=0.1, batch_size=64, max_epochs=2,
+                      ks=(5,), eval_metric="recall@5", progress=False)
+    assert all(p is not model.w for p in trainer.main_parameters)
+    result = trainer.fit()
+    assert model.calls[:4] == ["estimator", "main", "estimator", "main"]
+    # 12 Adam steps of ~lr from 0 towards 3, none downwards:
+    assert 0.5 < float(model.w.detach()) < 3
+    assert {"estimator_loss", "estimator_w"} <= set(
+        result["history"][0]["parts"])
+
+
+def test_bf16_and_nan(data):
+    result = train(data, max_epochs=1, precision="bf16").fit()
+    assert result["history"][0]["loss"] > 0
+    trainer = train(data, max_epochs=1)
+    trainer.model.loss = lambda u, p, n: (torch.tensor(float("nan"),
+                                                       requires_grad=True), {})
+    with pytest.raises(FloatingPointError, match="epoch 0"):
+        trainer.fit()
+    with pytest.raises(ValueError, match="precision"):
+        train(data, precision="fp16")
+    with pytest.raises(ValueError, match="eval_metric"):
+        train(data, eval_metric="recall@50")

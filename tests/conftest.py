@@ -19,6 +19,16 @@ def require_folder(path: str) -> None:
                     f"../shared/data beside the project root)")
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Run tests on one thread: the tensors are tiny, and more threads only
+    add contention on a small shared machine."""
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)
+
+
 @pytest.fixture
 def lfm2k_path() -> str:
     require_folder(LFM2K)

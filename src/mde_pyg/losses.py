@@ -417,7 +417,6 @@ class SoloSimLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters in ``repr``."""
-        """Show the hyper-parameters."""
         return f"weight={self.weight}, tau={self.tau}"
 
 
@@ -439,7 +438,6 @@ class NegL2Distance(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the hyper-parameters in ``repr``."""
-        """Show the weight."""
         return f"weight={self.weight}"
 
 

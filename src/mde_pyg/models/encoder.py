@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.utils import coalesce
 
 from mde_pyg.data.mmrec import modality_names
 from mde_pyg.nn.conv import MultiHopPropagation
@@ -52,6 +53,86 @@ def add_item_graphs(graphs: GraphBuffers, data: HeteroData,
         store = data[similar_edge_type(m)]
         graphs.add(f"item_{m}", store.edge_index, store.edge_weight,
                    (num, num))
+
+
+def default_modality_weights(modalities: Sequence[str],
+                             visual_weight: float = 0.1
+                             ) -> dict[str, float]:
+    """Return MMRec's item-graph mixing weights for ``modalities``.
+
+    The first modality named ``"image"`` or starting with ``"v"`` (visual,
+    video) gets ``visual_weight`` and the others share the rest equally, as
+    MMRec's ``mm_image_weight = 0.1`` (image 0.1, text 0.9); without such a
+    modality all weigh the same.
+
+    Args:
+        modalities (Sequence[str]): Modality names.
+        visual_weight (float, optional): Weight of the visual modality.
+            (default: :obj:`0.1`)
+    """
+    names = list(modalities)
+    if not names:
+        raise ValueError("'modalities' is empty")
+    visual = [m for m in names
+              if m.lower() == "image" or m.lower().startswith("v")]
+    if len(names) == 1 or not visual:
+        return {m: 1.0 / len(names) for m in names}
+    rest = (1.0 - visual_weight) / (len(names) - 1)
+    return {m: visual_weight if m == visual[0] else rest for m in names}
+
+
+def add_mixed_item_graph(graphs: GraphBuffers, data: HeteroData,
+                         weights: Mapping[str, float],
+                         name: str = "item_mm") -> None:
+    r"""Store the weighted sum of the modality kNN graphs of ``data``.
+
+    .. math::
+        \mathbf{A}_{mm} = \sum_{m} w_m \mathbf{S}_m
+
+    with :math:`\mathbf{S}_m` the normalised kNN graph
+    ``('item', 'similar_<m>', 'item')`` of
+    :class:`mde_pyg.transforms.ItemKNNGraph` (FREEDOM, DRAGON, SAND).
+
+    Args:
+        graphs (GraphBuffers): Where to store the graph.
+        data (HeteroData): The dataset with the kNN graphs.
+        weights (Mapping[str, float]): Modality -> :math:`w_m \ge 0`.
+        name (str, optional): Graph name. (default: ``"item_mm"``)
+    """
+    num = data["item"].num_nodes
+    edge_index, edge_weight = [], []
+    for m, w in weights.items():
+        edge_type = similar_edge_type(m)
+        _require(data, edge_type, "ItemKNNGraph")
+        store = data[edge_type]
+        edge_index.append(store.edge_index)
+        edge_weight.append(w * store.edge_weight.to(torch.float))
+    index, weight = coalesce(torch.cat(edge_index, dim=1),
+                             torch.cat(edge_weight), num, reduce="sum")
+    graphs.add(name, index, weight, (num, num))
+
+
+def check_modality_weights(weights: Mapping[str, float] | None,
+                           modalities: Sequence[str]) -> dict[str, float]:
+    """Validate user-given mixing weights, or return the defaults.
+
+    Args:
+        weights (Mapping[str, float], optional): One non-negative weight per
+            modality of ``modalities``; :func:`default_modality_weights`
+            when :obj:`None`.
+        modalities (Sequence[str]): The model's modalities.
+    """
+    if weights is None:
+        return default_modality_weights(modalities)
+    weights = dict(weights)
+    if set(weights) != set(modalities):
+        raise ValueError(
+            f"'modality_weights' must name every modality {list(modalities)}"
+            f" exactly once, got {list(weights)}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"'modality_weights' must be non-negative with a "
+                         f"positive sum, got {weights}")
+    return {m: float(weights[m]) for m in modalities}
 
 
 def feature_mlp(in_dim: int, out_dim: int, hidden_dim: int | None

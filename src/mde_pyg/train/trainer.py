@@ -406,8 +406,14 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_epoch(self) -> tuple[float, dict[str, float]]:
-        """Run one epoch; return the mean loss and mean loss parts."""
+    def train_epoch(self) -> tuple[float, dict[str, float]]:
+        """Run one training epoch (no evaluation, no checkpoint).
+
+        :meth:`fit` calls it once per epoch; benchmarks call it directly.
+
+        Returns:
+            The mean loss and the mean loss parts over the epoch's batches.
+        """
         model, device = self.model, self.device
         model.train()
         perm = torch.randperm(self.train_user.numel(), generator=self.generator)
@@ -538,7 +544,7 @@ class Trainer:
         epoch = self.epoch
         start = time.perf_counter()
         self.model.on_epoch_start(epoch)
-        loss, parts = self._train_epoch()
+        loss, parts = self.train_epoch()
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"The training loss of epoch {epoch} is {loss}; lower the "

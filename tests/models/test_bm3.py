@@ -1,0 +1,113 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mde_pyg.data import SyntheticMultiModal
+from mde_pyg.models import build_model
+from mde_pyg.models.bm3 import BM3
+from mde_pyg.train import Trainer
+from mde_pyg.transforms import MultiModalGraphs
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticMultiModal(
+        num_users=100, num_items=80, interactions_per_user=10, seed=0,
+        pre_transform=MultiModalGraphs(k_user=10, k_item=5))[0]
+
+
+def fixed_batch(data):
+    user, pos = data["user", "rates", "item"].edge_index
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(data["item"].num_nodes, pos.shape, generator=gen)
+    return user, pos, neg
+
+
+def train(model, data, steps=200, lr=1e-2, batch_size=256):
+    """Adam steps on random BPR batches; return the fixed-batch losses
+    before and after."""
+    torch.manual_seed(0)
+    user, pos, neg = fixed_batch(data)
+    est = list(getattr(model, "estimator_parameters", list)())
+    est_ids = {id(p) for p in est}
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if id(p) not in est_ids], lr=lr)
+    est_opt = torch.optim.Adam(est, lr=lr) if est else None
+    before = model.loss(user, pos, neg)[0].item()
+    for step in range(steps):
+        if step % 10 == 0:
+            model.on_epoch_start(step // 10)
+        idx = torch.randint(user.numel(), (batch_size,))
+        batch = user[idx], pos[idx], neg[idx]
+        if est_opt is not None:
+            est_opt.zero_grad()
+            model.estimator_step(*batch).backward()
+            est_opt.step()
+        opt.zero_grad()
+        model.loss(*batch)[0].backward()
+        opt.step()
+    return before, model.loss(user, pos, neg)[0].item()
+
+
+def test_loss_ignores_negatives(data):
+    model = build_model("bm3", data, embedding_dim=8)
+    assert isinstance(model, BM3)
+    assert model.uses_negatives is False
+    u, p = torch.tensor([1, 2, 3]), torch.tensor([3, 4, 5])
+    losses = []
+    for neg in (torch.tensor([0, 0, 0]), torch.tensor([7, 50, 79]), p):
+        torch.manual_seed(1)  # the same target dropout masks
+        losses.append(model.loss(u, p, neg)[0])
+    assert losses[0].item() == losses[1].item() == losses[2].item()
+    model.zero_grad()
+    losses[0].backward()
+    grad = model.embedding.weight.grad
+    assert grad[model.num_users + 0].abs().sum() == 0  # a "negative" only
+
+
+def test_embedding_and_loss_by_hand(data):
+    model = BM3(data, embedding_dim=8, dropout=0.0, cl_weight=0.5,
+                reg_weight=0.1)
+    user, item = model.get_embedding()
+    assert user.shape == (100, 8) and item.shape == (80, 8)
+    online_user, online_item = model.online()
+    light_user, light_item = model.propagate()
+    ego = model.embedding.weight[model.num_users:]
+    assert torch.allclose(online_item, light_item + ego)
+    assert torch.allclose(user, model.predictor(online_user))
+
+    u, p = torch.tensor([1, 2]), torch.tensor([3, 4])
+    _, parts = model.loss(u, p, p)
+    eu, ei = online_user[u], online_item[p]
+    pred = model.predictor
+
+    def c(a, b):
+        return 1 - F.cosine_similarity(a, b, dim=-1).mean()
+
+    assert parts["ui"].item() == pytest.approx(
+        (c(pred(eu), ei) + c(pred(ei), eu)).item(), rel=1e-5)
+    cl = 0.0
+    for m in ("image", "text"):
+        f = model.projection[m](data["item"][f"x_{m}"][p])
+        cl = cl + c(pred(f), ei) + c(pred(f), f)
+    assert parts["cl"].item() == pytest.approx(0.5 * cl.item(), rel=1e-5)
+    reg = (eu.pow(2).sum() + ei.pow(2).sum()) / 2
+    assert parts["reg"].item() == pytest.approx(0.1 * reg.item(), rel=1e-5)
+
+
+def test_loss_decreases(data):
+    model = BM3(data, embedding_dim=32)
+    before, after = train(model, data)
+    assert after < 0.6 * before
+
+
+def test_trainer_skips_negative_sampling(data):
+    model = BM3(data, embedding_dim=16)
+    calls = []
+    trainer = Trainer(model, data, lr=1e-2, batch_size=256, max_epochs=2,
+                      progress=False)
+    trainer.sampler.sample = lambda user: calls.append(user)  # must not run
+    result = trainer.fit()
+    assert calls == []
+    assert len(result["history"]) == 2
+    assert 0.0 <= result["test"]["recall@20"] <= 1.0

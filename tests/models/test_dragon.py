@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.utils import to_dense_adj
+
+from mde_pyg.data import SyntheticMultiModal
+from mde_pyg.models import build_model
+from mde_pyg.models.dragon import DRAGON
+from mde_pyg.transforms import MultiModalGraphs
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticMultiModal(
+        num_users=100, num_items=80, interactions_per_user=10, seed=0,
+        pre_transform=MultiModalGraphs(k_user=10, k_item=5))[0]
+
+
+def fixed_batch(data):
+    user, pos = data["user", "rates", "item"].edge_index
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(data["item"].num_nodes, pos.shape, generator=gen)
+    return user, pos, neg
+
+
+def train(model, data, steps=200, lr=1e-2, batch_size=256):
+    """Adam steps on random BPR batches; return the fixed-batch losses
+    before and after."""
+    torch.manual_seed(0)
+    user, pos, neg = fixed_batch(data)
+    est = list(getattr(model, "estimator_parameters", list)())
+    est_ids = {id(p) for p in est}
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if id(p) not in est_ids], lr=lr)
+    est_opt = torch.optim.Adam(est, lr=lr) if est else None
+    before = model.loss(user, pos, neg)[0].item()
+    for step in range(steps):
+        if step % 10 == 0:
+            model.on_epoch_start(step // 10)
+        idx = torch.randint(user.numel(), (batch_size,))
+        batch = user[idx], pos[idx], neg[idx]
+        if est_opt is not None:
+            est_opt.zero_grad()
+            model.estimator_step(*batch).backward()
+            est_opt.step()
+        opt.zero_grad()
+        model.loss(*batch)[0].backward()
+        opt.step()
+    return before, model.loss(user, pos, neg)[0].item()
+
+
+def dense(model, name, num):
+    edge_index, weight = model.graphs.get(name)
+    # Edges point source -> aggregating node: propagation is A^T x.
+    return to_dense_adj(edge_index, edge_attr=weight,
+                        max_num_nodes=num)[0].t()
+
+
+@pytest.mark.parametrize("use_user_graph", [True, False])
+def test_embedding_by_hand(data, use_user_graph):
+    torch.manual_seed(0)
+    model = DRAGON(data, embedding_dim=8, use_user_graph=use_user_graph,
+                   fused=False)
+    with torch.no_grad():  # make the preferences non-uniform
+        model.user_fusion.weight.normal_()
+    num_users = model.num_users
+    adj = dense(model, "user_item", num_users + 80)
+    x_hat = {}
+    for m in ("image", "text"):
+        item = model.encoder.projection[m](data["item"][f"x_{m}"])
+        x = F.normalize(torch.cat([model.encoder.user[m], item]), dim=-1)
+        x_hat[m] = x + adj @ x + adj @ adj @ x
+    pref = model.user_fusion.weight.softmax(dim=-1)
+    item = torch.cat([x_hat["image"][num_users:], x_hat["text"][num_users:]],
+                     dim=-1)
+    item = item + dense(model, "item_mm", 80) @ item
+    user = torch.cat([pref[:, :1] * x_hat["image"][:num_users],
+                      pref[:, 1:] * x_hat["text"][:num_users]], dim=-1)
+    if use_user_graph:
+        user = user + dense(model, "user_user", num_users) @ user
+    got_user, got_item = model.get_embedding()
+    assert got_user.shape == (100, 16) and got_item.shape == (80, 16)
+    assert torch.allclose(got_user, user, atol=1e-5)
+    assert torch.allclose(got_item, item, atol=1e-5)
+
+
+def test_fused_equals_edge_index_path(data):
+    torch.manual_seed(0)
+    fused = DRAGON(data, embedding_dim=8, fused=True)
+    plain = DRAGON(data, embedding_dim=8, fused=False)
+    plain.load_state_dict(fused.state_dict())
+    for a, b in zip(fused.get_embedding(), plain.get_embedding()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_loss_parts(data):
+    model = build_model("dragon", data, embedding_dim=8, reg_weight=0.1)
+    assert isinstance(model, DRAGON)
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    total, parts = model.loss(u, p, n)
+    assert set(parts) == {"bpr", "reg"}
+    reg = sum(model.encoder.user[m][u].pow(2).sum() / 2
+              for m in ("image", "text"))
+    reg = reg + model.user_fusion.weight[u].pow(2).sum() / 2
+    assert parts["reg"].item() == pytest.approx(0.1 * reg.item(), rel=1e-5)
+    user, item = model.get_embedding()
+    assert torch.allclose(model(u, p), (user[u] * item[p]).sum(-1))
+    assert str(model) == ("DRAGON(100 users, 80 items, "
+                          "modalities=['image', 'text'], dim=8)")
+
+
+def test_loss_decreases(data):
+    model = DRAGON(data, embedding_dim=32)
+    before, after = train(model, data)
+    assert after < 0.6 * before

@@ -1,0 +1,165 @@
+import pytest
+import torch
+from torch_geometric.utils import to_dense_adj
+
+from mde_pyg.data import SyntheticMultiModal
+from mde_pyg.losses import bpr_loss
+from mde_pyg.models import build_model
+from mde_pyg.models.encoder import default_modality_weights
+from mde_pyg.models.freedom import FREEDOM, degree_sensitive_sample
+from mde_pyg.transforms import MultiModalGraphs, similar_edge_type
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticMultiModal(
+        num_users=100, num_items=80, interactions_per_user=10, seed=0,
+        pre_transform=MultiModalGraphs(k_user=10, k_item=5))[0]
+
+
+def fixed_batch(data):
+    user, pos = data["user", "rates", "item"].edge_index
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(data["item"].num_nodes, pos.shape, generator=gen)
+    return user, pos, neg
+
+
+def train(model, data, steps=200, lr=1e-2, batch_size=256):
+    """Adam steps on random BPR batches; return the fixed-batch losses
+    before and after."""
+    torch.manual_seed(0)
+    user, pos, neg = fixed_batch(data)
+    est = list(getattr(model, "estimator_parameters", list)())
+    est_ids = {id(p) for p in est}
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if id(p) not in est_ids], lr=lr)
+    est_opt = torch.optim.Adam(est, lr=lr) if est else None
+    before = model.loss(user, pos, neg)[0].item()
+    for step in range(steps):
+        if step % 10 == 0:
+            model.on_epoch_start(step // 10)
+        idx = torch.randint(user.numel(), (batch_size,))
+        batch = user[idx], pos[idx], neg[idx]
+        if est_opt is not None:
+            est_opt.zero_grad()
+            model.estimator_step(*batch).backward()
+            est_opt.step()
+        opt.zero_grad()
+        model.loss(*batch)[0].backward()
+        opt.step()
+    return before, model.loss(user, pos, neg)[0].item()
+
+
+def test_sample_follows_weights_exactly():
+    weight = torch.tensor([1.0, 1.0, 4.0, 4.0])
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(4)
+    for _ in range(4000):
+        counts[degree_sensitive_sample(weight, 1, gen)] += 1
+    assert torch.allclose(counts / 4000, weight / weight.sum(), atol=0.03)
+    # Without replacement: k distinct, sorted indices.
+    for _ in range(20):
+        kept = degree_sensitive_sample(weight, 3, gen)
+        assert kept.tolist() == sorted(set(kept.tolist()))
+        assert kept.numel() == 3
+    with pytest.raises(ValueError, match="num_samples"):
+        degree_sensitive_sample(weight, 5)
+
+
+def test_pruning_keeps_fraction_degree_sensitively(data):
+    torch.manual_seed(0)
+    model = FREEDOM(data, embedding_dim=8, dropout=0.8, fused=False)
+    num_edges = data["user", "rates", "item"].edge_index.size(1)
+    assert model.num_kept == int(num_edges * 0.2)
+
+    counts = torch.zeros(num_edges)
+    for _ in range(300):
+        kept = model.sample_edges()
+        assert kept.numel() == model.num_kept
+        assert kept.unique().numel() == kept.numel()
+        counts[kept] += 1
+    # Edges between low-degree nodes (large 1/sqrt(d_u d_i)) survive more.
+    order = model.edge_keep_weight.argsort()
+    quarter = num_edges // 4
+    low_weight = counts[order[:quarter]].mean()
+    high_weight = counts[order[-quarter:]].mean()
+    assert high_weight > 1.3 * low_weight
+    corr = torch.corrcoef(torch.stack([counts, model.edge_keep_weight]))
+    assert corr[0, 1] > 0.5
+
+
+def test_pruned_graph_is_renormalised(data):
+    torch.manual_seed(0)
+    model = FREEDOM(data, embedding_dim=8, dropout=0.5, fused=False)
+    edge_index, weight = model.graphs.get("pruned")
+    num_users = model.num_users
+    assert edge_index.size(1) == 2 * model.num_kept  # both directions
+    deg = torch.bincount(edge_index[0], minlength=num_users + 80).float()
+    expected = (deg[edge_index[0]] * deg[edge_index[1]]).rsqrt()
+    assert torch.allclose(weight, expected)
+    model.on_epoch_start(1)
+    new_index, _ = model.graphs.get("pruned")
+    assert not torch.equal(new_index, edge_index)
+
+
+def test_train_uses_pruned_graph_eval_uses_full(data):
+    torch.manual_seed(0)
+    model = FREEDOM(data, embedding_dim=8, fused=False)
+    train_user, _ = model.get_embedding()
+    model.eval()
+    user, item = model.get_embedding()
+    assert not torch.allclose(train_user, user)
+    full_user, full_item = model.propagate("user_item")
+    assert torch.allclose(user, full_user)
+    ego = model.embedding.weight[model.num_users:]
+    edge_index, weight = model.graphs.get("item_mm")
+    adj = to_dense_adj(edge_index, edge_attr=weight, max_num_nodes=80)[0]
+    # Edges point neighbour -> item: h = A^T E.
+    assert torch.allclose(item, full_item + adj.t() @ ego, atol=1e-5)
+
+
+def test_mixed_item_graph_weights(data):
+    assert default_modality_weights(["image", "text"]) == {
+        "image": 0.1, "text": 0.9}
+    assert default_modality_weights(["text", "audio"]) == {
+        "text": 0.5, "audio": 0.5}
+    weights = {"image": 0.3, "text": 0.7}
+    model = FREEDOM(data, embedding_dim=8, modality_weights=weights,
+                    fused=False)
+    edge_index, weight = model.graphs.get("item_mm")
+    dense = to_dense_adj(edge_index, edge_attr=weight, max_num_nodes=80)[0]
+    expected = sum(
+        w * to_dense_adj(data[similar_edge_type(m)].edge_index,
+                         edge_attr=data[similar_edge_type(m)].edge_weight,
+                         max_num_nodes=80)[0]
+        for m, w in weights.items())
+    assert torch.allclose(dense, expected)
+    with pytest.raises(ValueError, match="every modality"):
+        FREEDOM(data, modality_weights={"image": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        FREEDOM(data, modality_weights={"image": -1.0, "text": 1.0})
+
+
+def test_feature_bpr_term(data):
+    model = build_model("freedom", data, embedding_dim=8, reg_weight=0.5)
+    assert isinstance(model, FREEDOM)
+    model.eval()
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    total, parts = model.loss(u, p, n)
+    user, item = model.get_embedding()
+    assert user.shape == (100, 8) and item.shape == (80, 8)
+    terms = []
+    for m in ("image", "text"):
+        f = model.projection[m](data["item"][f"x_{m}"])
+        terms.append(bpr_loss((user[u] * f[p]).sum(-1),
+                              (user[u] * f[n]).sum(-1)))
+    assert parts["reg"].item() == pytest.approx(0.5 * sum(terms).item(),
+                                                rel=1e-5)
+    assert torch.allclose(model(u, p), (user[u] * item[p]).sum(-1))
+    assert "dropout=0.8" in str(model)
+
+
+def test_loss_decreases(data):
+    model = FREEDOM(data, embedding_dim=32)
+    before, after = train(model, data)
+    assert after < 0.6 * before

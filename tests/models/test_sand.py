@@ -1,0 +1,134 @@
+import pytest
+import torch
+
+from mde_pyg.data import SyntheticMultiModal
+from mde_pyg.losses import solo_sim_loss
+from mde_pyg.models import build_model
+from mde_pyg.models.dragon import DRAGON
+from mde_pyg.models.sand import SAND
+from mde_pyg.nn import split_halves
+from mde_pyg.train import Trainer
+from mde_pyg.transforms import MultiModalGraphs
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticMultiModal(
+        num_users=100, num_items=80, interactions_per_user=10, seed=0,
+        pre_transform=MultiModalGraphs(k_user=10, k_item=5))[0]
+
+
+def fixed_batch(data):
+    user, pos = data["user", "rates", "item"].edge_index
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(data["item"].num_nodes, pos.shape, generator=gen)
+    return user, pos, neg
+
+
+def train(model, data, steps=200, lr=1e-2, batch_size=256):
+    """Adam steps on random BPR batches; return the fixed-batch losses
+    before and after."""
+    torch.manual_seed(0)
+    user, pos, neg = fixed_batch(data)
+    est = list(getattr(model, "estimator_parameters", list)())
+    est_ids = {id(p) for p in est}
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if id(p) not in est_ids], lr=lr)
+    est_opt = torch.optim.Adam(est, lr=lr) if est else None
+    before = model.loss(user, pos, neg)[0].item()
+    for step in range(steps):
+        if step % 10 == 0:
+            model.on_epoch_start(step // 10)
+        idx = torch.randint(user.numel(), (batch_size,))
+        batch = user[idx], pos[idx], neg[idx]
+        if est_opt is not None:
+            est_opt.zero_grad()
+            model.estimator_step(*batch).backward()
+            est_opt.step()
+        opt.zero_grad()
+        model.loss(*batch)[0].backward()
+        opt.step()
+    return before, model.loss(user, pos, neg)[0].item()
+
+
+def test_backbone_runs_on_split_features(data):
+    torch.manual_seed(0)
+    model = build_model("sand", data, embedding_dim=8)
+    assert isinstance(model, SAND) and isinstance(model, DRAGON)
+    assert "user_user" not in model.graphs.names  # authors' default
+    user, item = model.get_embedding()
+    assert user.shape == (100, 16) and item.shape == (80, 16)
+    x_split = model.sand.split(model.features)
+    assert {m: x.shape for m, x in x_split.items()} == {
+        "image": (80, 32), "text": (80, 16)}
+    expected = model.encode(x_split)
+    assert torch.allclose(user, expected[0]) and torch.allclose(
+        item, expected[1])
+    # The split is on the path from features to scores.
+    model(torch.tensor([0]), torch.tensor([1])).sum().backward()
+    assert model.sand.splitter.linear["text"].weight.grad.abs().sum() > 0
+    assert "distance='club'" in str(model)
+
+
+def test_loss_parts(data):
+    torch.manual_seed(0)
+    model = SAND(data, embedding_dim=8, alpha=0.5, ureg=0.1)
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    total, parts = model.loss(u, p, n)
+    assert set(parts) == {"bpr", "reg", "distance", "solosim"}
+    assert parts["distance"].item() >= 0  # a clamped CLUB bound
+    assert total.item() == pytest.approx(sum(parts.values()).item(),
+                                         rel=1e-6)
+    # SoloSim over all items, image -> text (the data's modality order).
+    x_split = model.sand.split(model.features)
+    z = {m: model.sand.heads[m](split_halves(x_split[m])[0])
+         for m in ("image", "text")}
+    assert parts["solosim"].item() == pytest.approx(
+        0.5 * solo_sim_loss(z["image"], z["text"]).item(), rel=1e-5)
+
+
+def test_estimator_is_trained_separately(data):
+    torch.manual_seed(0)
+    model = SAND(data, embedding_dim=8)
+    est = list(model.estimator_parameters())
+    est_ids = {id(p) for p in est}
+    assert len(est) == 16
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    model.estimator_step(u, p, n).backward()
+    for param in model.parameters():
+        assert (param.grad is not None) == (id(param) in est_ids)
+    model.zero_grad(set_to_none=True)
+    model.loss(u, p, n)[0].backward()
+    assert model.sand.generic_map["image"].weight.grad is not None
+
+
+def test_l2_distance_and_batch_scope(data):
+    torch.manual_seed(0)
+    model = SAND(data, embedding_dim=8, distance="l2", item_scope="batch")
+    assert list(model.estimator_parameters()) == []
+    u, p, n = torch.tensor([1, 2, 3]), torch.tensor([3, 4, 3]), \
+        torch.tensor([5, 6, 7])
+    _, parts = model.loss(u, p, n)
+    assert parts["distance"].item() <= 0  # -ureg * MSE
+    with pytest.raises(ValueError, match="item_scope"):
+        SAND(data, item_scope="some")
+    with pytest.raises(ValueError, match="distance"):
+        SAND(data, distance="cosine")
+
+
+@pytest.mark.parametrize("distance", ["club", "l2"])
+def test_loss_decreases(data, distance):
+    model = SAND(data, embedding_dim=32, distance=distance)
+    before, after = train(model, data)
+    assert after < 0.6 * before
+
+
+def test_trainer_runs_estimator_steps(data):
+    model = SAND(data, embedding_dim=16)
+    trainer = Trainer(model, data, lr=1e-2, batch_size=256, max_epochs=2,
+                      progress=False)
+    est_ids = {id(p) for p in model.estimator_parameters()}
+    assert not est_ids & {id(p) for p in trainer.main_parameters}
+    result = trainer.fit()
+    parts = result["history"][-1]["parts"]
+    assert "estimator_loss" in parts and "solosim" in parts

@@ -80,7 +80,7 @@ def floor_step_seconds(model, device, precision: str) -> float:
         if isinstance(module, torch.nn.Sequential):
             first = module[0]
             if isinstance(first, torch.nn.Linear):
-                for m, x in features.items():
+                for x in features.values():
                     if first.in_features == x.size(1):
                         projections.append((module, x))
     dim = 64
@@ -146,6 +146,7 @@ def run_one(args) -> dict:
     floor = floor_step_seconds(model, device, args.precision) * num_batches
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
+           "step": epoch / num_batches,
            "eval": evaluation, "graphs": graph_seconds,
            "peak_rss_mib": peak_rss_mib()}
     if device.type == "cuda":
@@ -186,17 +187,19 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
-            rows.append([name, "failed", "", "", "", "", ""])
+            rows.append([name, "failed", "", "", "", "", "", ""])
             continue
         res = json.loads(proc.stdout.splitlines()[-1])
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
         ratio = res["epoch"] / res["floor"] if res["floor"] > 0 else None
-        rows.append([name, f"{res['epoch']:.2f}", f"{res['floor']:.2f}",
+        rows.append([name, f"{res['epoch']:.2f}", f"{res['step']:.3f}",
+                     f"{res['floor']:.2f}",
                      "-" if ratio is None else f"{ratio:.2f}",
                      f"{res['eval']:.2f}", f"{res['graphs']:.1f}", memory])
         print(" | ".join(rows[-1]), flush=True)
-    header = ["model", "s / epoch", "floor s / epoch", "epoch / floor",
+    header = ["model", "s / epoch", "s / step", "floor s / epoch",
+              "epoch / floor",
               "s / full eval", "graph build s", "peak MiB"]
     text = (f"# Speed at the Amazon Baby shape ({args.device}, "
             f"{args.precision})\n\n{machine_header(args.device)}\n\n"

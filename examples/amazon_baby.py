@@ -49,6 +49,10 @@ def parse_args() -> argparse.Namespace:
     add("--modality", action="append", default=[], metavar="NAME=FILE",
         help="a modality of --data and its .npy file (repeatable)")
     add("--inter-file", help="the .inter file in --data")
+    add("--feature-norm", choices=("none", "l2", "standardize"),
+        help="rescale the model inputs (default: none on Amazon Baby, as "
+             "MMRec; standardize for --data, whose raw feature scales may "
+             "differ by orders of magnitude)")
     add("--lambda-1", type=float, default=0.01, help="MDA weight")
     add("--lambda-2", type=float, default=0.01, help="MSA weight")
     add("--tau", type=float, default=0.2, help="MSA temperature")
@@ -79,10 +83,11 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.data is None:
         data = load_data(dataset="baby", root=args.root, k_user=40,
-                         k_item=10)
+                         k_item=10, feature_norm=args.feature_norm or "none")
     else:
         data = load_data(data=args.data, modalities=args.modality or None,
-                         inter_file=args.inter_file, k_user=40, k_item=10)
+                         inter_file=args.inter_file, k_user=40, k_item=10,
+                         feature_norm=args.feature_norm or "standardize")
     print(data)
 
     hparams = dict(

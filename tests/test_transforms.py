@@ -113,3 +113,116 @@ def test_multimodal_graphs_on_synthetic(synthetic_graphs):
     has = torch.bincount(store.edge_index[1], minlength=60) > 0
     assert torch.allclose(sums[has], torch.ones(int(has.sum())))
     assert str(MultiModalGraphs()).startswith("MultiModalGraphs(")
+
+
+def test_normalize_features():
+    from mde_pyg.transforms import NormalizeFeatures
+
+    data = hand_graph()
+    data["item"].x_b = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0],
+                                     [5.0, 12.0]])
+    out = NormalizeFeatures("l2", modalities=["b"])(data)
+    assert torch.allclose(out["item"].x_b[0], torch.tensor([0.6, 0.8]))
+    assert torch.allclose(out["item"].x_b.norm(dim=1), torch.ones(4))
+    raw = torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 70.0], [7.0, 90.0]])
+    data["item"].x_b = raw.clone()
+    out = NormalizeFeatures("standardize", modalities=["b"])(data)
+    z = (raw - raw.mean(0)) / raw.std(0)
+    assert torch.allclose(out["item"].x_b,
+                          torch.nn.functional.normalize(z, dim=1), atol=1e-6)
+    with pytest.raises(ValueError, match="'method' must be one of"):
+        NormalizeFeatures("minmax")
+
+
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)]
+                     if torch.cuda.is_available() else [])
+
+
+def assert_same_knn(got, x, k, include_self):
+    # Same neighbours as a dense float32 top-k, up to float32 near-ties: at
+    # every rank the similarity of the returned item equals the reference.
+    xn = torch.nn.functional.normalize(x.float(), dim=-1)
+    sim = xn @ xn.t()
+    if not include_self:
+        sim.fill_diagonal_(float("-inf"))
+    expected = sim.topk(k, dim=-1)
+    assert got.shape == (x.size(0), k)
+    assert torch.allclose(sim.gather(1, got), expected.values, atol=1e-6,
+                          rtol=0)
+    assert not (got.sort(1).values.diff(dim=1) == 0).any()  # no repeats
+    # Off near-ties the indices are the same.
+    assert (got == expected.indices).all(1).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("chunk,budget", [
+    (None, 2**28),  # one tile
+    (64, 2**28),  # 64-row blocks, full-width panels
+    (96, 96 * 4 * 160),  # 96 x 160 panels, partial at the ends
+    (33, 33 * 4 * 50),  # odd sizes: no grouping, padded panels
+])
+def test_knn_cosine_equals_dense(device, precision, include_self, chunk,
+                                 budget):
+    torch.manual_seed(1)
+    x = torch.randn(613, 24, device=device)
+    for k in (1, 7):
+        got = knn_cosine(x, k, include_self, chunk_size=chunk,
+                         max_chunk_bytes=budget, precision=precision)
+        assert got.device == x.device
+        assert_same_knn(got.cpu(), x.cpu(), k, include_self)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_cosine_grouped_pruning(device):
+    # Blocks of 512 x 2048 columns use groups of 32 entries in the pruning
+    # pass; every row must still get its exact neighbours.
+    torch.manual_seed(2)
+    x = torch.randn(2000, 16, device=device)
+    for precision in ("fp32", "bf16"):
+        got = knn_cosine(x, 10, chunk_size=512, max_chunk_bytes=512 * 4 * 2048,
+                         precision=precision)
+        assert_same_knn(got.cpu(), x.cpu(), 10, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_cosine_bf16_near_ties_fall_back(device, monkeypatch):
+    # More copies of a row than bf16 candidates, differing by far less than
+    # bfloat16 resolves (but far more than float32 does): the bf16 pass
+    # cannot rank them, so their certificate fails and those rows are
+    # recomputed in float32.
+    import mde_pyg.transforms as transforms
+
+    redone = []
+    knn_rows = transforms._knn_rows
+
+    def spy(x, rows, *args):
+        redone.append(rows.numel())
+        return knn_rows(x, rows, *args)
+
+    monkeypatch.setattr(transforms, "_knn_rows", spy)
+    torch.manual_seed(3)
+    x = torch.randn(10, 32).repeat_interleave(40, dim=0)  # 40 > 3k + 8
+    x = torch.cat([x + 1e-2 * torch.randn_like(x), torch.randn(200, 32)])
+    got = knn_cosine(x.to(device), 5, precision="bf16", chunk_size=128)
+    assert 400 <= sum(redone) < 600  # the random rows are certified
+    assert_same_knn(got.cpu(), x, 5, False)
+    # The neighbours of a copy are copies of the same row.
+    assert torch.equal(got[:400].cpu() // 40,
+                       torch.arange(400)[:, None].expand(-1, 5) // 40)
+
+
+def test_knn_cosine_all_candidates():
+    # With at most 3k + 8 other items every item is a bf16 candidate.
+    torch.manual_seed(4)
+    x = torch.randn(12, 5)
+    for include_self in (False, True):
+        k = 11 if not include_self else 12
+        got = knn_cosine(x, k, include_self, precision="bf16")
+        assert_same_knn(got, x, k, include_self)
+
+
+def test_knn_cosine_precision_error():
+    with pytest.raises(ValueError, match="'precision' must be one of"):
+        knn_cosine(torch.randn(5, 2), 2, precision="fp16")

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "ks": (5, 10, 20, 50),
     "k_user": 40,
     "k_item": 10,
+    "feature_norm": "standardize",
     "output": None,
     "resume": False,
     "plot": False,
@@ -253,6 +254,7 @@ def load_data(
     root: str | os.PathLike | None = None,
     k_user: int = 40,
     k_item: int = 10,
+    feature_norm: str = "none",
 ) -> HeteroData:
     """Load a dataset and build every graph the models need.
 
@@ -271,13 +273,21 @@ def load_data(
             (default: :obj:`40`)
         k_item (int, optional): Item neighbours per modality.
             (default: :obj:`10`)
+        feature_norm (str, optional): ``"none"``, or a method of
+            :class:`mde_pyg.transforms.NormalizeFeatures` applied to the
+            model inputs after the graphs are built. (default: ``"none"``)
 
     Returns:
         torch_geometric.data.HeteroData: The data with its graphs.
     """
-    from mde_pyg.transforms import MultiModalGraphs
+    from torch_geometric.transforms import Compose
 
-    transform = MultiModalGraphs(k_user=k_user, k_item=k_item)
+    from mde_pyg.transforms import MultiModalGraphs, NormalizeFeatures
+
+    transforms = [MultiModalGraphs(k_user=k_user, k_item=k_item)]
+    if feature_norm != "none":
+        transforms.append(NormalizeFeatures(feature_norm))
+    transform = Compose(transforms)
     modalities = dict(modalities) if modalities else None
     if data is not None:
         from mde_pyg.data import read_mmrec
@@ -545,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ks", metavar="K1,K2", help="cut-offs (default: 5,10,20,50)")
     add("--k-user", type=int, metavar="K", help="default: 40")
     add("--k-item", type=int, metavar="K", help="default: 10")
+    add("--feature-norm", choices=("none", "l2", "standardize"),
+        help="rescale the item features the models read, after the graphs "
+             "are built from the raw ones (default: standardize)")
     add("--set", action="append", metavar="KEY=VALUE",
         help="a model argument (repeatable)")
     add("--grid", action="append", metavar="KEY=V1,V2",
@@ -591,7 +604,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     device = _resolve_device(settings["device"])
     data_config = {
         key: settings[key]
-        for key in ("data", "dataset", "inter_file", "k_user", "k_item")
+        for key in ("data", "dataset", "inter_file", "k_user", "k_item",
+                    "feature_norm")
     }
     data_config["modality"] = settings["modality"]
     data = load_data(
@@ -602,6 +616,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         root=settings["root"],
         k_user=settings["k_user"],
         k_item=settings["k_item"],
+        feature_norm=settings["feature_norm"],
     )
     num_items = int(data["item"].num_nodes)
     if max(settings["ks"]) > num_items:

@@ -17,6 +17,7 @@ aggregates it (``edge_index[1]``), PyG's ``source_to_target`` flow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -150,28 +151,278 @@ class UserCoOccurrenceGraph(BaseTransform):
         return f"{self.__class__.__name__}(k={self.k})"
 
 
+# Unit roundoffs (half the spacing of the significand) of bfloat16 (8
+# significant bits) and float32 (24 significant bits).
+_BF16_UNIT = 2.0**-8
+_FP32_UNIT = 2.0**-24
+_PRECISIONS = ("fp32", "bf16")
+# Default [rows, columns] of a similarity panel on CPU: 32 MiB in float32,
+# small enough to stay in the caches between the product and the max pass.
+_CPU_PANEL = (1024, 8192)
+
+
+def _group_size(block: int, width: int) -> int:
+    """Return the group size of the pruning pass of ``[block, width]`` panels.
+
+    It divides both sides and leaves at least 64 groups per row, so that the
+    group maxima are a contiguous (vectorised) reduction.
+    """
+    for group in (32, 16, 8, 4, 2):
+        if block % group == 0 and width % group == 0 and width >= 64 * group:
+            return group
+    return 1
+
+
+def _tile_candidates(
+    sim: Tensor,
+    thr: Tensor,
+    dim: int,
+    group: int,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Return the entries of a similarity tile above their query's threshold.
+
+    The queries are the rows of ``sim`` (``dim=1``) or its columns
+    (``dim=0``, the transposed tile), with one threshold each in ``thr``.
+    The tile is cut along the other dimension into ``group`` interleaved
+    slices; one max-reduction gives each query's maximum per group of
+    ``group`` entries, and only the groups whose maximum beats the threshold
+    are gathered and compared entry by entry.
+
+    Returns:
+        ``(query, neighbour, value)``: local positions in the tile, or
+        :obj:`None` when no entry beats its threshold.
+    """
+    if dim == 1:
+        grouped = sim.unflatten(1, (group, -1))  # [R, group, C / group]
+        hit = grouped.amax(1) > thr[:, None]
+        query, slot = hit.nonzero().unbind(1)
+    else:  # reduce and compare in the tile's own layout, which is faster
+        grouped = sim.unflatten(0, (group, -1))  # [group, R / group, C]
+        hit = grouped.amax(0) > thr
+        slot, query = hit.nonzero().unbind(1)
+    if query.numel() == 0:
+        return None
+    if dim == 1:
+        value = grouped[query, :, slot]  # [P, group]
+    else:
+        value = grouped[:, slot, query].t()
+    pos, member = (value > thr[query, None]).nonzero().unbind(1)
+    return (query[pos], slot[pos] + member * grouped.size(1 + dim),
+            value[pos, member])
+
+
+def _merge_topk(val: Tensor, idx: Tensor, row: Tensor, col: Tensor,
+                value: Tensor) -> None:
+    """Merge candidates ``(row, col, value)`` into the running top lists.
+
+    ``val`` and ``idx`` (``[N, c]``, best first) are updated in place.
+    """
+    c = val.size(1)
+    order = row.argsort(stable=True)
+    row, col, value = row[order], col[order], value[order]
+    rows, count = torch.unique_consecutive(row, return_counts=True)
+    slot = torch.repeat_interleave(
+        torch.arange(rows.numel(), device=row.device), count)
+    first = count.cumsum(0) - count
+    pos = torch.arange(row.numel(), device=row.device) - first[slot] + c
+    width = c + int(count.max())
+    pool_val = val.new_full((rows.numel(), width), float("-inf"))
+    pool_idx = idx.new_full((rows.numel(), width), -1)
+    pool_val[:, :c] = val[rows]
+    pool_idx[:, :c] = idx[rows]
+    pool_val[slot, pos] = value.to(val.dtype)
+    pool_idx[slot, pos] = col
+    top = pool_val.topk(c, dim=1)
+    val[rows] = top.values
+    idx[rows] = pool_idx.gather(1, top.indices)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    """Round ``n`` up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+def _pad_to(t: Tensor, size: tuple[int, ...], value: float) -> Tensor:
+    """Pad the trailing end of every dimension of ``t`` up to ``size``."""
+    pad = []
+    for have, want in zip(reversed(t.shape), reversed(size)):
+        pad += [0, want - have]
+    return F.pad(t, pad, value=value) if any(pad) else t
+
+
+def _topk_blocks(x: Tensor, c: int, include_self: bool, block: int,
+                 width: int) -> tuple[Tensor, Tensor]:
+    """Top-``c`` values and indices of every row of ``x @ x.T``.
+
+    See :func:`knn_cosine`: diagonal ``[block, block]`` tiles seed the lists,
+    then each row block is multiplied with the columns after it in panels of
+    ``[block, width]``, each panel serving its rows and, transposed, its
+    columns.
+    """
+    num = x.size(0)
+    inf = float("inf")
+    group = _group_size(block, width)
+    val = torch.full((num, c), -inf, device=x.device)
+    idx = torch.full((num, c), -1, dtype=torch.long, device=x.device)
+
+    # Diagonal tiles: an exact top-c within each block seeds the thresholds.
+    for s in range(0, num, block):
+        e = min(s + block, num)
+        sim = (x[s:e] @ x[s:e].t()).float()
+        if not include_self:
+            sim.fill_diagonal_(-inf)
+        top = sim.topk(min(c, e - s), dim=1)
+        val[s:e, :top.values.size(1)] = top.values
+        idx[s:e, :top.values.size(1)] = top.indices + s
+
+    # Panels [s:e] x [t:u] right of the diagonal. Candidates (entries above
+    # the current c-th best of their row, or of their column for the
+    # transposed panel) are merged once about `block * c` have accumulated,
+    # and at the end of each row block.
+    buf = x.new_empty(block, width) if num > block else None
+    for s in range(0, num, block):
+        e = min(s + block, num)
+        found_row: list[tuple[Tensor, Tensor, Tensor]] = []
+        found_col: list[tuple[Tensor, Tensor, Tensor]] = []
+        for t in range(e, num, width):
+            u = min(t + width, num)
+            if e - s == block and u - t == width:
+                sim = torch.mm(x[s:e], x[t:u].t(), out=buf)
+            else:  # a partial panel: pad to whole groups
+                shape = (_round_up(e - s, group), _round_up(u - t, group))
+                sim = _pad_to(x[s:e] @ x[t:u].t(), shape, -inf)
+            for dim, found, q0, q1, n0 in ((1, found_row, s, e, t),
+                                           (0, found_col, t, u, s)):
+                thr = _pad_to(val[q0:q1, -1], (sim.size(1 - dim),), inf)
+                hit = _tile_candidates(sim, thr, dim, group)
+                if hit is not None:
+                    found.append((hit[0] + q0, hit[1] + n0, hit[2]))
+                if found and (u == num or sum(f[0].numel() for f in found)
+                              >= block * c):
+                    _merge_topk(val, idx, *(torch.cat(f) for f in zip(*found)))
+                    found.clear()
+    return val, idx
+
+
+def _knn_rows(x: Tensor, rows: Tensor, k: int, include_self: bool,
+              max_chunk_bytes: int) -> Tensor:
+    """Exact top-``k`` of the given ``rows`` against all rows of ``x``."""
+    num = x.size(0)
+    chunk = max(1, max_chunk_bytes // (4 * num))
+    out = torch.empty(rows.numel(), k, dtype=torch.long, device=x.device)
+    for s in range(0, rows.numel(), chunk):
+        row = rows[s:s + chunk]
+        sim = x[row] @ x.t()
+        if not include_self:
+            sim[torch.arange(row.numel(), device=x.device), row] = float("-inf")
+        out[s:s + chunk] = sim.topk(k, dim=1).indices
+    return out
+
+
+def _knn_bf16(x: Tensor, k: int, include_self: bool, block: int,
+              width: int, max_chunk_bytes: int) -> Tensor:
+    """The ``precision="bf16"`` path of :func:`knn_cosine`."""
+    num, dim = x.shape
+    k_max = num if include_self else num - 1
+    c = min(k_max, 3 * k + 8)
+    low = x.to(torch.bfloat16)
+    approx, cand = _topk_blocks(low, c, include_self, block, width)
+
+    # Exact float32 similarities of the candidates, and the norms of each
+    # row's bf16 copy and of its rounding error, in small row chunks.
+    score = torch.empty(num, c, device=x.device)
+    norm = torch.empty(num, device=x.device)
+    err = torch.empty(num, device=x.device)
+    chunk = max(1, min(256, max_chunk_bytes // (4 * c * dim)))
+    near = x.new_empty(chunk * c, dim)
+    for s in range(0, num, chunk):
+        e = min(s + chunk, num)
+        n = (e - s) * c
+        torch.index_select(x, 0, cand[s:e].reshape(-1), out=near[:n])
+        score[s:e] = torch.bmm(near[:n].view(e - s, c, dim),
+                               x[s:e, :, None]).squeeze(-1)
+        rounded = low[s:e].float()
+        norm[s:e] = rounded.norm(dim=1)
+        err[s:e] = (x[s:e] - rounded).norm(dim=1)
+    top = score.topk(k, dim=1)
+    out = cand.gather(1, top.indices)
+    if c == k_max:  # every item is a candidate
+        return out
+
+    # Certificate. Write x = x' + r with x' the bf16 copy. An item j outside
+    # the candidates of row i has a bf16 similarity of at most the last
+    # candidate's, `last`, which the rounding of the product to bf16 moved
+    # by at most 2^-8 of its size; x_i.x_j - x'_i.x'_j = r_i.x_j + x'_i.r_j
+    # is at most err_i + norm_i * max(err); and float32 accumulation errs by
+    # at most d 2^-24 per unit of |x'_i||x'_j| (float32 re-ranking too).
+    last = approx[:, -1]
+    bound = (last + 2 * _BF16_UNIT * last.abs() + err + norm * err.max() +
+             dim * _FP32_UNIT * (norm * norm.max() + 2))
+    redo = (top.values[:, -1] <= bound).nonzero().view(-1)
+    if redo.numel() > 0:
+        out[redo] = _knn_rows(x, redo, k, include_self, max_chunk_bytes)
+    return out
+
+
 def knn_cosine(
     x: Tensor,
     k: int,
     include_self: bool = False,
     chunk_size: int | None = None,
     max_chunk_bytes: int = 2**28,
+    precision: str = "fp32",
 ) -> Tensor:
     r"""Return the ``k`` most cosine-similar rows of each row of ``x``.
 
-    Computed on ``x``'s device in row chunks of ``[chunk, N]`` similarities,
-    never an :math:`N \times N` matrix, so that memory stays
-    :math:`O(N (k + d) + \text{chunk} \cdot N)`.
+    Exact and memory-bounded: computed on ``x``'s device by panels of
+    :math:`B \times W` similarities, never an :math:`N \times N` matrix, in
+    :math:`O(N (c + d) + B W)` memory, with :math:`c` the neighbours tracked
+    per row (:math:`c = k`, or :math:`3k + 8` with ``precision="bf16"``).
+
+    The rows are cut into blocks of :math:`B`. Every row keeps its :math:`c`
+    best neighbours so far, seeded by an exact top-:math:`c` within its own
+    block (the :math:`B \times B` diagonal tiles). Each block is then
+    multiplied with the rows after it, :math:`W` at a time, so that every
+    pair of rows is computed once: a panel serves both its :math:`B` rows and,
+    transposed, its :math:`W` columns, half the multiplications of a
+    row-by-row scan. Only the entries above the current :math:`c`-th best of
+    their row are merged into its list, and they are found without sorting
+    the panel: one max-reduction gives the maximum of each group of up to 32
+    entries, and only the groups whose maximum beats the threshold are
+    inspected. The thresholds rise fast (on random data a row merges about
+    :math:`c \ln(N / B)` entries in all), so the cost is close to one matrix
+    product and one max pass per panel.
+
+    With ``precision="bf16"`` the panels are multiplied in bfloat16 (several
+    times faster on CPUs with AMX or AVX512-BF16, and on GPUs) to keep
+    :math:`3k + 8` candidates per row, which are re-ranked with exact float32
+    similarities. Each row is then certified: if its :math:`k`-th exact
+    similarity beats the largest one an item outside its candidates can have
+    (the last candidate's bfloat16 similarity plus a rigorous bound on the
+    error of bfloat16 inputs and output, assuming float32 accumulation as in
+    oneDNN and cuBLAS), the row is exact; otherwise it is recomputed in
+    float32. The result is therefore the float32 one, not an approximate
+    search; only the time depends on the data (on near-duplicates, more
+    rows are recomputed).
+
+    Ties are broken arbitrarily, and near-ties within float32 rounding may
+    be ordered differently from another float32 computation.
 
     Args:
         x (torch.Tensor): Features ``[N, d]``.
         k (int): Neighbours per row (at most ``N - 1`` without self).
         include_self (bool, optional): Let a row be its own neighbour, as
             MMRec's graph builder does implicitly. (default: :obj:`False`)
-        chunk_size (int, optional): Rows per chunk; by default the largest
-            that keeps a chunk's similarities under ``max_chunk_bytes``.
-        max_chunk_bytes (int, optional): Memory budget of one chunk.
-            (default: 256 MiB)
+        chunk_size (int, optional): Rows per block, :math:`B`; by default
+            1024 on CPU and the largest square tile within
+            ``max_chunk_bytes`` on other devices.
+        max_chunk_bytes (int, optional): Memory budget of one float32 panel
+            (which sets :math:`W`, at most 8192 on CPU so that a panel stays
+            in cache), and of one chunk of the re-ranking or of the float32
+            fallback. (default: 256 MiB)
+        precision (str, optional): :obj:`"fp32"` multiplies in float32;
+            :obj:`"bf16"` in bfloat16 with the exact re-ranking and
+            certificate above. (default: :obj:`"fp32"`)
 
     Returns:
         ``[N, k]`` neighbour indices, most similar first.
@@ -181,18 +432,20 @@ def knn_cosine(
     if not 1 <= k <= k_max:
         raise ValueError(f"'k' must be in [1, {k_max}] for {num} items, "
                          f"got {k}")
+    if precision not in _PRECISIONS:
+        raise ValueError(f"'precision' must be one of {_PRECISIONS}, got "
+                         f"'{precision}'")
     x = F.normalize(x.to(torch.float), dim=-1)
+    cpu = x.device.type == "cpu"
     if chunk_size is None:
-        chunk_size = max(1, min(num, max_chunk_bytes // (4 * num)))
-    out = torch.empty(num, k, dtype=torch.long, device=x.device)
-    for start in range(0, num, chunk_size):
-        end = min(start + chunk_size, num)
-        sim = x[start:end] @ x.t()
-        if not include_self:
-            rows = torch.arange(end - start, device=x.device)
-            sim[rows, rows + start] = float("-inf")
-        out[start:end] = sim.topk(k, dim=-1).indices
-    return out
+        chunk_size = _CPU_PANEL[0] if cpu else math.isqrt(max_chunk_bytes // 4)
+    block = max(1, min(num, chunk_size, math.isqrt(max_chunk_bytes // 4)))
+    width = max(1, min(num, max_chunk_bytes // (4 * block)))
+    if cpu:
+        width = min(width, max(block, _CPU_PANEL[1]))
+    if precision == "bf16":
+        return _knn_bf16(x, k, include_self, block, width, max_chunk_bytes)
+    return _topk_blocks(x, k, include_self, block, width)[1]
 
 
 class ItemKNNGraph(BaseTransform):
@@ -215,8 +468,11 @@ class ItemKNNGraph(BaseTransform):
         include_self (bool, optional): **[choice]** count an item as its own
             neighbour, as MMRec's top-k over the full similarity row does.
             (default: :obj:`False`)
-        chunk_size (int, optional): Rows per similarity chunk.
-            (default: automatic, 256 MiB per chunk)
+        chunk_size (int, optional): Rows per similarity block.
+            (default: automatic, see :func:`knn_cosine`)
+        precision (str, optional): :obj:`"fp32"` or :obj:`"bf16"`, the
+            similarity pass of :func:`knn_cosine`; both give the float32
+            neighbours. (default: :obj:`"fp32"`)
     """
 
     def __init__(
@@ -225,6 +481,7 @@ class ItemKNNGraph(BaseTransform):
         modalities: Sequence[str] | None = None,
         include_self: bool = False,
         chunk_size: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         if k < 1:
             raise ValueError(f"'k' must be a positive integer, got {k}")
@@ -232,6 +489,7 @@ class ItemKNNGraph(BaseTransform):
         self.modalities = None if modalities is None else list(modalities)
         self.include_self = include_self
         self.chunk_size = chunk_size
+        self.precision = precision
 
     def forward(self, data: HeteroData) -> HeteroData:
         """Add one kNN graph per modality to ``data``."""
@@ -245,7 +503,8 @@ class ItemKNNGraph(BaseTransform):
             x = data["item"][f"x_{m}"]
             num = x.size(0)
             nbr = knn_cosine(x, min(self.k, num - 1 + self.include_self),
-                             self.include_self, self.chunk_size)
+                             self.include_self, self.chunk_size,
+                             precision=self.precision)
             row = torch.arange(num, device=x.device).repeat_interleave(
                 nbr.size(1))
             col = nbr.reshape(-1)
@@ -291,3 +550,48 @@ class MultiModalGraphs(BaseTransform):
     def __repr__(self) -> str:
         inner = ", ".join(repr(t) for t in self.transforms)
         return f"{self.__class__.__name__}({inner})"
+
+
+class NormalizeFeatures(BaseTransform):
+    r"""Rescale the item features that the models read.
+
+    Raw features can differ in scale by orders of magnitude between
+    modalities (e.g. VGGish audio rows have norms near 1,500, MiniLM text
+    rows norm 1), and a projection initialised for unit-scale inputs then
+    starts from huge scores. Apply this transform *after* the graph
+    builders, which use the raw features (cosine kNN).
+
+    * ``"l2"``: :math:`\mathbf{x}_i / \lVert\mathbf{x}_i\rVert_2` per row;
+    * ``"standardize"``: zero mean and unit variance per column (over
+      items), then ``"l2"`` per row.
+
+    Args:
+        method (str, optional): ``"l2"`` or ``"standardize"``.
+            (default: :obj:`"l2"`)
+        modalities (Sequence[str], optional): Modalities to rescale; every
+            ``x_<m>`` item attribute when :obj:`None`.
+    """
+
+    METHODS = ("l2", "standardize")
+
+    def __init__(self, method: str = "l2",
+                 modalities: Sequence[str] | None = None) -> None:
+        if method not in self.METHODS:
+            raise ValueError(f"'method' must be one of {self.METHODS}, got "
+                             f"'{method}'")
+        self.method = method
+        self.modalities = None if modalities is None else list(modalities)
+
+    def forward(self, data: HeteroData) -> HeteroData:
+        """Rescale ``data['item'].x_<m>`` in place."""
+        names = (modality_names(data) if self.modalities is None
+                 else self.modalities)
+        for m in names:
+            x = data["item"][f"x_{m}"].to(torch.float)
+            if self.method == "standardize":
+                x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
+            data["item"][f"x_{m}"] = F.normalize(x, dim=-1)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}('{self.method}')"

@@ -1,0 +1,196 @@
+r"""Accuracy of every model on an MMRec-format dataset, selected on valid.
+
+For each model: a small grid search (the grids are stated in ``GRIDS``
+below) run through the ``mde-pyg train`` CLI with seed 0 and selected on
+VALID recall@20 only; then the winning configuration is re-trained with the
+other seeds. The table reports test recall / ndcg / precision / map at 10
+and 20 as mean ± std over seeds, at each run's best-valid epoch. Runs go in
+parallel subprocesses (``--jobs``). No number is tuned on test.
+
+Writes ``benchmarks/results/accuracy_<name>.md`` and keeps every run's
+``results.json`` under ``--work``.
+
+Usage::
+
+    python benchmarks/accuracy.py --data ../shared/data/lfm2k \\
+        --modality text=all-MiniLM-L6-v2.npy --modality audio=vggish.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, HERE)
+
+#: Small grids per model (model arguments; ``lr`` goes to the trainer).
+GRIDS = {
+    "mostpop": {},
+    "lightgcn": {"reg_weight": [1e-4, 1e-3]},
+    "vbpr": {"reg_weight": [1e-4, 1e-3]},
+    "freedom": {"reg_weight": [1e-4, 1e-3]},
+    "dragon": {"reg_weight": [1e-4, 1e-3]},
+    "bm3": {"reg_weight": [1e-2, 1e-3]},
+    "sand": {"distance": ["club", "l2"]},
+    "mde": {"lambda_1": [1e-2, 1e-1], "lambda_2": [1e-2, 1e-1]},
+}
+
+#: MDE's ablations and variants (METHOD.md): name -> fixed arguments.
+VARIANTS = {
+    "mde w/o MDA": {"use_mda": False},
+    "mde w/o MSA": {"use_msa": False},
+    "mde w/o NLT": {"use_nlt": False},
+    "mde variant A (global pref.)": {"tradeoff": "global"},
+    "mde variant B (learned trade-off)": {"tradeoff": "learned"},
+}
+
+METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "precision@10",
+           "precision@20", "map@10", "map@20"]
+
+
+def train(args, model: str, output: str, seed: int, fixed: dict,
+          grid: dict) -> dict:
+    """Run one ``mde-pyg train`` and return its ``results.json``."""
+    path = osp.join(output, "results.json")
+    if osp.exists(path) and not args.rerun:
+        with open(path) as f:
+            return json.load(f)
+    cmd = [sys.executable, "-m", "mde_pyg", "train", "--model", model,
+           "--data", args.data, "--seed", str(seed), "--output", output,
+           "--no-progress", "--feature-norm", args.feature_norm,
+           "--max-epochs", str(args.max_epochs),
+           "--patience", str(args.patience)]
+    if args.device:
+        cmd += ["--device", args.device]
+    if args.precision:
+        cmd += ["--precision", args.precision]
+    for item in args.modality or []:
+        cmd += ["--modality", item]
+    for key, value in fixed.items():
+        cmd += ["--set", f"{key}={value}"]
+    for key, values in grid.items():
+        cmd += ["--grid", f"{key}={','.join(str(v) for v in values)}"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{model} seed {seed} failed:\n"
+                           f"{proc.stderr[-3000:]}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_model(args, label: str, model: str, fixed: dict, grid: dict):
+    """Grid on seed 0 (selected on valid), then the winner on all seeds."""
+    slug = label.replace(" ", "_").replace("/", "").replace(".", "")
+    base = osp.join(args.work, slug)
+    first = train(args, model, osp.join(base, "seed0"), 0, fixed, grid)
+    params = dict(fixed)
+    params.update(first.get("params") or first.get("config", {}).get(
+        "hparams", {}))
+    results = [first]
+    for seed in args.seeds[1:]:
+        results.append(train(args, model, osp.join(base, f"seed{seed}"),
+                             seed, params, {}))
+    return label, params, results
+
+
+def summarise(results: list) -> dict:
+    """Mean and std over seeds of each test metric, and seconds/epoch."""
+    out = {}
+    for key in METRICS:
+        values = [r["test"][key] for r in results]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[key] = (statistics.mean(values), std)
+    seconds = [statistics.mean(e["seconds"] for e in r["history"])
+               for r in results if r.get("history")]
+    out["seconds"] = statistics.mean(seconds) if seconds else float("nan")
+    out["epochs"] = statistics.mean(r["best_epoch"] for r in results)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--modality", action="append", metavar="NAME=FILE")
+    parser.add_argument("--models", nargs="+", default=list(GRIDS))
+    parser.add_argument("--variants", action="store_true",
+                        help="also run MDE's ablations and variants")
+    parser.add_argument("--no-grid", action="store_true",
+                        help="defaults only (no grid search)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--feature-norm", default="standardize")
+    parser.add_argument("--max-epochs", type=int, default=1000)
+    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default="runs/accuracy")
+    parser.add_argument("--rerun", action="store_true")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if args.seeds[0] != 0:
+        args.seeds = [0] + [s for s in args.seeds if s != 0]
+
+    jobs = [(m, m, {}, {} if args.no_grid else GRIDS.get(m, {}))
+            for m in args.models]
+    if args.variants:
+        jobs += [(label, "mde", fixed, {}) for label, fixed in
+                 VARIANTS.items()]
+    done = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_model, args, *job) for job in jobs]
+        for future in as_completed(futures):
+            try:
+                done.append(future.result())
+            except RuntimeError as error:
+                print(error, flush=True)
+                continue
+            write_table(args, sorted(done, key=lambda d: order(jobs, d[0])))
+
+
+def order(jobs: list, label: str) -> int:
+    """Position of ``label`` in the job list (table order)."""
+    return [job[0] for job in jobs].index(label)
+
+
+def write_table(args, done: list) -> None:
+    """Write the Markdown table of the runs finished so far."""
+    from _common import machine_header, markdown_table, write_atomic
+
+    rows = []
+    for label, params, results in done:
+        summary = summarise(results)
+        cells = [f"{summary[k][0]:.4f} ± {summary[k][1]:.4f}"
+                 for k in METRICS]
+        shown = {k: v for k, v in params.items() if k != "seed"}
+        rows.append([label, *cells, f"{summary['seconds']:.1f}",
+                     f"{summary['epochs']:.0f}",
+                     json.dumps(shown) if shown else "defaults"])
+    name = osp.basename(osp.normpath(args.data))
+    header = ["model", *METRICS, "s / epoch", "best epoch",
+              "selected on valid"]
+    text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
+            f"mean ± std)\n\n{machine_header(args.device or 'cpu')}\n\n"
+            f"Modalities: {args.modality}; feature norm: "
+            f"{args.feature_norm}; precision: {args.precision or 'fp32'}. "
+            f"Hyper-parameters selected on VALID recall@20 with seed 0 "
+            f"(grids in `benchmarks/accuracy.py`), then re-trained with "
+            f"seeds {args.seeds[1:]}; test metrics at each run's best "
+            f"valid epoch; early stopping patience {args.patience}, at most "
+            f"{args.max_epochs} epochs. s / epoch includes the validation "
+            f"pass.\n\n{markdown_table(header, rows)}\n")
+    out = args.output or osp.join(HERE, "results", f"accuracy_{name}.md")
+    write_atomic(out, text)
+    print(f"wrote {out} ({len(rows)} rows)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Time and peak memory of the chunked item kNN graph builder.
+
+Runs :class:`mde_pyg.transforms.ItemKNNGraph` (k=10) on random features
+(d=384 by default) for each item count and each ``--precision`` of
+:func:`mde_pyg.transforms.knn_cosine`, each in a fresh subprocess so that its
+peak memory is its own, and writes a Markdown table to
+``benchmarks/results/knn_graph_<device>.md``. ``--baseline`` also times the
+plain row-chunk scan (one ``[chunk, N]`` product and top-k per chunk, the
+builder's float32 fallback) for comparison.
+
+Usage::
+
+    python benchmarks/knn_graph.py --items 10000 100000 --precision fp32 bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os.path as osp
+import subprocess
+import sys
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, HERE)
+
+BASELINE = "row-chunk fp32"
+
+
+def run_one(num_items: int, dim: int, k: int, device: str,
+            method: str) -> dict:
+    import torch
+    from torch_geometric.data import HeteroData
+
+    from _common import peak_rss_mib
+    from mde_pyg.transforms import ItemKNNGraph, _knn_rows
+
+    torch.manual_seed(0)
+    data = HeteroData()
+    data["item"].x_text = torch.randn(num_items, dim, device=device)
+    base = peak_rss_mib()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    if method == BASELINE:
+        x = torch.nn.functional.normalize(data["item"].x_text, dim=-1)
+        nbr = _knn_rows(x, torch.arange(num_items, device=device), k, False,
+                        2**28)
+        edges = nbr.numel()
+    else:
+        ItemKNNGraph(k, precision=method)(data)
+        edges = int(data["item", "similar_text", "item"].num_edges)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = {"items": num_items, "seconds": seconds,
+           "peak_rss_mib": peak_rss_mib(), "input_rss_mib": base,
+           "edges": edges}
+    if device.startswith("cuda"):
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, nargs="+",
+                        default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", nargs="+", default=["fp32"],
+                        choices=["fp32", "bf16"],
+                        help="precision(s) of knn_cosine to time")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time the plain row-chunk scan")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.child is not None:
+        print(json.dumps(run_one(args.child, args.dim, args.k, args.device,
+                                 args.method)))
+        return
+
+    from _common import machine_header, markdown_table, write_atomic
+
+    methods = list(args.precision) + ([BASELINE] if args.baseline else [])
+    rows = []
+    for num in args.items:
+        for method in methods:
+            cmd = [sys.executable, __file__, "--child", str(num), "--dim",
+                   str(args.dim), "--k", str(args.k), "--device",
+                   args.device, "--method", method]
+            if args.threads is not None:
+                cmd += ["--threads", str(args.threads)]
+            res = json.loads(subprocess.run(
+                cmd, check=True, capture_output=True,
+                text=True).stdout.splitlines()[-1])
+            row = [f"{num:,}", method, f"{res['seconds']:.2f}",
+                   f"{res['peak_rss_mib']:.0f}",
+                   f"{res['peak_rss_mib'] - res['input_rss_mib']:.0f}"]
+            if "peak_gpu_mib" in res:
+                row.append(f"{res['peak_gpu_mib']:.0f}")
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    header = ["items", "precision", "seconds", "peak RSS MiB",
+              "RSS above input MiB"]
+    if args.device.startswith("cuda"):
+        header.append("peak GPU MiB")
+    text = (f"# Item kNN graph build (k={args.k}, d={args.dim}, "
+            f"{args.device})\n\n{machine_header(args.device)}\n\n"
+            f"{markdown_table(header, rows)}\n\nA dense {args.items[-1]:,}^2 "
+            f"float32 similarity matrix would need "
+            f"{4 * args.items[-1] ** 2 / 2**30:,.0f} GiB.\n")
+    out = args.output or osp.join(HERE, "results",
+                                  f"knn_graph_{args.device}.md")
+    write_atomic(out, text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

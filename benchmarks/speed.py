@@ -75,14 +75,18 @@ def floor_step_seconds(model, device, precision: str) -> float:
     features = {m: getattr(model, f"x_{m}") for m in
                 getattr(model, "modalities", [])
                 if hasattr(model, f"x_{m}")}
-    projections = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.Sequential):
-            first = module[0]
-            if isinstance(first, torch.nn.Linear):
-                for x in features.values():
-                    if first.in_features == x.size(1):
-                        projections.append((module, x))
+    widths = {x.size(1): x for x in features.values()}
+    projections, seen = [], set()
+    for module in model.modules():  # MLPs first: they hold their Linear
+        if isinstance(module, torch.nn.Sequential) and isinstance(
+                module[0], torch.nn.Linear) and \
+                module[0].in_features in widths:
+            projections.append((module, widths[module[0].in_features]))
+            seen.add(id(module[0]))
+    for module in model.modules():  # then single linear projections
+        if isinstance(module, torch.nn.Linear) and id(module) not in seen \
+                and module.in_features in widths:
+            projections.append((module, widths[module.in_features]))
     dim = 64
     graphs = []
     container = getattr(model, "graphs", None)
@@ -132,18 +136,21 @@ def run_one(args) -> dict:
                       progress=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.train_epoch()  # warm-up
-    times = []
-    for _ in range(args.epochs):
-        _sync(device)
-        start = time.perf_counter()
-        trainer.train_epoch()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    epoch = sum(times) / len(times)
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
                     // args.batch_size)
-    floor = floor_step_seconds(model, device, args.precision) * num_batches
+    epoch = floor = 0.0
+    if trainer.optimizer is not None:  # MostPop has nothing to train
+        trainer.train_epoch()  # warm-up
+        times = []
+        for _ in range(args.epochs):
+            _sync(device)
+            start = time.perf_counter()
+            trainer.train_epoch()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        epoch = sum(times) / len(times)
+        floor = floor_step_seconds(model, device, args.precision) * \
+            num_batches
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
            "step": epoch / num_batches,
@@ -192,7 +199,8 @@ def main() -> None:
         res = json.loads(proc.stdout.splitlines()[-1])
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
-        ratio = res["epoch"] / res["floor"] if res["floor"] > 0 else None
+        ratio = (res["epoch"] / res["floor"] if res["floor"] > 1e-3
+                 else None)
         rows.append([name, f"{res['epoch']:.2f}", f"{res['step']:.3f}",
                      f"{res['floor']:.2f}",
                      "-" if ratio is None else f"{ratio:.2f}",

@@ -1,52 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import train
 
-from mde_pyg.data import SyntheticMultiModal
 from mde_pyg.models import build_model
 from mde_pyg.models.bm3 import BM3
 from mde_pyg.train import Trainer
-from mde_pyg.transforms import MultiModalGraphs
-
-
-@pytest.fixture(scope="module")
-def data():
-    return SyntheticMultiModal(
-        num_users=100, num_items=80, interactions_per_user=10, seed=0,
-        pre_transform=MultiModalGraphs(k_user=10, k_item=5))[0]
-
-
-def fixed_batch(data):
-    user, pos = data["user", "rates", "item"].edge_index
-    gen = torch.Generator().manual_seed(0)
-    neg = torch.randint(data["item"].num_nodes, pos.shape, generator=gen)
-    return user, pos, neg
-
-
-def train(model, data, steps=200, lr=1e-2, batch_size=256):
-    """Adam steps on random BPR batches; return the fixed-batch losses
-    before and after."""
-    torch.manual_seed(0)
-    user, pos, neg = fixed_batch(data)
-    est = list(getattr(model, "estimator_parameters", list)())
-    est_ids = {id(p) for p in est}
-    opt = torch.optim.Adam(
-        [p for p in model.parameters() if id(p) not in est_ids], lr=lr)
-    est_opt = torch.optim.Adam(est, lr=lr) if est else None
-    before = model.loss(user, pos, neg)[0].item()
-    for step in range(steps):
-        if step % 10 == 0:
-            model.on_epoch_start(step // 10)
-        idx = torch.randint(user.numel(), (batch_size,))
-        batch = user[idx], pos[idx], neg[idx]
-        if est_opt is not None:
-            est_opt.zero_grad()
-            model.estimator_step(*batch).backward()
-            est_opt.step()
-        opt.zero_grad()
-        model.loss(*batch)[0].backward()
-        opt.step()
-    return before, model.loss(user, pos, neg)[0].item()
 
 
 def test_loss_ignores_negatives(data):

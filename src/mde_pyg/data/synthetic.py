@@ -68,19 +68,27 @@ def make_synthetic(
     pref[group == 0] = strong[group == 0] if num_mod > 1 else 1.0
     pref[group == 1] = 1.0 / num_mod
 
-    logits = np.zeros((num_users, num_items))
     data = HeteroData()
-    for m, (name, width) in enumerate(modalities.items()):
+    factors = []
+    for name, width in modalities.items():
         z = rng.normal(size=(num_items, latent_dim))
         taste = rng.normal(size=(num_users, latent_dim))
-        logits += pref[:, m:m + 1] * (taste @ z.T) / np.sqrt(latent_dim)
+        factors.append((z, taste))
         proj = rng.normal(size=(latent_dim, width)) / np.sqrt(latent_dim)
         x = np.tanh(z @ proj) + noise * rng.normal(size=(num_items, width))
         data["item"][f"x_{name}"] = torch.from_numpy(x.astype(np.float32))
 
-    gumbel = rng.gumbel(size=logits.shape)
-    chosen = np.argsort(-(logits / temperature + gumbel), axis=1)
-    chosen = chosen[:, :interactions_per_user]
+    # Gumbel top-k over user chunks: memory O(chunk * num_items).
+    chosen = np.empty((num_users, interactions_per_user), dtype=np.int64)
+    chunk = max(1, 2**22 // num_items)
+    for start in range(0, num_users, chunk):
+        end = min(start + chunk, num_users)
+        logits = sum(pref[start:end, m:m + 1] * (taste[start:end] @ z.T)
+                     for m, (z, taste) in enumerate(factors))
+        key = logits / (temperature * np.sqrt(latent_dim)) + rng.gumbel(
+            size=logits.shape)
+        chosen[start:end] = np.argpartition(
+            -key, interactions_per_user - 1, axis=1)[:, :interactions_per_user]
     user = np.repeat(np.arange(num_users), interactions_per_user)
     item = chosen.reshape(-1)
 

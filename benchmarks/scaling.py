@@ -1,0 +1,150 @@
+"""Epoch time and peak memory as the dataset grows (synthetic data).
+
+For each number of interactions (20 per user, items = users / 4, features
+image 128-d and text 64-d), builds the graphs and times one training epoch
+(:meth:`mde_pyg.train.Trainer.train_epoch`, after a warm-up epoch) of each
+model, each size and model in a fresh subprocess so that its peak memory
+is its own. Writes ``benchmarks/results/scaling_<device>.md`` and a PNG
+plot beside it.
+
+Usage::
+
+    python benchmarks/scaling.py --interactions 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os.path as osp
+import subprocess
+import sys
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def run_one(model_name: str, interactions: int, device: str) -> dict:
+    import torch
+
+    from _common import peak_rss_mib
+    from mde_pyg.data import make_synthetic
+    from mde_pyg.models import build_model
+    from mde_pyg.train import Trainer
+    from mde_pyg.transforms import MultiModalGraphs
+
+    per_user = 20
+    num_users = max(interactions // per_user, 50)
+    num_items = max(num_users // 4, 100)
+    start = time.perf_counter()
+    data = make_synthetic(num_users, num_items,
+                          modalities={"image": 128, "text": 64},
+                          interactions_per_user=per_user, seed=0)
+    data = MultiModalGraphs()(data)
+    graphs = time.perf_counter() - start
+    torch.manual_seed(0)
+    model = build_model(model_name, data)
+    trainer = Trainer(model, data, device=device, progress=False)
+    trainer.train_epoch()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train_epoch()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    out = {"model": model_name, "interactions": interactions,
+           "users": num_users, "items": num_items,
+           "train_edges": int(data["user", "rates", "item"].num_edges),
+           "epoch": time.perf_counter() - start, "graphs": graphs,
+           "peak_rss_mib": peak_rss_mib()}
+    if device.startswith("cuda"):
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--interactions", type=int, nargs="+",
+                        default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--models", nargs="+", default=["lightgcn", "mde"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if args.child is not None:
+        name, size = args.child
+        print(json.dumps(run_one(name, int(size), args.device)))
+        return
+
+    from _common import machine_header, markdown_table, write_atomic
+
+    results = []
+    for size in args.interactions:
+        for name in args.models:
+            cmd = [sys.executable, __file__, "--child", name, str(size),
+                   "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{name} @ {size}: failed\n{proc.stderr[-1500:]}")
+                continue
+            res = json.loads(proc.stdout.splitlines()[-1])
+            results.append(res)
+            print(json.dumps(res), flush=True)
+
+    rows = [[r["model"], f"{r['interactions']:,}", f"{r['users']:,}",
+             f"{r['items']:,}", f"{r['train_edges']:,}",
+             f"{r['epoch']:.2f}", f"{r['graphs']:.1f}",
+             f"{r.get('peak_gpu_mib', r['peak_rss_mib']):.0f}"]
+            for r in results]
+    header = ["model", "interactions", "users", "items", "train edges",
+              "s / epoch", "graph build s",
+              "peak GPU MiB" if args.device.startswith("cuda")
+              else "peak RSS MiB"]
+    stem = osp.join(HERE, "results",
+                    f"scaling_{args.device.split(':')[0]}")
+    out = args.output or f"{stem}.md"
+    png = osp.splitext(out)[0] + ".png"
+    plot(results, png, args.device)
+    text = (f"# Scaling with the number of interactions ({args.device})\n\n"
+            f"{machine_header(args.device)}\n\nSynthetic data "
+            f"(`mde_pyg.data.make_synthetic`, 20 interactions per user, "
+            f"items = users / 4, image 128-d + text 64-d), all graphs "
+            f"built, batch 2048, one epoch after a warm-up epoch.\n\n"
+            f"{markdown_table(header, rows)}\n\n![scaling]"
+            f"({osp.basename(png)})\n")
+    write_atomic(out, text)
+    print(f"wrote {out} and {png}")
+
+
+def plot(results: list, path: str, device: str) -> None:
+    """Epoch time and peak memory against interactions, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    key = "peak_gpu_mib" if device.startswith("cuda") else "peak_rss_mib"
+    for name in sorted({r["model"] for r in results}):
+        rs = [r for r in results if r["model"] == name]
+        xs = [r["interactions"] for r in rs]
+        axes[0].loglog(xs, [r["epoch"] for r in rs], "o-", label=name)
+        axes[1].loglog(xs, [r[key] for r in rs], "o-", label=name)
+    axes[0].set(xlabel="interactions", ylabel="seconds / epoch")
+    axes[1].set(xlabel="interactions", ylabel="peak memory (MiB)")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"mde-pyg scaling ({device})")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    import os
+
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -71,7 +71,7 @@ def msa_reference(a, b, w, tau, symmetric):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("tau", [0.2, 0.5])
+@pytest.mark.parametrize("tau", [0.2, 0.5, 0.01])
 def test_msa_by_hand(symmetric, tau):
     torch.manual_seed(1)
     a, b = torch.randn(4, 3), torch.randn(4, 3)

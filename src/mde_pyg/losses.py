@@ -124,14 +124,25 @@ def info_nce(
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
-    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    logits = a @ b.t() / tau
-    positive = (a * b).sum(dim=-1) / tau
-    # Row n of ``logits`` scores a_n against every b; column n scores b_n
+    a = F.normalize(a, dim=-1) / tau
+    b = F.normalize(b, dim=-1)
+    positive = (a * b).sum(dim=-1)
+    # Row n of the logits scores a_n against every b; column n scores b_n
     # against every a, so the reverse direction needs no transposed copy.
-    loss = logits.logsumexp(dim=1) - positive
-    if symmetric:
-        loss = 0.5 * (loss + logits.logsumexp(dim=0) - positive)
+    bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
+    if bound <= 40.0:
+        # One exp pass, shifted by the known maximum instead of a per-row
+        # max: exp(-2 * bound) >= exp(-80) stays a normal float32.
+        shifted = torch.addmm(positive.new_tensor(-bound), a, b.t()).exp_()
+        loss = shifted.sum(dim=1).log() + bound - positive
+        if symmetric:
+            col = shifted.sum(dim=0).log() + bound - positive
+            loss = 0.5 * (loss + col)
+    else:
+        logits = a @ b.t()
+        loss = logits.logsumexp(dim=1) - positive
+        if symmetric:
+            loss = 0.5 * (loss + logits.logsumexp(dim=0) - positive)
     return _weighted_mean(loss, weight)
 
 

@@ -144,8 +144,16 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     text = path.read_text()
     try:
         if suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                try:
+                    import tomli as tomllib
+                except ImportError as error:
+                    raise UsageError(
+                        "TOML config files need Python >= 3.11 or tomli "
+                        "(pip install tomli)"
+                    ) from error
             config = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
             try:

@@ -143,13 +143,16 @@ class MultiHopPropagation(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
         """Return the combination of ``x`` and its ``num_layers`` hops."""
-        out: list[Tensor] = [x]
+        # A running sum: stacking the hops would copy them all once more.
+        h = total = x
         for _ in range(self.num_layers):
-            out.append(self.conv(out[-1], edge_index, edge_weight))
+            h = self.conv(h, edge_index, edge_weight)
+            total = total + h
         if self.reduce == "last":
-            return out[-1]
-        total = torch.stack(out).sum(0)
-        return total / len(out) if self.reduce == "mean" else total
+            return h
+        if self.reduce == "mean":
+            return total / (self.num_layers + 1)
+        return total
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(num_layers={self.num_layers}, "

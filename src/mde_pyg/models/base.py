@@ -111,7 +111,9 @@ class Recommender(nn.Module):
         return scores.topk(k, dim=-1).indices
 
     def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}({self.num_users} users, "
-            f"{self.num_items} items)"
-        )
+        parts = [f"{self.num_users} users", f"{self.num_items} items"]
+        if getattr(self, "modalities", None):
+            parts.append(f"modalities={self.modalities}")
+        if getattr(self, "embedding_dim", None):
+            parts.append(f"dim={self.embedding_dim}")
+        return f"{self.__class__.__name__}({', '.join(parts)})"

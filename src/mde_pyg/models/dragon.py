@@ -155,8 +155,3 @@ class DRAGON(Recommender):
         parts = self.backbone_loss(user, pos, neg, self.input_features())
         total = sum(parts.values())
         return total, {k: v.detach() for k, v in parts.items()}
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim})")

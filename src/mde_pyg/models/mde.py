@@ -226,8 +226,3 @@ class MDE(Recommender):
         parts["reg"] = self.reg_weight * l2_reg(*batch_params)
         total = sum(parts.values())
         return total, {k: v.detach() for k, v in parts.items()}
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim})")

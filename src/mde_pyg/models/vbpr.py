@@ -88,8 +88,3 @@ class VBPR(Recommender):
                  "reg": self.reg_weight * l2_reg(u, p, n)}
         total = parts["bpr"] + parts["reg"]
         return total, {k: v.detach() for k, v in parts.items()}
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim})")

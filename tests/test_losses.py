@@ -92,3 +92,13 @@ def test_msa_errors_and_gradients():
         msa_loss(a, b, weight=torch.ones(3))
     msa_loss(a, b).backward()
     assert a.grad.abs().sum() > 0
+
+
+def test_embedding_bpr_is_bpr_of_inner_products():
+    from mde_pyg.losses import embedding_bpr_loss
+
+    u = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [3.0, 1.0]])  # scores 1, 1
+    n = torch.tensor([[0.0, 1.0], [0.0, -2.0]])  # scores 2, -2
+    expected = (math.log(1 + math.exp(1)) + math.log(1 + math.exp(-3))) / 2
+    assert embedding_bpr_loss(u, p, n).item() == pytest.approx(expected)

@@ -57,6 +57,22 @@ def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
     return F.softplus(neg - pos).mean()
 
 
+def embedding_bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    r""":func:`bpr_loss` of inner-product scores.
+
+    .. math::
+        \mathcal{L} = -\frac{1}{B} \sum_n \log \sigma(
+        \langle \mathbf{u}_n, \mathbf{i}^+_n \rangle -
+        \langle \mathbf{u}_n, \mathbf{i}^-_n \rangle)
+
+    Args:
+        user (torch.Tensor): User representations ``[B, d]``.
+        pos (torch.Tensor): Positive item representations ``[B, d]``.
+        neg (torch.Tensor): Negative item representations ``[B, d]``.
+    """
+    return bpr_loss((user * pos).sum(dim=-1), (user * neg).sum(dim=-1))
+
+
 def l2_reg(*tensors: Tensor) -> Tensor:
     r"""Squared L2 norm of batch rows, averaged over rows per tensor.
 
@@ -244,6 +260,7 @@ class MSALoss(nn.Module):
 
 __all__ = [
     "bpr_loss",
+    "embedding_bpr_loss",
     "l2_reg",
     "mda_loss",
     "info_nce",

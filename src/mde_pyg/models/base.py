@@ -59,6 +59,15 @@ class Recommender(nn.Module):
         """Return the training objective of a batch and its logged parts."""
         raise NotImplementedError
 
+    @staticmethod
+    def sum_parts(parts: dict[str, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return ``(sum of parts, detached parts)``, what :meth:`loss`
+        returns.
+        """
+        total = sum(parts.values())
+        return total, {k: v.detach() for k, v in parts.items()}
+
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called by the trainer before each epoch (default: no-op)."""
 

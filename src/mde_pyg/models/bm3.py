@@ -112,5 +112,4 @@ class BM3(LightGCN):
                          + cosine_prediction_loss(f_online, self._target(f)))
         parts["cl"] = self.cl_weight * torch.stack(modal).sum()
         parts["reg"] = self.reg_weight * l2_reg(u, i)
-        total = sum(parts.values())
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)

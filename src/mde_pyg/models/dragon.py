@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import bpr_loss, l2_reg
+from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender
 from mde_pyg.models.encoder import (
     MultiModalGraphEncoder,
@@ -145,13 +145,11 @@ class DRAGON(Recommender):
         batch = [self.encoder.user[m][user] for m in self.modalities]
         if self.user_fusion.weight is not None:
             batch.append(self.user_fusion.weight[user])
-        return {"bpr": bpr_loss((u * item_emb[pos]).sum(-1),
-                                (u * item_emb[neg]).sum(-1)),
+        return {"bpr": embedding_bpr_loss(u, item_emb[pos], item_emb[neg]),
                 "reg": self.reg_weight * l2_reg(*batch)}
 
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term."""
         parts = self.backbone_loss(user, pos, neg, self.input_features())
-        total = sum(parts.values())
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mde_pyg.data.mmrec import RATES
-from mde_pyg.losses import bpr_loss
+from mde_pyg.losses import embedding_bpr_loss
 from mde_pyg.models.encoder import (
     add_mixed_item_graph,
     check_modality_weights,
@@ -181,16 +181,14 @@ class FREEDOM(LightGCN):
         """Return BPR plus the weighted per-modality feature BPR."""
         user_emb, item_emb = self.get_embedding()
         u = user_emb[user]
-        parts = {"bpr": bpr_loss((u * item_emb[pos]).sum(-1),
-                                 (u * item_emb[neg]).sum(-1))}
+        parts = {"bpr": embedding_bpr_loss(u, item_emb[pos], item_emb[neg])}
         feature_bpr = []
         for m, lin in self.projection.items():
             x = getattr(self, f"x_{m}")
-            feature_bpr.append(bpr_loss((u * lin(x[pos])).sum(-1),
-                                        (u * lin(x[neg])).sum(-1)))
+            feature_bpr.append(embedding_bpr_loss(u, lin(x[pos]),
+                                                  lin(x[neg])))
         parts["reg"] = self.reg_weight * torch.stack(feature_bpr).sum()
-        total = parts["bpr"] + parts["reg"]
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_users} users, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import bpr_loss, l2_reg
+from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender
 from mde_pyg.models.encoder import add_user_item_graph
 from mde_pyg.nn.conv import MultiHopPropagation
@@ -90,13 +90,11 @@ class LightGCN(Recommender):
         """Return BPR plus the L2 term on the batch's initial embeddings."""
         user_emb, item_emb = self.get_embedding()
         u = user_emb[user]
-        parts = {"bpr": bpr_loss((u * item_emb[pos]).sum(-1),
-                                 (u * item_emb[neg]).sum(-1))}
+        parts = {"bpr": embedding_bpr_loss(u, item_emb[pos], item_emb[neg])}
         ego = self.embedding.weight
         parts["reg"] = self.reg_weight * l2_reg(
             ego[user], ego[self.num_users + pos], ego[self.num_users + neg])
-        total = parts["bpr"] + parts["reg"]
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_users} users, "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import bpr_loss, l2_reg, mda_loss, multi_msa_loss
+from mde_pyg.losses import embedding_bpr_loss, l2_reg, mda_loss, multi_msa_loss
 from mde_pyg.models.base import Recommender
 from mde_pyg.models.encoder import (
     MultiModalGraphEncoder,
@@ -210,8 +210,7 @@ class MDE(Recommender):
                                    pos)[0]
         neg_emb = self.item_fusion({m: x[neg] for m, x in items.items()},
                                    neg)[0]
-        parts = {"bpr": bpr_loss((user_emb * pos_emb).sum(-1),
-                                 (user_emb * neg_emb).sum(-1))}
+        parts = {"bpr": embedding_bpr_loss(user_emb, pos_emb, neg_emb)}
         for side, x_dict, index in (("user", users, user),
                                     ("item", items, pos)):
             for name, value in self._modality_losses(side, x_dict,
@@ -224,5 +223,4 @@ class MDE(Recommender):
             if fusion.weight is not None:
                 batch_params.append(fusion.weight[index])
         parts["reg"] = self.reg_weight * l2_reg(*batch_params)
-        total = sum(parts.values())
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)

@@ -120,8 +120,7 @@ class SAND(DRAGON):
         x_split = self.input_features()
         parts = self.backbone_loss(user, pos, neg, x_split)
         parts.update(self.sand.losses(x_split, self._scope(pos)))
-        total = sum(parts.values())
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)
 
     def estimator_parameters(self) -> Iterator[nn.Parameter]:
         """Return the CLUB estimators' parameters (none for ``"l2"``)."""

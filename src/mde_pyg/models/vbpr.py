@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import bpr_loss, l2_reg
+from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender
 from mde_pyg.models.encoder import feature_buffers
 
@@ -84,7 +84,6 @@ class VBPR(Recommender):
         """Return BPR plus the L2 term on the batch representations."""
         u = self.user[user]
         p, n = self.item_embedding(pos), self.item_embedding(neg)
-        parts = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
+        parts = {"bpr": embedding_bpr_loss(u, p, n),
                  "reg": self.reg_weight * l2_reg(u, p, n)}
-        total = parts["bpr"] + parts["reg"]
-        return total, {k: v.detach() for k, v in parts.items()}
+        return self.sum_parts(parts)

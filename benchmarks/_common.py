@@ -12,8 +12,13 @@ import tempfile
 import torch
 
 
-def machine_header(device: str = "cpu") -> str:
-    """Describe the machine, versions and date as Markdown lines."""
+def machine_header(device: str = "cpu", system_malloc: bool | None = None
+                   ) -> str:
+    """Describe the machine, versions and date as Markdown lines.
+
+    ``system_malloc`` (when not :obj:`None`) adds which host allocator
+    setting the children ran with.
+    """
     import torch_geometric
 
     from mde_pyg.typing import WITH_TORCH_SPARSE
@@ -37,6 +42,10 @@ def machine_header(device: str = "cpu") -> str:
         f"{'yes' if WITH_TORCH_SPARSE else 'no'}",
         f"- command: `{' '.join(['python'] + sys.argv)}`",
     ]
+    if system_malloc is not None:
+        lines.append("- host allocator: " + (
+            "glibc defaults (--system-malloc)" if system_malloc else
+            "glibc keeping freed memory (mde_pyg.tune_cpu_allocator)"))
     if device.startswith("cuda") and torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name()}")
     return "\n".join(lines)

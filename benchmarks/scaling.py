@@ -72,8 +72,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="do not call mde_pyg.tune_cpu_allocator")
     args = parser.parse_args()
     if args.child is not None:
+        if not args.system_malloc:
+            from mde_pyg import tune_cpu_allocator
+
+            tune_cpu_allocator()
         name, size = args.child
         print(json.dumps(run_one(name, int(size), args.device)))
         return
@@ -85,6 +91,8 @@ def main() -> None:
         for name in args.models:
             cmd = [sys.executable, __file__, "--child", name, str(size),
                    "--device", args.device]
+            if args.system_malloc:
+                cmd.append("--system-malloc")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{name} @ {size}: failed\n{proc.stderr[-1500:]}")
@@ -108,7 +116,8 @@ def main() -> None:
     png = osp.splitext(out)[0] + ".png"
     plot(results, png, args.device)
     text = (f"# Scaling with the number of interactions ({args.device})\n\n"
-            f"{machine_header(args.device)}\n\nSynthetic data "
+            f"{machine_header(args.device, args.system_malloc)}\n\n"
+            f"Synthetic data "
             f"(`mde_pyg.data.make_synthetic`, 20 interactions per user, "
             f"items = users / 4, image 128-d + text 64-d), all graphs "
             f"built, batch 2048, one epoch after a warm-up epoch.\n\n"

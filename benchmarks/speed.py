@@ -6,20 +6,29 @@ real shapes (image 4096-d, text 384-d), d = 64, batch 2048. For each model,
 in a fresh subprocess (so that peak memory is its own), it reports:
 
 * graph build time (user-item normalisation, co-occurrence, kNN);
-* seconds per training epoch (:meth:`mde_pyg.train.Trainer.train_epoch`,
-  the mean of ``--epochs`` epochs after one warm-up epoch);
-* the floor: the unavoidable dense work of one epoch, measured in the same
-  process: forward + backward of the model's feature projections over all
-  items and of its sparse propagation products, times the number of
-  batches; and the ratio epoch / floor;
+* seconds per training epoch (the model's ``on_epoch_start`` and
+  :meth:`mde_pyg.train.Trainer.train_epoch`, the mean of ``--epochs``
+  epochs after one warm-up epoch);
+* the floor: the dense work of one epoch, measured in the same process:
+  the products one training step of the model computes (every
+  ``nn.Linear`` call on its real input and every fused sparse propagation
+  product, recorded by :class:`ProductRecorder`), replayed forward +
+  backward on their own, times the number of batches; and the ratio
+  epoch / floor, which measures what the step adds around its products
+  (losses, indexing, optimiser, Python). The recorded products are listed
+  under the table;
 * seconds of one full-ranking evaluation of all test users;
 * peak memory (RSS on CPU, allocated on CUDA).
 
-Writes ``benchmarks/results/speed_<device>.md``.
+Writes ``benchmarks/results/speed_<device>_<precision>.md``. With
+``--profile STEPS`` it instead profiles ``STEPS`` training steps of each
+model with :mod:`torch.profiler` and prints the operators with the most
+self time (the table the optimisation work started from).
 
 Usage::
 
     python benchmarks/speed.py --models mde lightgcn --device cpu
+    python benchmarks/speed.py --models lightgcn --profile 20
 """
 
 from __future__ import annotations
@@ -57,67 +66,130 @@ def _timed(fn, device, repeat=3):
     return sorted(times)[len(times) // 2]
 
 
-def floor_step_seconds(model, device, precision: str) -> float:
-    """Forward + backward of the model's projections and sparse products.
+class ProductRecorder:
+    """Record the dense and sparse products of one training step.
 
-    Looks the pieces up on the model: every ``nn.Linear`` applied to raw
-    item features (an input width equal to a modality's width) and every
-    graph of its ``graphs`` container, propagated ``num_layers`` times per
-    modality for the user-item graph and once for the others. Only the
-    matrix products are counted, not losses or element-wise work.
+    Inside the ``with`` block, every call of an :class:`torch.nn.Linear` of
+    the model (module and input) and every fused CSR product
+    (:func:`mde_pyg.nn.sparse.csr_matmul`: adjacency, its transpose and the
+    dense input) is recorded, so :meth:`replay` can run exactly those
+    products again, each on its own recorded input: forward, then, for the
+    calls made with gradients enabled, backward with a fixed random output
+    gradient (weight gradients, and input gradients where the model's
+    input required them). Losses, indexing, element-wise work and
+    optimiser steps are left out. The floor is the model's products as
+    the model computes them: :meth:`describe` lists them, so a redundant
+    product would show there.
     """
-    import contextlib
 
-    import torch
+    def __init__(self, model):
+        self.model = model
+        self.linears: list = []
+        self.products: list = []
+        self._handles: list = []
+        self._forward = None
 
-    from mde_pyg.nn.sparse import csr_matmul
+    def __enter__(self):
+        import torch
 
-    features = {m: getattr(model, f"x_{m}") for m in
-                getattr(model, "modalities", [])
-                if hasattr(model, f"x_{m}")}
-    widths = {x.size(1): x for x in features.values()}
-    projections, seen = [], set()
-    for module in model.modules():  # MLPs first: they hold their Linear
-        if isinstance(module, torch.nn.Sequential) and isinstance(
-                module[0], torch.nn.Linear) and \
-                module[0].in_features in widths:
-            projections.append((module, widths[module[0].in_features]))
-            seen.add(id(module[0]))
-    for module in model.modules():  # then single linear projections
-        if isinstance(module, torch.nn.Linear) and id(module) not in seen \
-                and module.in_features in widths:
-            projections.append((module, widths[module.in_features]))
-    dim = 64
-    graphs = []
-    container = getattr(model, "graphs", None)
-    num_mod = max(len(features), 1)
-    if container is not None:
-        for name in container.names:
-            adj, _ = container.get(name)
-            if not isinstance(adj, torch.Tensor) or adj.layout != \
-                    torch.sparse_csr:
-                continue
-            hops = 2 * num_mod if name == "user_item" else 1
-            graphs.append((adj, hops))
-    cast = (torch.autocast(device.type, dtype=torch.bfloat16)
-            if precision == "bf16" else contextlib.nullcontext())
+        from mde_pyg.nn import sparse
 
-    def step():
-        outs = []
-        with cast:
-            for module, x in projections:
-                outs.append(module(x).float().sum())
-        for adj, hops in graphs:
-            h = torch.randn(adj.size(1), dim, device=device,
-                            requires_grad=True)
-            out = h
-            for _ in range(hops):
-                out = csr_matmul(adj, out, adj)
-            outs.append(out.sum())
-        if outs:
-            torch.stack(outs).sum().backward()
+        def on_linear(module, inputs, output):
+            x = inputs[0]
+            self.linears.append(
+                (module, x.detach().requires_grad_(x.requires_grad),
+                 torch.is_grad_enabled()))
 
-    return _timed(step, device)
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Linear):
+                self._handles.append(module.register_forward_hook(on_linear))
+        self._forward = sparse._CSRMatmul.forward
+
+        def forward(ctx, adj, adj_transposed, x):
+            self.products.append(
+                (adj, adj_transposed, x.detach().requires_grad_(),
+                 ctx.needs_input_grad[2]))
+            return self._forward(ctx, adj, adj_transposed, x)
+
+        sparse._CSRMatmul.forward = staticmethod(forward)
+        return self
+
+    def __exit__(self, *exc):
+        from mde_pyg.nn import sparse
+
+        for handle in self._handles:
+            handle.remove()
+        sparse._CSRMatmul.forward = staticmethod(self._forward)
+        return False
+
+    def describe(self) -> str:
+        """One line listing the recorded products and their shapes."""
+        def mark(grad):
+            return "" if grad else " (no grad)"
+
+        linears = [f"{list(x.shape)}@{list(m.weight.shape[::-1])}"
+                   f"{mark(grad)}" for m, x, grad in self.linears]
+        products = [f"{adj.size(0)}x{adj.size(1)} nnz {adj._nnz()}"
+                    f"@{x.size(1)}{mark(grad)}"
+                    for adj, _, x, grad in self.products]
+        return (f"{len(linears)} linear: {', '.join(linears) or '-'}; "
+                f"{len(products)} sparse: {', '.join(products) or '-'}")
+
+    def replay(self, device, precision: str, repeat: int = 3) -> float:
+        """Median seconds of forward + backward of the recorded products."""
+        import contextlib
+
+        import torch
+
+        from mde_pyg.nn.sparse import csr_matmul
+
+        if not self.linears and not self.products:
+            return 0.0
+        cast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if precision == "bf16" else contextlib.nullcontext())
+        calls = [(module, x, grad) for module, x, grad in self.linears]
+        calls += [(lambda x, adj=adj, adj_t=adj_t: csr_matmul(adj, x, adj_t),
+                   x, grad) for adj, adj_t, x, grad in self.products]
+
+        def forward():
+            outs = []
+            for fn, x, grad in calls:
+                with cast, torch.set_grad_enabled(grad):
+                    outs.append(fn(x))
+            return outs
+
+        grads = [torch.randn_like(out) for out in forward()]
+
+        def step():
+            self.model.zero_grad(set_to_none=True)
+            for _, x, _ in calls:
+                x.grad = None
+            pairs = [(o, g) for o, g in zip(forward(), grads)
+                     if o.requires_grad]
+            torch.autograd.backward([o for o, _ in pairs],
+                                    [g for _, g in pairs])
+
+        seconds = _timed(step, device, repeat)
+        self.model.zero_grad(set_to_none=True)
+        return seconds
+
+
+def record_products(model, trainer, batch_size: int) -> ProductRecorder:
+    """Record the products of one training step on the first train batch:
+    ``model.estimator_step`` (when the model has one) and ``model.loss``,
+    without the optimiser steps.
+    """
+    device = trainer.device
+    user = trainer.train_user[:batch_size]
+    pos = trainer.train_item[:batch_size]
+    neg = trainer.sampler.sample(user) if model.uses_negatives else pos
+    batch = (user.to(device), pos.to(device), neg.to(device))
+    model.train()
+    with ProductRecorder(model) as recorder, trainer._autocast():
+        if trainer.estimator_optimizer is not None:
+            model.estimator_step(*batch)
+        model.loss(*batch)
+    return recorder
 
 
 def run_one(args) -> dict:
@@ -139,26 +211,68 @@ def run_one(args) -> dict:
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
                     // args.batch_size)
     epoch = floor = 0.0
+    products = "-"
     if trainer.optimizer is not None:  # MostPop has nothing to train
+        model.on_epoch_start(0)
         trainer.train_epoch()  # warm-up
         times = []
-        for _ in range(args.epochs):
+        for epoch in range(1, args.epochs + 1):
             _sync(device)
             start = time.perf_counter()
+            model.on_epoch_start(epoch)  # e.g. FREEDOM's graph pruning
             trainer.train_epoch()
             _sync(device)
             times.append(time.perf_counter() - start)
         epoch = sum(times) / len(times)
-        floor = floor_step_seconds(model, device, args.precision) * \
-            num_batches
+        recorder = record_products(model, trainer, args.batch_size)
+        floor = recorder.replay(device, args.precision) * num_batches
+        products = recorder.describe()
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
+           "products": products,
            "step": epoch / num_batches,
            "eval": evaluation, "graphs": graph_seconds,
            "peak_rss_mib": peak_rss_mib()}
     if device.type == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
+
+
+def run_profile(args) -> None:
+    """Print the top operators of ``args.profile`` training steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from _common import baby_shape_data
+    from mde_pyg.models import build_model
+    from mde_pyg.train import Trainer
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    data, _ = baby_shape_data(args.data)
+    model = build_model(args.child, data)
+    trainer = Trainer(model, data, batch_size=args.batch_size,
+                      device=device, precision=args.precision,
+                      progress=False)
+    keep = args.profile * args.batch_size  # an "epoch" of STEPS batches
+    trainer.train_user = trainer.train_user[:keep]
+    trainer.train_item = trainer.train_item[:keep]
+    trainer.train_epoch()  # warm-up
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, record_shapes=False) as prof:
+        start = time.perf_counter()
+        trainer.train_epoch()
+        _sync(device)
+        seconds = time.perf_counter() - start
+    sort = ("self_cuda_time_total" if device.type == "cuda"
+            else "self_cpu_time_total")
+    print(f"{args.child}: {seconds / args.profile:.4f} s / step under the "
+          f"profiler")
+    print(prof.key_averages().table(
+        sort_by=sort, row_limit=25, max_name_column_width=40,
+        max_shapes_column_width=70))
 
 
 def main() -> None:
@@ -173,30 +287,47 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--output", default=None)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="do not call mde_pyg.tune_cpu_allocator")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile STEPS training steps per model "
+                             "instead of timing (prints, writes nothing)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not osp.isdir(args.data):
         sys.exit(f"The Baby graph folder '{args.data}' is absent: pass "
                  f"--data FOLDER holding baby_graph.inter")
 
+    if not args.system_malloc:
+        from mde_pyg import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    if args.profile > 0:
+        for name in args.models:
+            args.child = name
+            run_profile(args)
+        return
     if args.child is not None:
         print(json.dumps(run_one(args)))
         return
 
     from _common import machine_header, markdown_table, write_atomic
 
-    rows = []
+    rows, products = [], []
     for name in args.models:
         cmd = [sys.executable, __file__, "--child", name, "--data",
                args.data, "--device", args.device, "--precision",
                args.precision, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size)]
+        if args.system_malloc:
+            cmd.append("--system-malloc")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
             rows.append([name, "failed", "", "", "", "", "", ""])
             continue
         res = json.loads(proc.stdout.splitlines()[-1])
+        products.append(f"- {name}: {res['products']}")
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
         ratio = (res["epoch"] / res["floor"] if res["floor"] > 1e-3
@@ -210,13 +341,19 @@ def main() -> None:
               "epoch / floor",
               "s / full eval", "graph build s", "peak MiB"]
     text = (f"# Speed at the Amazon Baby shape ({args.device}, "
-            f"{args.precision})\n\n{machine_header(args.device)}\n\n"
+            f"{args.precision})\n\n"
+            f"{machine_header(args.device, args.system_malloc)}\n\n"
             f"19,445 users x 7,050 items, 118,551 train edges, random "
             f"features image 4096-d + text 384-d, d = 64, batch "
             f"{args.batch_size}; epoch = mean of {args.epochs} after a "
-            f"warm-up. Floor = forward + backward of the model's feature "
-            f"projections and sparse propagation products, times the "
-            f"batches per epoch.\n\n{markdown_table(header, rows)}\n")
+            f"warm-up. Floor = the products of one training step (every "
+            f"nn.Linear call and sparse propagation product, recorded "
+            f"from the model and listed below), replayed forward + "
+            f"backward, times the batches per epoch.\n\n"
+            f"{markdown_table(header, rows)}\n\n"
+            f"Products per step ([rows, in]@[in, out] for nn.Linear, "
+            f"rows x cols nnz @ width for the sparse products):\n\n"
+            + "\n".join(products) + "\n")
     out = args.output or osp.join(
         HERE, "results", f"speed_{args.device.split(':')[0]}_"
         f"{args.precision}.md")

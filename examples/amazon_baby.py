@@ -80,6 +80,10 @@ def main() -> None:
     args = parse_args()
     import torch
 
+    from mde_pyg import tune_cpu_allocator
+
+    tune_cpu_allocator()  # reuse freed host memory (as `mde-pyg train`)
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.data is None:
         data = load_data(dataset="baby", root=args.root, k_user=40,

@@ -578,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-progress", dest="progress", action="store_const", const=False,
         help="hide the progress bar")
     add("--output", metavar="DIR", help="output folder")
+    add("--system-malloc", action="store_true",
+        help="leave glibc's allocator as it is (by default freed memory is "
+             "kept for reuse: see mde_pyg.tune_cpu_allocator)")
     return parser
 
 
@@ -673,6 +676,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(available_models()))
         return 0
+    if not args.system_malloc:
+        from mde_pyg.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
     try:
         run_train(args)
     except UsageError as error:

@@ -115,6 +115,73 @@ def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
     return _weighted_mean(torch.stack(terms).mean(0), weight)
 
 
+class _BoundedLogSumExp(torch.autograd.Function):
+    r"""Row and column logsumexp of :math:`\mathbf{A}\mathbf{B}^\top` for
+    logits bounded by ``bound`` in absolute value, without keeping the
+    ``[N, M]`` matrix.
+
+    Forward takes one exp pass over
+    :math:`\mathbf{S} = \exp(\mathbf{A}\mathbf{B}^\top - \text{bound})`,
+    shifted by the known maximum instead of a per-row max
+    (:math:`e^{-2 \cdot 40}` stays a normal float32), and keeps only the
+    row and column sums. Backward recomputes :math:`\mathbf{S}` and
+    contracts it with the inputs: with :math:`r = g_{row} / \text{rowsum}`
+    and :math:`c = g_{col} / \text{colsum}`,
+
+    .. math::
+        \nabla_{\mathbf{A}} = r \odot (\mathbf{S}\mathbf{B}) +
+        \mathbf{S}(c \odot \mathbf{B}), \qquad
+        \nabla_{\mathbf{B}} = \mathbf{S}^\top(r \odot \mathbf{A}) +
+        c \odot (\mathbf{S}^\top \mathbf{A})
+
+    so no ``[N, M]`` gradient is formed and no ``[N, M]`` buffer lives
+    between forward and backward (SAND's SoloSim runs over all items).
+    Computed outside autocast, in float32 or wider.
+    """
+
+    @staticmethod
+    def _exp(a: Tensor, b: Tensor, bound: float) -> Tensor:
+        return torch.addmm(a.new_tensor(-bound), a, b.t()).exp_()
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, bound: float,
+                columns: bool) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        ctx.dtypes = (a.dtype, b.dtype)
+        with torch.autocast(a.device.type, enabled=False):
+            # float32 at least (bf16 inputs under autocast), float64 kept
+            dtype = torch.promote_types(
+                torch.promote_types(a.dtype, b.dtype), torch.float32)
+            a, b = a.to(dtype), b.to(dtype)
+            shifted = _BoundedLogSumExp._exp(a, b, bound)
+            row_sum = shifted.sum(dim=1)
+            col_sum = shifted.sum(dim=0) if columns else row_sum.new_ones(
+                b.size(0))
+        del shifted
+        ctx.bound = bound
+        ctx.save_for_backward(a, b, row_sum, col_sum)
+        return row_sum.log() + bound, col_sum.log() + bound
+
+    @staticmethod
+    def backward(ctx, g_row: Tensor | None, g_col: Tensor | None):
+        a, b, row_sum, col_sum = ctx.saved_tensors
+        grad_a = grad_b = None
+        with torch.autocast(a.device.type, enabled=False):
+            shifted = _BoundedLogSumExp._exp(a, b, ctx.bound)
+            if g_row is not None:
+                r = (g_row.to(a.dtype) / row_sum).unsqueeze(-1)
+                grad_a = r * (shifted @ b)
+                grad_b = shifted.t() @ (r * a)
+            if g_col is not None:
+                c = (g_col.to(a.dtype) / col_sum).unsqueeze(-1)
+                ga, gb = shifted @ (c * b), c * (shifted.t() @ a)
+                grad_a = ga if grad_a is None else grad_a + ga
+                grad_b = gb if grad_b is None else grad_b + gb
+        if grad_a is not None:
+            grad_a, grad_b = grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1])
+        return grad_a, grad_b, None, None
+
+
 def info_nce(
     a: Tensor,
     b: Tensor,
@@ -147,13 +214,10 @@ def info_nce(
     # against every a, so the reverse direction needs no transposed copy.
     bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
     if bound <= 40.0:
-        # One exp pass, shifted by the known maximum instead of a per-row
-        # max: exp(-2 * bound) >= exp(-80) stays a normal float32.
-        shifted = torch.addmm(positive.new_tensor(-bound), a, b.t()).exp_()
-        loss = shifted.sum(dim=1).log() + bound - positive
+        row, col = _BoundedLogSumExp.apply(a, b, bound, symmetric)
+        loss = row - positive
         if symmetric:
-            col = shifted.sum(dim=0).log() + bound - positive
-            loss = 0.5 * (loss + col)
+            loss = 0.5 * (loss + col - positive)
     else:
         logits = a @ b.t()
         loss = logits.logsumexp(dim=1) - positive

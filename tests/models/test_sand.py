@@ -91,3 +91,48 @@ def test_trainer_runs_estimator_steps(data):
     result = trainer.fit()
     parts = result["history"][-1]["parts"]
     assert "estimator_loss" in parts and "solosim" in parts
+
+
+def _loss_and_grads(model, u, p, n):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same CLUB negatives each time
+    total, _ = model.loss(u, p, n)
+    total.backward()
+    return total.detach(), {name: param.grad.clone() for name, param in
+                            model.named_parameters()
+                            if param.grad is not None}
+
+
+def test_estimator_step_split_is_reused_by_loss(data):
+    torch.manual_seed(0)
+    model = SAND(data, embedding_dim=8, alpha=0.5, ureg=0.1)
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    fresh_loss, fresh_grads = _loss_and_grads(model, u, p, n)
+    calls = []
+    handle = model.sand.splitter.linear["image"].register_forward_hook(
+        lambda *args: calls.append(1))
+    model.estimator_step(u, p, n)
+    loss, grads = _loss_and_grads(model, u, p, n)
+    handle.remove()
+    assert len(calls) == 1  # one split of all items for the whole step
+    assert torch.equal(loss, fresh_loss)
+    assert grads.keys() == fresh_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, fresh_grads[name], atol=1e-7), name
+
+
+def test_split_cache_is_dropped_when_split_weights_change(data):
+    torch.manual_seed(0)
+    model = SAND(data, embedding_dim=8, alpha=0.5, ureg=0.1)
+    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    model.estimator_step(u, p, n)
+    with torch.no_grad():  # what an optimiser step does in place
+        model.sand.splitter.linear["text"].weight.mul_(2.0)
+    loss, _ = _loss_and_grads(model, u, p, n)
+    assert model._split_cache is None
+    expected, _ = _loss_and_grads(model, u, p, n)  # computed afresh
+    assert torch.equal(loss, expected)
+    # A batch-scoped model never keeps a split.
+    batch = SAND(data, embedding_dim=8, item_scope="batch")
+    batch.estimator_step(u, p, n)
+    assert batch._split_cache is None

@@ -277,3 +277,23 @@ def test_bf16_and_nan(data):
         train(data, precision="fp16")
     with pytest.raises(ValueError, match="eval_metric"):
         train(data, eval_metric="recall@50")
+
+
+def test_adam_is_fused_and_follows_the_adam_update():
+    from mde_pyg.train.trainer import _adam
+
+    torch.manual_seed(0)
+    start = torch.randn(50, 8)
+    a = torch.nn.Parameter(start.clone())
+    b = torch.nn.Parameter(start.clone())
+    fused = _adam([a], lr=1e-2, weight_decay=1e-3)
+    reference = torch.optim.Adam([b], lr=1e-2, weight_decay=1e-3,
+                                 foreach=False)
+    assert fused.defaults["fused"] is True
+    for _ in range(5):
+        grad = torch.randn(50, 8)
+        a.grad, b.grad = grad.clone(), grad.clone()
+        fused.step()
+        reference.step()
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(a, start)

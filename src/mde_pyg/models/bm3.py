@@ -100,13 +100,13 @@ class BM3(LightGCN):
         ``neg`` is ignored.
         """
         user_emb, item_emb = self.online()
-        u, i = user_emb[user], item_emb[pos]
+        u, i = user_emb.index_select(0, user), item_emb.index_select(0, pos)
         u_target, i_target = self._target(u), self._target(i)
         parts = {"ui": cosine_prediction_loss(self.predictor(u), i_target)
                  + cosine_prediction_loss(self.predictor(i), u_target)}
         modal = []
         for m, lin in self.projection.items():
-            f = lin(getattr(self, f"x_{m}")[pos])
+            f = lin(getattr(self, f"x_{m}").index_select(0, pos))
             f_online = self.predictor(f)
             modal.append(cosine_prediction_loss(f_online, i_target)
                          + cosine_prediction_loss(f_online, self._target(f)))

@@ -123,10 +123,10 @@ class DRAGON(Recommender):
             features (Mapping[str, Tensor]): ``[I, d_m]`` per modality.
         """
         x_hat = self.encoder(features, *self.graphs.get("user_item"))
-        user = self.user_fusion({m: x[:self.num_users]
-                                 for m, x in x_hat.items()})[0]
-        item = torch.cat([x_hat[m][self.num_users:]
-                          for m in self.modalities], dim=-1)
+        sizes = [self.num_users, self.num_items]
+        split = {m: x.split(sizes) for m, x in x_hat.items()}
+        user = self.user_fusion({m: x[0] for m, x in split.items()})[0]
+        item = torch.cat([split[m][1] for m in self.modalities], dim=-1)
         item = item + self.item_propagation(item,
                                             *self.graphs.get("item_mm"))
         if self.use_user_graph:
@@ -141,11 +141,14 @@ class DRAGON(Recommender):
                       features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Return the ``"bpr"`` and ``"reg"`` terms for given item inputs."""
         user_emb, item_emb = self.encode(features)
-        u = user_emb[user]
-        batch = [self.encoder.user[m][user] for m in self.modalities]
+        u = user_emb.index_select(0, user)
+        p, n = item_emb.index_select(0, torch.cat([pos, neg])).split(
+            pos.numel())
+        batch = [self.encoder.user[m].index_select(0, user)
+                 for m in self.modalities]
         if self.user_fusion.weight is not None:
-            batch.append(self.user_fusion.weight[user])
-        return {"bpr": embedding_bpr_loss(u, item_emb[pos], item_emb[neg]),
+            batch.append(self.user_fusion.weight.index_select(0, user))
+        return {"bpr": embedding_bpr_loss(u, p, n),
                 "reg": self.reg_weight * l2_reg(*batch)}
 
     def loss(self, user: Tensor, pos: Tensor,

@@ -224,9 +224,19 @@ class MultiModalGraphEncoder(nn.Module):
 
 
 def feature_buffers(module: nn.Module, data: HeteroData,
-                    modalities: Sequence[str] | None = None
-                    ) -> dict[str, int]:
+                    modalities: Sequence[str] | None = None,
+                    concat: bool = False) -> dict[str, int]:
     """Register the item features of ``data`` as buffers ``x_<m>``.
+
+    Args:
+        module (torch.nn.Module): Where to register them (non-persistent).
+        data (HeteroData): The dataset with ``data['item'].x_<m>``.
+        modalities (Sequence[str], optional): Which, in order. (default: all
+            of :func:`~mde_pyg.data.modality_names`)
+        concat (bool, optional): Register one buffer ``x`` holding all
+            modalities side by side instead (a model that only reads them
+            concatenated then gathers its batch rows once).
+            (default: :obj:`False`)
 
     Returns:
         Modality name -> feature width.
@@ -234,9 +244,11 @@ def feature_buffers(module: nn.Module, data: HeteroData,
     names = modality_names(data) if modalities is None else list(modalities)
     if not names:
         raise ValueError("The data has no item features 'x_<modality>'")
-    dims = {}
-    for m in names:
-        x = data["item"][f"x_{m}"].to(torch.float)
-        module.register_buffer(f"x_{m}", x, persistent=False)
-        dims[m] = x.size(1)
-    return dims
+    features = {m: data["item"][f"x_{m}"].to(torch.float) for m in names}
+    if concat:
+        module.register_buffer("x", torch.cat(list(features.values()), -1),
+                               persistent=False)
+    else:
+        for m, x in features.items():
+            module.register_buffer(f"x_{m}", x, persistent=False)
+    return {m: x.size(1) for m, x in features.items()}

@@ -180,13 +180,15 @@ class FREEDOM(LightGCN):
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the weighted per-modality feature BPR."""
         user_emb, item_emb = self.get_embedding()
-        u = user_emb[user]
-        parts = {"bpr": embedding_bpr_loss(u, item_emb[pos], item_emb[neg])}
+        items = torch.cat([pos, neg])
+        u = user_emb.index_select(0, user)
+        p, n = item_emb.index_select(0, items).split(pos.numel())
+        parts = {"bpr": embedding_bpr_loss(u, p, n)}
         feature_bpr = []
         for m, lin in self.projection.items():
-            x = getattr(self, f"x_{m}")
-            feature_bpr.append(embedding_bpr_loss(u, lin(x[pos]),
-                                                  lin(x[neg])))
+            x = getattr(self, f"x_{m}").index_select(0, items)
+            feature_bpr.append(embedding_bpr_loss(
+                u, *lin(x).split(pos.numel())))
         parts["reg"] = self.reg_weight * torch.stack(feature_bpr).sum()
         return self.sum_parts(parts)
 

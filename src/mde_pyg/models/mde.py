@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
@@ -166,7 +167,7 @@ class MDE(Recommender):
         x_bar = self.encoder(self.features, *self.graphs.get("user_item"))
         users, items = {}, {}
         for m, x in x_bar.items():
-            user, item = x[:self.num_users], x[self.num_users:]
+            user, item = x.split([self.num_users, self.num_items])
             if self.use_user_graph:
                 user = self.homogeneous(user, *self.graphs.get("user_user"))
             if self.use_item_graph:
@@ -187,11 +188,10 @@ class MDE(Recommender):
             return getattr(self, f"{side}_tradeoff")(index)
         return self.tradeoff(pref)
 
-    def _modality_losses(self, side: str, x_dict: dict[str, Tensor],
+    def _modality_losses(self, side: str, rows: dict[str, Tensor],
                          index: Tensor) -> dict[str, Tensor]:
         fusion = getattr(self, f"{side}_fusion")
         w_d, w_a = self._tradeoff(side, index, fusion.preferences(index))
-        rows = {m: x[index] for m, x in x_dict.items()}
         out = {}
         if self.use_mda and self.lambda_1 > 0:
             out["mda"] = self.lambda_1 * mda_loss(rows, w_d)
@@ -204,23 +204,28 @@ class MDE(Recommender):
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the objective of Eq. 11 on a batch and its parts."""
         users, items = self.modality_embedding()
-        user_emb = self.user_fusion({m: x[user] for m, x in users.items()},
-                                    user)[0]
-        pos_emb = self.item_fusion({m: x[pos] for m, x in items.items()},
-                                   pos)[0]
-        neg_emb = self.item_fusion({m: x[neg] for m, x in items.items()},
-                                   neg)[0]
+        # Gather each modality's batch rows once (the backward then scatters
+        # once per matrix); the modality losses reuse them.
+        u_rows = {m: x.index_select(0, user) for m, x in users.items()}
+        pos_rows, neg_rows = {}, {}
+        for m, x in items.items():
+            pos_rows[m], neg_rows[m] = x.index_select(
+                0, torch.cat([pos, neg])).split(pos.numel())
+        user_emb = self.user_fusion(u_rows, user)[0]
+        pos_emb = self.item_fusion(pos_rows, pos)[0]
+        neg_emb = self.item_fusion(neg_rows, neg)[0]
         parts = {"bpr": embedding_bpr_loss(user_emb, pos_emb, neg_emb)}
-        for side, x_dict, index in (("user", users, user),
-                                    ("item", items, pos)):
-            for name, value in self._modality_losses(side, x_dict,
+        for side, rows, index in (("user", u_rows, user),
+                                  ("item", pos_rows, pos)):
+            for name, value in self._modality_losses(side, rows,
                                                      index).items():
                 parts[name] = parts.get(name, 0.0) + value
-        batch_params = [self.encoder.user[m][user] for m in self.modalities]
+        batch_params = [self.encoder.user[m].index_select(0, user)
+                        for m in self.modalities]
         for fusion, index in ((self.user_fusion, user),
                               (self.item_fusion, pos),
                               (self.item_fusion, neg)):
             if fusion.weight is not None:
-                batch_params.append(fusion.weight[index])
+                batch_params.append(fusion.weight.index_select(0, index))
         parts["reg"] = self.reg_weight * l2_reg(*batch_params)
         return self.sum_parts(parts)

@@ -103,6 +103,7 @@ class SAND(DRAGON):
         super().__init__(data, embedding_dim, num_layers, item_graph_layers,
                          reg_weight, modality_weights, use_user_graph, fused)
         self.item_scope = item_scope
+        self._split_cache: tuple[tuple, dict[str, Tensor]] | None = None
         self.sand = SeparateAlignDistance(
             self.feature_dims, alpha, ureg, tau, distance, head_hidden_dim,
             head_out_dim, distance_dim, estimator_hidden_dim)
@@ -114,10 +115,25 @@ class SAND(DRAGON):
     def _scope(self, pos: Tensor) -> Tensor | None:
         return None if self.item_scope == "all" else pos.unique()
 
+    def _split_key(self) -> tuple:
+        """What the split of all items depends on besides the features."""
+        return (tuple(p._version for p in self.sand.splitter.parameters()),
+                self.training, torch.is_autocast_enabled())
+
+    def _take_split(self) -> dict[str, Tensor]:
+        """The split of all items kept by :meth:`estimator_step` when the
+        split weights have not changed since, else a fresh one.
+        """
+        cached, self._split_cache = self._split_cache, None
+        if cached is not None and cached[0] == self._split_key() and \
+                torch.is_grad_enabled():
+            return cached[1]
+        return self.input_features()
+
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR, L2, distancing and SoloSim terms of a batch."""
-        x_split = self.input_features()
+        x_split = self._take_split()
         parts = self.backbone_loss(user, pos, neg, x_split)
         parts.update(self.sand.losses(x_split, self._scope(pos)))
         return self.sum_parts(parts)
@@ -134,12 +150,23 @@ class SAND(DRAGON):
         cover; only the estimators receive gradients. A trainer minimises
         it with the optimiser over :meth:`estimator_parameters`, once per
         batch before the main step.
+
+        With ``item_scope="all"`` the split of all items (the costliest
+        product of a step) is computed here with gradients and kept: the
+        :meth:`loss` call that follows reuses it as long as the split
+        weights are unchanged (the estimator step does not touch them), so
+        a training step computes it once, not twice.
         """
         index = self._scope(pos)
-        with torch.no_grad():
-            features = self.features if index is None else {
-                m: x[index] for m, x in self.features.items()}
-            x_split = self.sand.split(features)
+        if index is None and torch.is_grad_enabled():
+            x_split = self.input_features()
+            self._split_cache = (self._split_key(), x_split)
+        else:
+            with torch.no_grad():
+                features = self.features if index is None else {
+                    m: x.index_select(0, index)
+                    for m, x in self.features.items()}
+                x_split = self.sand.split(features)
         return self.sand.estimator_loss(x_split)
 
     def __repr__(self) -> str:

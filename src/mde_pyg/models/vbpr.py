@@ -46,7 +46,7 @@ class VBPR(Recommender):
         reg_weight: float = 1e-4,
     ) -> None:
         super().__init__(data["user"].num_nodes, data["item"].num_nodes)
-        dims = feature_buffers(self, data)
+        dims = feature_buffers(self, data, concat=True)
         self.modalities = list(dims)
         self.embedding_dim = embedding_dim
         self.reg_weight = reg_weight
@@ -65,14 +65,12 @@ class VBPR(Recommender):
 
     def content(self, item: Tensor | None = None) -> Tensor:
         """Return the mapped features of ``item`` (all when :obj:`None`)."""
-        x = [getattr(self, f"x_{m}") for m in self.modalities]
-        if item is not None:
-            x = [t[item] for t in x]
-        return self.item_linear(torch.cat(x, dim=-1))
+        x = self.x if item is None else self.x.index_select(0, item)
+        return self.item_linear(x)
 
     def item_embedding(self, item: Tensor | None = None) -> Tensor:
         """Return the item embeddings and mapped features (``[*, 2d]``)."""
-        emb = self.item if item is None else self.item[item]
+        emb = self.item if item is None else self.item.index_select(0, item)
         return torch.cat([emb, self.content(item)], dim=-1)
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
@@ -82,8 +80,8 @@ class VBPR(Recommender):
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term on the batch representations."""
-        u = self.user[user]
-        p, n = self.item_embedding(pos), self.item_embedding(neg)
+        u = self.user.index_select(0, user)
+        p, n = self.item_embedding(torch.cat([pos, neg])).split(pos.numel())
         parts = {"bpr": embedding_bpr_loss(u, p, n),
                  "reg": self.reg_weight * l2_reg(u, p, n)}
         return self.sum_parts(parts)

@@ -72,7 +72,8 @@ class PreferenceFusion(nn.Module):
         if self.weight is None:
             size = self.num_nodes if index is None else index.numel()
             return self.fixed.expand(size, -1)
-        weight = self.weight if index is None else self.weight[index]
+        weight = (self.weight if index is None
+                  else self.weight.index_select(0, index))
         return weight.softmax(dim=-1)
 
     def forward(

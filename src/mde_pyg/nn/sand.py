@@ -31,7 +31,10 @@ DISTANCES = ("club", "l2")
 def split_halves(x: Tensor) -> tuple[Tensor, Tensor]:
     """Return the first ``d // 2`` columns of ``x`` and the rest."""
     half = x.size(-1) // 2
-    return x[..., :half], x[..., half:]
+    # split, not two slices: its backward concatenates the two gradients
+    # instead of zero-filling a full-width buffer per slice.
+    gen, uni = x.split([half, x.size(-1) - half], dim=-1)
+    return gen, uni
 
 
 class GenericUniqueSplit(nn.Module):
@@ -282,7 +285,8 @@ class SeparateAlignDistance(nn.Module):
                 (default: :obj:`None`)
         """
         if index is not None:
-            x_split = {m: x_split[m][index] for m in self.modalities}
+            x_split = {m: x_split[m].index_select(0, index)
+                       for m in self.modalities}
         z = {m: self.heads[m](split_halves(x_split[m])[0])
              for m in self.modalities}
         terms = []
@@ -306,8 +310,9 @@ class SeparateAlignDistance(nn.Module):
         """
         if self.distance != "club":
             return torch.zeros((), device=next(iter(x_split.values())).device)
-        x_split = {m: x_split[m].detach() if index is None else
-                   x_split[m][index].detach() for m in self.modalities}
+        x_split = {m: (x_split[m] if index is None else
+                       x_split[m].index_select(0, index)).detach()
+                   for m in self.modalities}
         with torch.no_grad():
             pairs = self.distance_pairs(x_split)
         return torch.stack([

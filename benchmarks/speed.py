@@ -192,10 +192,13 @@ def record_products(model, trainer, batch_size: int) -> ProductRecorder:
     return recorder
 
 
-def run_one(args) -> dict:
+def _setup(args):
+    """Return ``(device, data, graph seconds, model, trainer)`` for the
+    model ``args.child`` at the Baby shape.
+    """
     import torch
 
-    from _common import baby_shape_data, peak_rss_mib
+    from _common import baby_shape_data
     from mde_pyg.models import build_model
     from mde_pyg.train import Trainer
 
@@ -206,6 +209,16 @@ def run_one(args) -> dict:
     trainer = Trainer(model, data, batch_size=args.batch_size,
                       device=device, precision=args.precision,
                       progress=False)
+    return device, data, graph_seconds, model, trainer
+
+
+def run_one(args) -> dict:
+    """Time one model; return its row as a dict."""
+    import torch
+
+    from _common import peak_rss_mib
+
+    device, data, graph_seconds, model, trainer = _setup(args)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
@@ -216,10 +229,10 @@ def run_one(args) -> dict:
         model.on_epoch_start(0)
         trainer.train_epoch()  # warm-up
         times = []
-        for epoch in range(1, args.epochs + 1):
+        for i in range(1, args.epochs + 1):
             _sync(device)
             start = time.perf_counter()
-            model.on_epoch_start(epoch)  # e.g. FREEDOM's graph pruning
+            model.on_epoch_start(i)  # e.g. FREEDOM's graph pruning
             trainer.train_epoch()
             _sync(device)
             times.append(time.perf_counter() - start)
@@ -240,20 +253,9 @@ def run_one(args) -> dict:
 
 def run_profile(args) -> None:
     """Print the top operators of ``args.profile`` training steps."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from _common import baby_shape_data
-    from mde_pyg.models import build_model
-    from mde_pyg.train import Trainer
-
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    data, _ = baby_shape_data(args.data)
-    model = build_model(args.child, data)
-    trainer = Trainer(model, data, batch_size=args.batch_size,
-                      device=device, precision=args.precision,
-                      progress=False)
+    device, _, _, _, trainer = _setup(args)
     keep = args.profile * args.batch_size  # an "epoch" of STEPS batches
     trainer.train_user = trainer.train_user[:keep]
     trainer.train_item = trainer.train_item[:keep]

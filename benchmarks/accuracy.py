@@ -37,7 +37,7 @@ GRIDS = {
     "vbpr": {"reg_weight": [1e-4, 1e-3]},
     "freedom": {"reg_weight": [1e-4, 1e-3]},
     "dragon": {"reg_weight": [1e-4, 1e-3]},
-    "bm3": {"reg_weight": [1e-2, 1e-3]},
+    "bm3": {"reg_weight": [1e-1, 1e-2]},  # MMRec's grid (EmbLoss scale)
     "sand": {"distance": ["club", "l2"]},
     "mde": {"lambda_1": [1e-2, 1e-1], "lambda_2": [1e-2, 1e-1]},
 }

@@ -136,3 +136,15 @@ def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau):
     info_nce(a16, b.detach().to(torch.bfloat16), tau).backward()
     assert a16.grad.dtype == torch.bfloat16
     assert torch.isfinite(a16.grad.float()).all()
+
+
+def test_embedding_norm_reg_by_hand():
+    from mde_pyg.losses import embedding_norm_reg
+
+    u = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # Frobenius norm 5
+    i = torch.tensor([[1.0, 2.0], [2.0, 4.0]])  # sqrt(25) = 5
+    # (5 + 5) / 2 rows, norms not squared (MMRec's EmbLoss)
+    assert embedding_norm_reg(u, i).item() == pytest.approx(5.0)
+    assert embedding_norm_reg(2 * u, i).item() == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="at least one"):
+        embedding_norm_reg()

@@ -88,6 +88,26 @@ def l2_reg(*tensors: Tensor) -> Tensor:
     return sum(t.pow(2).sum() / max(t.size(0), 1) for t in tensors)
 
 
+def embedding_norm_reg(*tensors: Tensor) -> Tensor:
+    r"""Unsquared Frobenius norms of batch rows over the batch size.
+
+    .. math::
+        \mathcal{R} = \frac{1}{B} \sum_{t} \lVert t \rVert_F
+
+    with :math:`B` the rows of the last tensor: MMRec's ``EmbLoss``, the
+    regulariser of BM3's reference code. Unlike :func:`l2_reg` the norms
+    are not squared, so its weights (MMRec's grid for BM3: 0.1, 0.01) do
+    not carry over to :func:`l2_reg` or back.
+
+    Args:
+        *tensors (torch.Tensor): Batch rows, e.g. ``embedding[user]``.
+    """
+    if not tensors:
+        raise ValueError("'embedding_norm_reg' needs at least one tensor")
+    total = sum(torch.linalg.vector_norm(t) for t in tensors)
+    return total / max(tensors[-1].size(0), 1)
+
+
 def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
     r"""Modality difference amplification (MDE Eq. 6, without
     :math:`\lambda_1`).
@@ -326,6 +346,7 @@ __all__ = [
     "bpr_loss",
     "embedding_bpr_loss",
     "l2_reg",
+    "embedding_norm_reg",
     "mda_loss",
     "info_nce",
     "msa_loss",

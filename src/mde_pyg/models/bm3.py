@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import cosine_prediction_loss, l2_reg
+from mde_pyg.losses import cosine_prediction_loss, embedding_norm_reg
 from mde_pyg.models.encoder import feature_buffers
 from mde_pyg.models.lightgcn import LightGCN
 
@@ -34,8 +34,8 @@ class BM3(LightGCN):
         + \lambda_{cl} \sum_m \big[c(p(\mathbf{f}_{m,i}),
         \tilde{\mathbf{e}}_i) + c(p(\mathbf{f}_{m,i}),
         \tilde{\mathbf{f}}_{m,i})\big]
-        + \lambda \big(\lVert \mathbf{e}_{B_u} \rVert^2 +
-        \lVert \mathbf{e}_{B_i} \rVert^2\big)
+        + \frac{\lambda}{B} \big(\lVert \mathbf{E}_{B_u} \rVert_F +
+        \lVert \mathbf{E}_{B_i} \rVert_F\big)
 
     No negative items are needed (``uses_negatives = False``); the score
     is :math:`\langle p(\mathbf{e}_u), p(\mathbf{e}_i) \rangle`.
@@ -48,8 +48,10 @@ class BM3(LightGCN):
             (default: :obj:`1`)
         dropout (float, optional): Target dropout (MMRec grid: 0.3, 0.5).
             (default: :obj:`0.3`)
-        reg_weight (float, optional): :math:`\lambda` (MMRec grid: 0.1,
-            0.01). (default: :obj:`0.1`)
+        reg_weight (float, optional): :math:`\lambda` of
+            :func:`~mde_pyg.losses.embedding_norm_reg` (MMRec's ``EmbLoss``
+            on the batch's online embeddings; MMRec grid: 0.1, 0.01).
+            (default: :obj:`0.1`)
         cl_weight (float, optional): :math:`\lambda_{cl}`.
             (default: :obj:`2.0`)
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
@@ -111,5 +113,5 @@ class BM3(LightGCN):
             modal.append(cosine_prediction_loss(f_online, i_target)
                          + cosine_prediction_loss(f_online, self._target(f)))
         parts["cl"] = self.cl_weight * torch.stack(modal).sum()
-        parts["reg"] = self.reg_weight * l2_reg(u, i)
+        parts["reg"] = self.reg_weight * embedding_norm_reg(u, i)
         return self.sum_parts(parts)

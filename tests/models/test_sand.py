@@ -132,6 +132,13 @@ def test_split_cache_is_dropped_when_split_weights_change(data):
     assert model._split_cache is None
     expected, _ = _loss_and_grads(model, u, p, n)  # computed afresh
     assert torch.equal(loss, expected)
+    # Nor is a split kept in fp32 reused by a loss under bf16 autocast.
+    model.estimator_step(u, p, n)
+    key = model._split_cache[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model._split_key() != key
+        model.loss(u, p, n)
+    assert model._split_cache is None
     # A batch-scoped model never keeps a split.
     batch = SAND(data, embedding_dim=8, item_scope="batch")
     batch.estimator_step(u, p, n)

@@ -117,8 +117,11 @@ class SAND(DRAGON):
 
     def _split_key(self) -> tuple:
         """What the split of all items depends on besides the features."""
-        return (tuple(p._version for p in self.sand.splitter.parameters()),
-                self.training, torch.is_autocast_enabled())
+        params = list(self.sand.splitter.parameters())
+        device = params[0].device.type
+        return (tuple(p._version for p in params), self.training,
+                torch.is_autocast_enabled(device),
+                torch.get_autocast_dtype(device))
 
     def _take_split(self) -> dict[str, Tensor]:
         """The split of all items kept by :meth:`estimator_step` when the

@@ -35,6 +35,7 @@ GRIDS = {
     "mostpop": {},
     "lightgcn": {"reg_weight": [1e-4, 1e-3]},
     "vbpr": {"reg_weight": [1e-4, 1e-3]},
+    "mmgcn": {"reg_weight": [1e-4, 1e-3]},
     "freedom": {"reg_weight": [1e-4, 1e-3]},
     "dragon": {"reg_weight": [1e-4, 1e-3]},
     "bm3": {"reg_weight": [1e-1, 1e-2]},  # MMRec's grid (EmbLoss scale)

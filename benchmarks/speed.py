@@ -280,8 +280,8 @@ def run_profile(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+",
-                        default=["mostpop", "lightgcn", "vbpr", "freedom",
-                                 "dragon", "bm3", "sand", "mde"])
+                        default=["mostpop", "lightgcn", "vbpr", "mmgcn",
+                                 "freedom", "dragon", "bm3", "sand", "mde"])
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32",

@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "mostpop": "mostpop:MostPop",
     "lightgcn": "lightgcn:LightGCN",
     "vbpr": "vbpr:VBPR",
+    "mmgcn": "mmgcn:MMGCN",
     "freedom": "freedom:FREEDOM",
     "dragon": "dragon:DRAGON",
     "bm3": "bm3:BM3",

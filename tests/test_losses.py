@@ -104,9 +104,11 @@ def test_embedding_bpr_is_bpr_of_inner_products():
     assert embedding_bpr_loss(u, p, n).item() == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (
+    ["cuda"] if torch.cuda.is_available() else []))
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("tau", [0.2, 0.5])
-def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau):
+def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device):
     from mde_pyg.losses import info_nce
 
     def reference(a, b, w):  # plain autograd through logsumexp
@@ -119,9 +121,9 @@ def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau):
         return (w * loss).mean()
 
     torch.manual_seed(2)
-    a = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    a, b, w = torch.randn(6, 5, **kw), torch.randn(6, 5, **kw), torch.rand(
+        6, **kw)
     got = info_nce(a, b, tau, w, symmetric)
     want = reference(a, b, w)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)

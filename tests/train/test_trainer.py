@@ -279,11 +279,13 @@ def test_bf16_and_nan(data):
         train(data, eval_metric="recall@50")
 
 
-def test_adam_is_fused_and_follows_the_adam_update():
+@pytest.mark.parametrize("device", ["cpu"] + (
+    ["cuda"] if torch.cuda.is_available() else []))
+def test_adam_is_fused_and_follows_the_adam_update(device):
     from mde_pyg.train.trainer import _adam
 
     torch.manual_seed(0)
-    start = torch.randn(50, 8)
+    start = torch.randn(50, 8, device=device)
     a = torch.nn.Parameter(start.clone())
     b = torch.nn.Parameter(start.clone())
     fused = _adam([a], lr=1e-2, weight_decay=1e-3)
@@ -291,7 +293,7 @@ def test_adam_is_fused_and_follows_the_adam_update():
                                  foreach=False)
     assert fused.defaults["fused"] is True
     for _ in range(5):
-        grad = torch.randn(50, 8)
+        grad = torch.randn(50, 8, device=device)
         a.grad, b.grad = grad.clone(), grad.clone()
         fused.step()
         reference.step()

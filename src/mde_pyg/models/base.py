@@ -10,6 +10,24 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 
+def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:
+    """Return the rows of ``x`` at each of ``index``, in one gather.
+
+    One :meth:`~torch.Tensor.index_select` per matrix and step: its
+    backward is a single ``index_add`` into ``x``'s gradient, several
+    times faster on CPU than the accumulating scatter of ``x[idx]``, done
+    once instead of once per index.
+
+    Args:
+        x (torch.Tensor): A ``[N, ...]`` matrix, e.g. all item embeddings.
+        *index (torch.Tensor): Row ids, e.g. the batch's ``pos`` and
+            ``neg``.
+    """
+    rows = x.index_select(0, torch.cat(index) if len(index) > 1
+                          else index[0])
+    return rows.split([i.numel() for i in index])
+
+
 class Recommender(nn.Module):
     r"""Base class of the recommenders trained by
     :class:`mde_pyg.train.Trainer`.
@@ -119,10 +137,15 @@ class Recommender(nn.Module):
             scores[exclude[0], exclude[1]] = float("-inf")
         return scores.topk(k, dim=-1).indices
 
+    def extra_repr_parts(self) -> list[str]:
+        """Model-specific ``key=value`` items appended to ``repr``."""
+        return []
+
     def __repr__(self) -> str:
         parts = [f"{self.num_users} users", f"{self.num_items} items"]
         if getattr(self, "modalities", None):
             parts.append(f"modalities={self.modalities}")
         if getattr(self, "embedding_dim", None):
             parts.append(f"dim={self.embedding_dim}")
+        parts += self.extra_repr_parts()
         return f"{self.__class__.__name__}({', '.join(parts)})"

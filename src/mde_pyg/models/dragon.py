@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import (
     MultiModalGraphEncoder,
     add_mixed_item_graph,
@@ -142,8 +142,7 @@ class DRAGON(Recommender):
         """Return the ``"bpr"`` and ``"reg"`` terms for given item inputs."""
         user_emb, item_emb = self.encode(features)
         u = user_emb.index_select(0, user)
-        p, n = item_emb.index_select(0, torch.cat([pos, neg])).split(
-            pos.numel())
+        p, n = gather_rows(item_emb, pos, neg)
         batch = [self.encoder.user[m].index_select(0, user)
                  for m in self.modalities]
         if self.user_fusion.weight is not None:

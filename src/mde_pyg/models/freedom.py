@@ -15,6 +15,7 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.data.mmrec import RATES
 from mde_pyg.losses import embedding_bpr_loss
+from mde_pyg.models.base import gather_rows
 from mde_pyg.models.encoder import (
     add_mixed_item_graph,
     check_modality_weights,
@@ -180,11 +181,10 @@ class FREEDOM(LightGCN):
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the weighted per-modality feature BPR."""
         user_emb, item_emb = self.get_embedding()
-        items = torch.cat([pos, neg])
         u = user_emb.index_select(0, user)
-        p, n = item_emb.index_select(0, items).split(pos.numel())
-        parts = {"bpr": embedding_bpr_loss(u, p, n)}
-        feature_bpr = []
+        parts = {"bpr": embedding_bpr_loss(u, *gather_rows(item_emb, pos,
+                                                           neg))}
+        feature_bpr, items = [], torch.cat([pos, neg])
         for m, lin in self.projection.items():
             x = getattr(self, f"x_{m}").index_select(0, items)
             feature_bpr.append(embedding_bpr_loss(
@@ -192,7 +192,6 @@ class FREEDOM(LightGCN):
         parts["reg"] = self.reg_weight * torch.stack(feature_bpr).sum()
         return self.sum_parts(parts)
 
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim}, dropout={self.dropout})")
+    def extra_repr_parts(self) -> list[str]:
+        """Show the pruning rate in ``repr``."""
+        return [f"dropout={self.dropout}"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import add_user_item_graph
 from mde_pyg.nn.conv import MultiHopPropagation
 from mde_pyg.nn.graphs import GraphBuffers
@@ -89,19 +88,13 @@ class LightGCN(Recommender):
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term on the batch's initial embeddings."""
-        # One gather of the batch rows of the (users + items) matrices, so
-        # the backward scatters once into each instead of six times
-        # (index_select: its backward is a plain index_add).
-        rows = torch.cat([user, pos + self.num_users, neg + self.num_users])
+        rows = (user, pos + self.num_users, neg + self.num_users)
         ego = self.embedding.weight
         out = self.propagation(ego, *self.graphs.get("user_item"))
-        u, p, n = out.index_select(0, rows).split(user.numel())
-        parts = {"bpr": embedding_bpr_loss(u, p, n)}
-        batch = ego.index_select(0, rows).split(user.numel())
-        parts["reg"] = self.reg_weight * l2_reg(*batch)
+        parts = {"bpr": embedding_bpr_loss(*gather_rows(out, *rows)),
+                 "reg": self.reg_weight * l2_reg(*gather_rows(ego, *rows))}
         return self.sum_parts(parts)
 
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, dim={self.embedding_dim}, "
-                f"num_layers={self.num_layers})")
+    def extra_repr_parts(self) -> list[str]:
+        """Show the number of hops in ``repr``."""
+        return [f"num_layers={self.num_layers}"]

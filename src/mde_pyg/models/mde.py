@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg, mda_loss, multi_msa_loss
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import (
     MultiModalGraphEncoder,
     add_item_graphs,
@@ -204,13 +203,12 @@ class MDE(Recommender):
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the objective of Eq. 11 on a batch and its parts."""
         users, items = self.modality_embedding()
-        # Gather each modality's batch rows once (the backward then scatters
-        # once per matrix); the modality losses reuse them.
+        # Each modality's batch rows, gathered once (gather_rows); the
+        # modality losses reuse them.
         u_rows = {m: x.index_select(0, user) for m, x in users.items()}
         pos_rows, neg_rows = {}, {}
         for m, x in items.items():
-            pos_rows[m], neg_rows[m] = x.index_select(
-                0, torch.cat([pos, neg])).split(pos.numel())
+            pos_rows[m], neg_rows[m] = gather_rows(x, pos, neg)
         user_emb = self.user_fusion(u_rows, user)[0]
         pos_emb = self.item_fusion(pos_rows, pos)[0]
         neg_emb = self.item_fusion(neg_rows, neg)[0]

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import degree
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import feature_buffers
 from mde_pyg.nn.conv import LightGCNConv
 from mde_pyg.nn.graphs import GraphBuffers
@@ -179,20 +179,16 @@ class MMGCN(Recommender):
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term on the batch's embeddings."""
         user_emb, item_emb = self.get_embedding()
-        items = torch.cat([pos, neg])
-        p, n = item_emb.index_select(0, items).split(pos.numel())
         parts = {"bpr": embedding_bpr_loss(user_emb.index_select(0, user),
-                                           p, n)}
+                                           *gather_rows(item_emb, pos, neg))}
         if self.learn_embeddings:
-            batch = [self.id_embedding.index_select(0, user),
-                     self.id_embedding.index_select(
-                         0, items + self.num_users)]
+            items = torch.cat([pos, neg]) + self.num_users
+            batch = list(gather_rows(self.id_embedding, user, items))
             batch += [getattr(self, f"preference_{m}").index_select(0, user)
                       for m in self.modalities]
             parts["reg"] = self.reg_weight * l2_reg(*batch)
         return self.sum_parts(parts)
 
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim}, num_layers={self.num_layers})")
+    def extra_repr_parts(self) -> list[str]:
+        """Show the number of layers in ``repr``."""
+        return [f"num_layers={self.num_layers}"]

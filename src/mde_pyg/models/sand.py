@@ -172,8 +172,6 @@ class SAND(DRAGON):
                 x_split = self.sand.split(features)
         return self.sand.estimator_loss(x_split)
 
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.num_users} users, "
-                f"{self.num_items} items, modalities={self.modalities}, "
-                f"dim={self.embedding_dim}, "
-                f"distance='{self.sand.distance}')")
+    def extra_repr_parts(self) -> list[str]:
+        """Show the distancing form in ``repr``."""
+        return [f"distance='{self.sand.distance}'"]

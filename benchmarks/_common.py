@@ -64,6 +64,22 @@ def markdown_table(header: list, rows: list) -> str:
     return "\n".join(out)
 
 
+def run_child(cmd: list, label: str) -> dict | None:
+    """Run one benchmark child process; return the JSON dict it printed last.
+
+    A child that fails is reported (``label`` and the end of its stderr)
+    and gives :obj:`None`, so the parent can go on with the next one.
+    """
+    import json
+    import subprocess
+
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{label}: failed\n{proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))

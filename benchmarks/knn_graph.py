@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -91,7 +90,7 @@ def main() -> None:
                                  args.method)))
         return
 
-    from _common import machine_header, markdown_table, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_atomic
 
     methods = list(args.precision) + ([BASELINE] if args.baseline else [])
     rows = []
@@ -102,9 +101,9 @@ def main() -> None:
                    args.device, "--method", method]
             if args.threads is not None:
                 cmd += ["--threads", str(args.threads)]
-            res = json.loads(subprocess.run(
-                cmd, check=True, capture_output=True,
-                text=True).stdout.splitlines()[-1])
+            res = run_child(cmd, f"{method} @ {num:,}")
+            if res is None:
+                continue
             row = [f"{num:,}", method, f"{res['seconds']:.2f}",
                    f"{res['peak_rss_mib']:.0f}",
                    f"{res['peak_rss_mib'] - res['input_rss_mib']:.0f}"]

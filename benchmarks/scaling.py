@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -84,7 +83,7 @@ def main() -> None:
         print(json.dumps(run_one(name, int(size), args.device)))
         return
 
-    from _common import machine_header, markdown_table, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_atomic
 
     results = []
     for size in args.interactions:
@@ -93,11 +92,9 @@ def main() -> None:
                    "--device", args.device]
             if args.system_malloc:
                 cmd.append("--system-malloc")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{name} @ {size}: failed\n{proc.stderr[-1500:]}")
+            res = run_child(cmd, f"{name} @ {size}")
+            if res is None:
                 continue
-            res = json.loads(proc.stdout.splitlines()[-1])
             results.append(res)
             print(json.dumps(res), flush=True)
 

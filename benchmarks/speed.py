@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -313,7 +312,7 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
 
-    from _common import machine_header, markdown_table, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_atomic
 
     rows, products = [], []
     for name in args.models:
@@ -323,12 +322,10 @@ def main() -> None:
                "--batch-size", str(args.batch_size)]
         if args.system_malloc:
             cmd.append("--system-malloc")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
+        res = run_child(cmd, name)
+        if res is None:
             rows.append([name, "failed", "", "", "", "", "", ""])
             continue
-        res = json.loads(proc.stdout.splitlines()[-1])
         products.append(f"- {name}: {res['products']}")
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")

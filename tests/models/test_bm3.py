@@ -35,7 +35,7 @@ def test_embedding_and_loss_by_hand(data):
     assert torch.allclose(online_item, light_item + ego)
     assert torch.allclose(user, model.predictor(online_user))
 
-    u, p = torch.tensor([1, 2]), torch.tensor([3, 4])
+    u, p = torch.tensor([1, 2, 1]), torch.tensor([3, 4, 3])  # 3 repeats
     _, parts = model.loss(u, p, p)
     eu, ei = online_user[u], online_item[p]
     pred = model.predictor
@@ -50,7 +50,7 @@ def test_embedding_and_loss_by_hand(data):
         f = model.projection[m](data["item"][f"x_{m}"][p])
         cl = cl + c(pred(f), ei) + c(pred(f), f)
     assert parts["cl"].item() == pytest.approx(0.5 * cl.item(), rel=1e-5)
-    reg = (eu.pow(2).sum().sqrt() + ei.pow(2).sum().sqrt()) / 2  # EmbLoss
+    reg = (eu.pow(2).sum().sqrt() + ei.pow(2).sum().sqrt()) / 3  # EmbLoss
     assert parts["reg"].item() == pytest.approx(0.1 * reg.item(), rel=1e-5)
 
 
@@ -70,3 +70,17 @@ def test_trainer_skips_negative_sampling(data):
     assert calls == []
     assert len(result["history"]) == 2
     assert 0.0 <= result["test"]["recall@20"] <= 1.0
+
+
+def test_target_dropout_keeps_and_scales(data):
+    model = BM3(data, embedding_dim=8, dropout=0.3)
+    x = torch.randn(200, 500, requires_grad=True)
+    torch.manual_seed(0)
+    target = model._target(x)
+    assert not target.requires_grad
+    kept = target != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.01)
+    assert torch.allclose(target[kept], x.detach()[kept] / 0.7)
+    assert torch.equal(BM3(data, dropout=0.0)._target(x), x.detach())
+    with pytest.raises(ValueError, match="'dropout' must be in"):
+        BM3(data, dropout=1.0)

@@ -104,7 +104,8 @@ def test_feature_bpr_term(data):
     model = build_model("freedom", data, embedding_dim=8, reg_weight=0.5)
     assert isinstance(model, FREEDOM)
     model.eval()
-    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    u, p, n = (torch.tensor([1, 2, 1]), torch.tensor([3, 4, 3]),
+               torch.tensor([5, 3, 6]))  # item 3 repeats
     total, parts = model.loss(u, p, n)
     user, item = model.get_embedding()
     assert user.shape == (100, 8) and item.shape == (80, 8)

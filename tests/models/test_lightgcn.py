@@ -53,21 +53,3 @@ def test_loss_decreases(data):
     before, after = train(model, data)
     assert after < 0.6 * before
 
-
-def test_gather_rows_equals_indexing_with_gradients():
-    from mde_pyg.models.base import gather_rows
-
-    torch.manual_seed(0)
-    x = torch.randn(10, 3, requires_grad=True)
-    a, b = torch.tensor([1, 1, 4]), torch.tensor([9, 1])
-    ra, rb = gather_rows(x, a, b)
-    assert torch.equal(ra, x[a]) and torch.equal(rb, x[b])
-    weights = torch.randn(3, 3), torch.randn(2, 3)
-    got = torch.autograd.grad((ra * weights[0]).sum() + (rb * weights[1])
-                              .sum(), x)[0]
-    want = torch.autograd.grad((x[a] * weights[0]).sum() + (x[b] * weights[1])
-                               .sum(), x)[0]
-    assert torch.allclose(got, want)
-    assert got[1].abs().sum() > 0  # row 1 collects three gradients
-    (single,) = gather_rows(x, b)
-    assert torch.equal(single, x[b])

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from model_helpers import train
 
 from mde_pyg.models import build_model
@@ -25,10 +26,16 @@ def test_score_is_formula_by_hand(data):
 
 def test_loss_parts(data):
     model = VBPR(data, embedding_dim=4, reg_weight=0.1)
-    u, p, n = torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([5, 6])
+    # item 3 repeats, so the features of distinct items are mapped once
+    u, p, n = (torch.tensor([1, 2, 1]), torch.tensor([3, 4, 3]),
+               torch.tensor([5, 3, 6]))
     total, parts = model.loss(u, p, n)
+    user, item = model.get_embedding()
+    bpr = -F.logsigmoid((user[u] * item[p]).sum(-1)
+                        - (user[u] * item[n]).sum(-1)).mean()
+    assert parts["bpr"].item() == pytest.approx(bpr.item(), rel=1e-5)
     reg = (model.user[u].pow(2).sum() + model.item_embedding(p).pow(2).sum()
-           + model.item_embedding(n).pow(2).sum()) / 2
+           + model.item_embedding(n).pow(2).sum()) / 3
     assert parts["reg"].item() == pytest.approx(0.1 * reg.item(), rel=1e-5)
     assert total.item() == pytest.approx(sum(parts.values()).item())
 

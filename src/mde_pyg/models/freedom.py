@@ -15,7 +15,7 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.data.mmrec import RATES
 from mde_pyg.losses import embedding_bpr_loss
-from mde_pyg.models.base import gather_rows
+from mde_pyg.models.base import gather_rows, map_rows
 from mde_pyg.models.encoder import (
     add_mixed_item_graph,
     check_modality_weights,
@@ -186,9 +186,8 @@ class FREEDOM(LightGCN):
                                                            neg))}
         feature_bpr, items = [], torch.cat([pos, neg])
         for m, lin in self.projection.items():
-            x = getattr(self, f"x_{m}").index_select(0, items)
-            feature_bpr.append(embedding_bpr_loss(
-                u, *lin(x).split(pos.numel())))
+            f = map_rows(lin, getattr(self, f"x_{m}"), items)
+            feature_bpr.append(embedding_bpr_loss(u, *f.split(pos.numel())))
         parts["reg"] = self.reg_weight * torch.stack(feature_bpr).sum()
         return self.sum_parts(parts)
 

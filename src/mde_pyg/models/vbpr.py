@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, map_rows
 from mde_pyg.models.encoder import feature_buffers
 
 
@@ -65,8 +65,9 @@ class VBPR(Recommender):
 
     def content(self, item: Tensor | None = None) -> Tensor:
         """Return the mapped features of ``item`` (all when :obj:`None`)."""
-        x = self.x if item is None else self.x.index_select(0, item)
-        return self.item_linear(x)
+        if item is None:
+            return self.item_linear(self.x)
+        return map_rows(self.item_linear, self.x, item)
 
     def item_embedding(self, item: Tensor | None = None) -> Tensor:
         """Return the item embeddings and mapped features (``[*, 2d]``)."""

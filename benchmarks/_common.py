@@ -6,10 +6,36 @@ import datetime
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 
 import torch
+
+
+def code_version(root: str | None = None) -> str:
+    """Return the git commit of the code being measured.
+
+    ``<sha>`` for a clean tree, ``<sha> + uncommitted changes`` when a
+    tracked file differs, ``unknown (not a git checkout)`` outside a
+    repository: a result file names the code that produced it.
+
+    Args:
+        root (str, optional): The checkout. (default: this project's)
+    """
+    if root is None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short=10", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{sha} + uncommitted changes" if dirty else sha
 
 
 def machine_header(device: str = "cpu", system_malloc: bool | None = None
@@ -41,6 +67,7 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None
         f"torch_geometric {torch_geometric.__version__}, torch_sparse "
         f"{'yes' if WITH_TORCH_SPARSE else 'no'}",
         f"- command: `{' '.join(['python'] + sys.argv)}`",
+        f"- code: git {code_version()}",
     ]
     if system_malloc is not None:
         lines.append("- host allocator: " + (

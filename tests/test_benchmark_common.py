@@ -1,0 +1,37 @@
+"""``benchmarks/_common.py``: result files name the code behind them."""
+
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)),
+                            "benchmarks"))
+common = pytest.importorskip("_common")
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None,
+                                reason="git is not installed")
+
+
+def git(root, *args):
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+        cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_code_version_names_the_commit_and_local_changes(tmp_path):
+    assert common.code_version(str(tmp_path)) == \
+        "unknown (not a git checkout)"
+    git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git(tmp_path, "add", "a.py")
+    git(tmp_path, "commit", "-q", "-m", "one")
+    sha = git(tmp_path, "rev-parse", "--short=10", "HEAD")
+    (tmp_path / "untracked.md").write_text("results\n")  # not code
+    assert common.code_version(str(tmp_path)) == sha
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert common.code_version(str(tmp_path)) == \
+        f"{sha} + uncommitted changes"
+    assert f"- code: git {common.code_version()}" in common.machine_header()

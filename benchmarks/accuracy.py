@@ -36,6 +36,10 @@ GRIDS = {
     "lightgcn": {"reg_weight": [1e-4, 1e-3]},
     "vbpr": {"reg_weight": [1e-4, 1e-3]},
     "mmgcn": {"reg_weight": [1e-4, 1e-3]},
+    "grcn": {"reg_weight": [1e-4, 1e-3]},
+    "dualgnn": {"reg_weight": [1e-4, 1e-3]},
+    # MMRec's only SLMRec regulariser is Adam's weight decay (1e-4)
+    "slmrec": {"ssl_alpha": [0.1, 0.5], "weight_decay": [1e-4]},
     "freedom": {"reg_weight": [1e-4, 1e-3]},
     "dragon": {"reg_weight": [1e-4, 1e-3]},
     "bm3": {"reg_weight": [1e-1, 1e-2]},  # MMRec's grid (EmbLoss scale)

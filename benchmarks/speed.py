@@ -71,7 +71,10 @@ class ProductRecorder:
     Inside the ``with`` block, every call of an :class:`torch.nn.Linear` of
     the model (module and input) and every fused CSR product
     (:func:`mde_pyg.nn.sparse.csr_matmul`: adjacency, its transpose and the
-    dense input) is recorded, so :meth:`replay` can run exactly those
+    dense input) is recorded, and so is every product over a graph with
+    learnt edge weights (:func:`~mde_pyg.nn.sparse.weighted_csr_matmul`
+    and :func:`~mde_pyg.nn.sparse.csr_edge_dot`, GRCN's refined graph,
+    in ``weighted``), so :meth:`replay` can run exactly those
     products again, each on its own recorded input: forward, then, for the
     calls made with gradients enabled, backward with a fixed random output
     gradient (weight gradients, and input gradients where the model's
@@ -85,8 +88,10 @@ class ProductRecorder:
         self.model = model
         self.linears: list = []
         self.products: list = []
+        self.weighted: list = []
         self._handles: list = []
         self._forward = None
+        self._weighted_forward: dict = {}
 
     def __enter__(self):
         import torch
@@ -111,6 +116,20 @@ class ProductRecorder:
             return self._forward(ctx, adj, adj_transposed, x)
 
         sparse._CSRMatmul.forward = staticmethod(forward)
+
+        for name, kind in (("_EdgeWeightedMatmul", "matmul"),
+                           ("_EdgeDot", "dot")):
+            function = getattr(sparse, name)
+            self._weighted_forward[name] = function.forward
+
+            def weighted(ctx, a, b, graph, kind=kind, name=name):
+                self.weighted.append(
+                    (kind, graph, a.detach().requires_grad_(),
+                     b.detach().requires_grad_(),
+                     ctx.needs_input_grad[0] or ctx.needs_input_grad[1]))
+                return self._weighted_forward[name](ctx, a, b, graph)
+
+            function.forward = staticmethod(weighted)
         return self
 
     def __exit__(self, *exc):
@@ -119,6 +138,8 @@ class ProductRecorder:
         for handle in self._handles:
             handle.remove()
         sparse._CSRMatmul.forward = staticmethod(self._forward)
+        for name, forward in self._weighted_forward.items():
+            getattr(sparse, name).forward = staticmethod(forward)
         return False
 
     def describe(self) -> str:
@@ -131,6 +152,11 @@ class ProductRecorder:
         products = [f"{adj.size(0)}x{adj.size(1)} nnz {adj._nnz()}"
                     f"@{x.size(1)}{mark(grad)}"
                     for adj, _, x, grad in self.products]
+        for kind, graph, _, b, grad in self.weighted:
+            rows, cols = graph.shape[::-1]
+            what = "learnt weights" if kind == "matmul" else "edge dot"
+            products.append(f"{rows}x{cols} nnz {graph.col.numel()}"
+                            f"@{b.size(1)} ({what}){mark(grad)}")
         return (f"{len(linears)} linear: {', '.join(linears) or '-'}; "
                 f"{len(products)} sparse: {', '.join(products) or '-'}")
 
@@ -140,15 +166,23 @@ class ProductRecorder:
 
         import torch
 
-        from mde_pyg.nn.sparse import csr_matmul
+        from mde_pyg.nn.sparse import (
+            csr_edge_dot,
+            csr_matmul,
+            weighted_csr_matmul,
+        )
 
-        if not self.linears and not self.products:
+        if not self.linears and not self.products and not self.weighted:
             return 0.0
         cast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if precision == "bf16" else contextlib.nullcontext())
         calls = [(module, x, grad) for module, x, grad in self.linears]
         calls += [(lambda x, adj=adj, adj_t=adj_t: csr_matmul(adj, x, adj_t),
                    x, grad) for adj, adj_t, x, grad in self.products]
+        for kind, graph, a, b, grad in self.weighted:
+            fn = weighted_csr_matmul if kind == "matmul" else csr_edge_dot
+            calls.append((lambda x, fn=fn, graph=graph, a=a: fn(graph, a, x),
+                          b, grad))
 
         def forward():
             outs = []
@@ -163,6 +197,8 @@ class ProductRecorder:
             self.model.zero_grad(set_to_none=True)
             for _, x, _ in calls:
                 x.grad = None
+            for _, _, a, _, _ in self.weighted:
+                a.grad = None
             pairs = [(o, g) for o, g in zip(forward(), grads)
                      if o.requires_grad]
             torch.autograd.backward([o for o, _ in pairs],
@@ -280,7 +316,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+",
                         default=["mostpop", "lightgcn", "vbpr", "mmgcn",
-                                 "freedom", "dragon", "bm3", "sand", "mde"])
+                                 "grcn", "dualgnn", "slmrec", "freedom",
+                                 "dragon", "bm3", "sand", "mde"])
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32",

@@ -49,3 +49,20 @@ def test_sand_records_one_split_per_step(data):
     # the user-item graph: 2 hops per modality; the item graph: once
     sizes = [adj.size(0) for adj, *_ in recorder.products]
     assert sizes.count(110) == 4 and sizes.count(50) == 1
+
+
+def test_grcn_records_its_learnt_weight_products(data):
+    model = build_model("grcn", data, embedding_dim=8, latent_dim=8,
+                        num_layers=2, num_routing=1)
+    trainer = Trainer(model, data, progress=False)
+    recorder = speed.record_products(model, trainer, batch_size=32)
+    kinds = [(kind, graph.shape) for kind, graph, *_ in recorder.weighted]
+    # per modality: routing (dot + product), final scores (dot), one layer
+    # over the scores; then 2 ID layers over the refined graph
+    per_modality = [("dot", (50, 60)), ("matmul", (50, 60)),
+                    ("dot", (50, 60)), ("matmul", (110, 110))]
+    assert kinds == per_modality * 2 + [("matmul", (110, 110))] * 2
+    assert all(grad for *_, grad in recorder.weighted)
+    assert "(learnt weights)" in recorder.describe()
+    assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
+    assert all(p.grad is None for p in model.parameters())

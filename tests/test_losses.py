@@ -8,6 +8,7 @@ from mde_pyg.losses import (
     MDALoss,
     MSALoss,
     bpr_loss,
+    inner_product_info_nce,
     l2_reg,
     mda_loss,
     msa_loss,
@@ -155,3 +156,18 @@ def test_embedding_norm_reg_by_hand():
     assert embedding_norm_reg(2 * u, i).item() == pytest.approx(7.5)
     with pytest.raises(ValueError, match="at least one"):
         embedding_norm_reg()
+
+
+def test_inner_product_info_nce_formula():
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    logits = a @ b.t() / 0.5
+    expected = -torch.stack([
+        logits[n, n] - logits[n].exp().sum().log() for n in range(6)]).mean()
+    assert inner_product_info_nce(a, b, 0.5).item() == pytest.approx(
+        expected.item(), rel=1e-6)
+    # unnormalised: scaling the rows changes the loss
+    assert inner_product_info_nce(2 * a, b, 0.5).item() != pytest.approx(
+        expected.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="'tau'"):
+        inner_product_info_nce(a, b, 0.0)

@@ -246,6 +246,33 @@ def info_nce(
     return _weighted_mean(loss, weight)
 
 
+def inner_product_info_nce(a: Tensor, b: Tensor, tau: float = 0.2) -> Tensor:
+    r"""InfoNCE with in-batch negatives and raw inner-product logits.
+
+    .. math::
+        \mathcal{L} = -\frac{1}{B} \sum_n \log
+        \frac{\exp(\langle \mathbf{a}_n, \mathbf{b}_n \rangle / \tau)}
+        {\sum_{n'} \exp(\langle \mathbf{a}_n, \mathbf{b}_{n'} \rangle
+        / \tau)}
+
+    One direction (``a -> b``), as a cross-entropy over the rows of
+    :math:`\mathbf{A}\mathbf{B}^\top / \tau`. Unlike
+    :func:`~mde_pyg.losses.info_nce` the rows are not normalised, so the
+    logits are unbounded (SLMRec's fine-and-coarse alignment,
+    :class:`~mde_pyg.models.slmrec.SLMRec`).
+
+    Args:
+        a (torch.Tensor): Anchors ``[B, d]``.
+        b (torch.Tensor): Positives ``[B, d]``, row ``n`` that of
+            ``a[n]``; the other rows are its negatives.
+        tau (float, optional): Temperature. (default: :obj:`0.2`)
+    """
+    if tau <= 0:
+        raise ValueError(f"'tau' must be positive, got {tau}")
+    logits = (a @ b.t()) / tau
+    return (logits.logsumexp(dim=1) - logits.diagonal()).mean()
+
+
 def msa_loss(
     x_a: Tensor,
     x_b: Tensor,
@@ -349,6 +376,7 @@ __all__ = [
     "embedding_norm_reg",
     "mda_loss",
     "info_nce",
+    "inner_product_info_nce",
     "msa_loss",
     "multi_msa_loss",
     "BPRLoss",

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mde_pyg.nn import (
+    EdgeWeightedPropagation,
     LightGCNConv,
     MultiHopPropagation,
     SimpleGraphConv,
@@ -108,3 +109,32 @@ def test_simple_conv_without_residual():
     x = torch.randn(6, 2)
     out = SimpleGraphConv(residual=False)(x, edge_index, weight)
     assert torch.allclose(out, dense(edge_index, weight, 6) @ x, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_edge_weighted_propagation_gradients(device):
+    gen = torch.Generator().manual_seed(0)
+    # An unsorted bipartite graph: 5 sources -> 3 targets.
+    edge_index = torch.tensor([[4, 0, 2, 1, 0, 3, 2],
+                               [0, 2, 1, 0, 1, 2, 2]])
+    fused = EdgeWeightedPropagation(edge_index, (5, 3)).to(device)
+    plain = EdgeWeightedPropagation(edge_index, (5, 3), fused=False).to(device)
+    assert fused.order is not None
+    x = torch.randn(5, 4, generator=gen, dtype=torch.double,
+                    requires_grad=True)
+    y = torch.randn(3, 4, generator=gen, dtype=torch.double,
+                    requires_grad=True)
+    w = torch.randn(7, generator=gen, dtype=torch.double,
+                    requires_grad=True)
+    x, y, w = (t.detach().to(device).requires_grad_() for t in (x, y, w))
+    edge_index = edge_index.to(device)
+    dense = torch.zeros(3, 5, dtype=torch.double, device=device)
+    dense[edge_index[1], edge_index[0]] = w.detach()
+    assert torch.allclose(fused(x, w), dense @ x)
+    assert torch.allclose(fused(x, w), plain(x, w))
+    dots = (x[edge_index[0]] * y[edge_index[1]]).sum(-1)
+    assert torch.allclose(fused.edge_dot(x, y), dots)
+    assert torch.allclose(plain.edge_dot(x, y), dots)
+    assert torch.autograd.gradcheck(fused, (x, w))
+    assert torch.autograd.gradcheck(fused.edge_dot, (x, y))
+    assert "size=(5, 3), fused=True" in repr(fused)

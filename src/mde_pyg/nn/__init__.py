@@ -1,6 +1,11 @@
 """Layers of mde-pyg: propagation, fusion, trade-off, SAND modules."""
 
-from mde_pyg.nn.conv import LightGCNConv, MultiHopPropagation, SimpleGraphConv
+from mde_pyg.nn.conv import (
+    EdgeWeightedPropagation,
+    LightGCNConv,
+    MultiHopPropagation,
+    SimpleGraphConv,
+)
 from mde_pyg.nn.fusion import PreferenceFusion
 from mde_pyg.nn.graphs import GraphBuffers
 from mde_pyg.nn.sparse import csr_matmul, csr_transpose, to_csr
@@ -14,6 +19,7 @@ __all__ = [
     "LightGCNConv",
     "SimpleGraphConv",
     "MultiHopPropagation",
+    "EdgeWeightedPropagation",
     "PreferenceFusion",
     "GraphBuffers",
     "NodeLevelTradeoff",

@@ -11,12 +11,19 @@ adjacency (symmetric graphs) or a transpose computed once and cached.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import spmm
 
-from mde_pyg.nn.sparse import csr_matmul, csr_transpose
+from mde_pyg.nn.sparse import (
+    crow_indices,
+    csr_edge_dot,
+    csr_matmul,
+    csr_tensor,
+    csr_transpose,
+    weighted_csr_matmul,
+)
 
 
 class LightGCNConv(MessagePassing):
@@ -157,3 +164,102 @@ class MultiHopPropagation(torch.nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(num_layers={self.num_layers}, "
                 f"reduce='{self.reduce}')")
+
+
+class EdgeWeightedPropagation(nn.Module):
+    r"""One propagation step over a fixed graph whose edge weights are
+    computed anew at every call (e.g. GRCN's refined graph).
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \sum_{j \to i} w_{j,i} \mathbf{x}_j
+
+    with gradients flowing into both :math:`\mathbf{x}` and
+    :math:`\mathbf{w}`. With ``fused=False`` this is
+    :class:`LightGCNConv`'s ``edge_index`` path (one message
+    per edge); with ``fused=True`` a CSR product whose structure (and that
+    of its transpose, for the backward pass) is sorted once here, and
+    whose weight gradient is a sampled dense-dense product at the edges.
+    :meth:`edge_dot` computes edge scores from the two ends of each edge
+    on the same two paths.
+
+    Args:
+        edge_index (torch.Tensor): Edges ``[2, E]`` as ``(source,
+            target)``; :meth:`forward` takes the weights in this order.
+        size (Tuple[int, int]): ``(num_source, num_target)``.
+        fused (bool, optional): Use the CSR path. (default: :obj:`True`)
+    """
+
+    def __init__(self, edge_index: Tensor, size: tuple[int, int],
+                 fused: bool = True) -> None:
+        super().__init__()
+        self.shape = (int(size[0]), int(size[1]))
+        self.fused = fused
+        if not fused:
+            self.register_buffer("edge_index", edge_index, persistent=False)
+            self.conv = LightGCNConv(symmetric=False)
+            return
+        num_src, num_dst = self.shape
+        src, dst = edge_index
+        order = (dst * num_src + src).argsort(stable=True)
+        src, dst = src[order], dst[order]
+        t_order = (src * num_dst + dst).argsort(stable=True)
+        inv_order = order.argsort()
+        if torch.equal(order, torch.arange(order.numel(),
+                                           device=order.device)):
+            order = inv_order = None  # already in CSR order
+        buffers = {"order": order, "inv_order": inv_order,
+                   "crow": crow_indices(dst, num_dst),
+                   "col": src, "t_order": t_order,
+                   "t_crow": crow_indices(src[t_order], num_src),
+                   "t_col": dst[t_order]}
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def matrix(self, weight: Tensor, transposed: bool = False) -> Tensor:
+        """Return the CSR ``adj_t`` (``[num_target, num_source]``) of the
+        weights ``weight`` given in CSR order, or its transpose.
+        """
+        if transposed:
+            return csr_tensor(self.t_crow, self.t_col,
+                        weight.index_select(0, self.t_order), self.shape)
+        return csr_tensor(self.crow, self.col, weight, self.shape[::-1])
+
+    def forward(self, x: Tensor, edge_weight: Tensor) -> Tensor:
+        """Return the weighted neighbour sums ``[num_target, F]``."""
+        if not self.fused:
+            return self.conv.propagate(self.edge_index, x=x,
+                                       edge_weight=edge_weight,
+                                       size=self.shape)
+        # Sparse kernels: float32 or float64 only, outside autocast.
+        dtype = torch.promote_types(edge_weight.dtype, torch.float32)
+        weight = edge_weight.to(dtype)
+        if self.order is not None:
+            weight = weight.index_select(0, self.order)
+        with torch.autocast(x.device.type, enabled=False):
+            return weighted_csr_matmul(
+                self, weight, x.to(dtype).contiguous())
+
+    def edge_dot(self, x_src: Tensor, x_dst: Tensor) -> Tensor:
+        r"""Return :math:`\langle \mathbf{x}^{src}_j, \mathbf{x}^{dst}_i
+        \rangle` for every edge :math:`j \to i`, in edge order.
+
+        Args:
+            x_src (torch.Tensor): Source node rows ``[num_source, F]``.
+            x_dst (torch.Tensor): Target node rows ``[num_target, F]``.
+        """
+        if not self.fused:
+            src, dst = self.edge_index
+            return (x_src.index_select(0, src) *
+                    x_dst.index_select(0, dst)).sum(dim=-1)
+        dtype = torch.promote_types(
+            torch.promote_types(x_src.dtype, x_dst.dtype), torch.float32)
+        with torch.autocast(x_src.device.type, enabled=False):
+            out = csr_edge_dot(self, x_src.to(dtype).contiguous(),
+                               x_dst.to(dtype).contiguous())
+        if self.inv_order is not None:
+            out = out.index_select(0, self.inv_order)
+        return out
+
+    def extra_repr(self) -> str:
+        """Show the size and the path in ``repr``."""
+        return f"size={self.shape}, fused={self.fused}"

@@ -10,6 +10,7 @@ normalised user-item graph is), which halves the cost of a training step.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -119,3 +120,124 @@ def csr_matmul(adj: Tensor, x: Tensor,
     if adj_transposed is None or adj.requires_grad:
         return _sparse_mm(adj, x)
     return _CSRMatmul.apply(adj, adj_transposed, x)
+
+
+def crow_indices(row: Tensor, num_rows: int) -> Tensor:
+    """Return the CSR row pointers of the sorted row ids ``row``."""
+    crow = row.new_zeros(num_rows + 1)
+    crow[1:] = torch.bincount(row, minlength=num_rows).cumsum(0)
+    return crow
+
+
+def csr_tensor(crow: Tensor, col: Tensor, value: Tensor,
+               shape: tuple[int, int]) -> Tensor:
+    """Return a CSR tensor of a known-valid structure (not re-checked).
+
+    Args:
+        crow (torch.Tensor): Row pointers ``[N + 1]``.
+        col (torch.Tensor): Column ids ``[nnz]``, sorted within each row.
+        value (torch.Tensor): Values ``[nnz]``.
+        shape (Tuple[int, int]): ``(N, M)``.
+    """
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, value, shape,
+                                       check_invariants=False)
+
+
+class _EdgeWeightedMatmul(torch.autograd.Function):
+    r"""``A(w) @ x`` over a fixed CSR structure whose values ``w`` require
+    gradients.
+
+    PyTorch's own backward of a sparse CSR product with learnable values
+    builds the gradient of the whole ``[N, M]`` matrix densely before
+    masking it. Here the gradient of the values is the sampled product
+    :math:`\partial w_{ij} = \langle \mathbf{g}_i, \mathbf{x}_j
+    \rangle` at the stored entries only, and that of ``x`` a product with
+    the transpose, whose structure is computed once.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, x: Tensor,
+                graph: Any) -> Tensor:
+        ctx.graph = graph
+        ctx.save_for_backward(weight, x)
+        return torch.sparse.mm(graph.matrix(weight), x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, x = ctx.saved_tensors
+        graph = ctx.graph
+        grad = grad.to(weight.dtype).contiguous()
+        grad_weight = grad_x = None
+        with torch.autocast(grad.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_weight = torch.sparse.sampled_addmm(
+                    graph.matrix(weight), grad, x.t(), beta=0.0).values()
+            if ctx.needs_input_grad[1]:
+                grad_x = torch.sparse.mm(graph.matrix(weight, True), grad)
+        return grad_weight, grad_x, None
+
+
+class _EdgeDot(torch.autograd.Function):
+    r"""The inner products :math:`\langle \mathbf{x}_i, \mathbf{x}_j
+    \rangle` of the ends of every stored edge :math:`j \to i` (CSR
+    order), a sampled dense-dense product whose backward is two sparse
+    products; no ``[E, F]`` rows are gathered.
+    """
+
+    @staticmethod
+    def forward(ctx, x_src: Tensor, x_dst: Tensor,
+                graph: Any) -> Tensor:
+        ctx.graph = graph
+        ctx.save_for_backward(x_src, x_dst)
+        mask = graph.matrix(x_src.new_zeros(graph.col.numel()))
+        return torch.sparse.sampled_addmm(mask, x_dst, x_src.t(),
+                                          beta=0.0).values()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x_src, x_dst = ctx.saved_tensors
+        graph = ctx.graph
+        grad = grad.to(x_src.dtype).contiguous()
+        grad_src = grad_dst = None
+        with torch.autocast(grad.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_src = torch.sparse.mm(graph.matrix(grad, True), x_dst)
+            if ctx.needs_input_grad[1]:
+                grad_dst = torch.sparse.mm(graph.matrix(grad), x_src)
+        return grad_src, grad_dst, None
+
+
+def weighted_csr_matmul(graph: Any, weight: Tensor, x: Tensor) -> Tensor:
+    r"""Compute ``A(w) @ x`` where the values ``w`` of a fixed CSR
+    structure require gradients.
+
+    The gradient of ``w`` is computed at the stored entries only (a
+    sampled dense-dense product), that of ``x`` by a product with the
+    transpose; PyTorch's own backward would form a dense ``[N, M]``
+    gradient first.
+
+    Args:
+        graph: The structure, e.g. an
+            :class:`~mde_pyg.nn.EdgeWeightedPropagation`: its
+            ``matrix(values, transposed=False)`` returns the CSR matrix (or
+            its transpose) of values given in CSR order.
+        weight (torch.Tensor): Values ``[nnz]`` in CSR order.
+        x (torch.Tensor): Dense ``[M, F]``.
+    """
+    return _EdgeWeightedMatmul.apply(weight, x, graph)
+
+
+def csr_edge_dot(graph: Any, x_src: Tensor, x_dst: Tensor) -> Tensor:
+    r"""Return :math:`\langle \mathbf{x}^{dst}_i, \mathbf{x}^{src}_j
+    \rangle` at every stored entry :math:`(i, j)` of a CSR structure, in
+    CSR order, without gathering ``[nnz, F]`` rows; the backward is two
+    sparse products.
+
+    Args:
+        graph: The structure, as in :func:`weighted_csr_matmul`.
+        x_src (torch.Tensor): Column-side rows ``[M, F]``.
+        x_dst (torch.Tensor): Row-side rows ``[N, F]``.
+    """
+    return _EdgeDot.apply(x_src, x_dst, graph)

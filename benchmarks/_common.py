@@ -38,12 +38,14 @@ def code_version(root: str | None = None) -> str:
     return f"{sha} + uncommitted changes" if dirty else sha
 
 
-def machine_header(device: str = "cpu", system_malloc: bool | None = None
-                   ) -> str:
+def machine_header(device: str = "cpu", system_malloc: bool | None = None,
+                   code: str | None = None) -> str:
     """Describe the machine, versions and date as Markdown lines.
 
     ``system_malloc`` (when not :obj:`None`) adds which host allocator
-    setting the children ran with.
+    setting the children ran with. ``code`` is :func:`code_version` taken
+    when the run started (taken now when :obj:`None`), so that editing
+    the checkout during a long run does not mislabel its results.
     """
     import torch_geometric
 
@@ -67,7 +69,7 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None
         f"torch_geometric {torch_geometric.__version__}, torch_sparse "
         f"{'yes' if WITH_TORCH_SPARSE else 'no'}",
         f"- command: `{' '.join(['python'] + sys.argv)}`",
-        f"- code: git {code_version()}",
+        f"- code: git {code or code_version()}",
     ]
     if system_malloc is not None:
         lines.append("- host allocator: " + (

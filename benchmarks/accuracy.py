@@ -151,6 +151,9 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    from _common import code_version
+
+    args.code = code_version()  # before any edit during the run
     if args.seeds[0] != 0:
         args.seeds = [0] + [s for s in args.seeds if s != 0]
 
@@ -195,8 +198,9 @@ def write_table(args, done: list) -> None:
     name = osp.basename(osp.normpath(args.data))
     header = ["model", *METRICS, "s / epoch", "best epoch",
               "selected on valid"]
+    machine = machine_header(args.device or 'cpu', code=args.code)
     text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
-            f"mean ± std)\n\n{machine_header(args.device or 'cpu')}\n\n"
+            f"mean ± std)\n\n{machine}\n\n"
             f"Modalities: {args.modality}; feature norm: "
             f"{args.feature_norm}; precision: {args.precision or 'fp32'}. "
             f"Hyper-parameters selected on VALID recall@20 with seed 0 "

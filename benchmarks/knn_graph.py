@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    from _common import code_version
+
+    args.code = code_version()  # before any edit during the run
 
     import torch
 
@@ -115,8 +118,9 @@ def main() -> None:
               "RSS above input MiB"]
     if args.device.startswith("cuda"):
         header.append("peak GPU MiB")
+    machine = machine_header(args.device, code=args.code)
     text = (f"# Item kNN graph build (k={args.k}, d={args.dim}, "
-            f"{args.device})\n\n{machine_header(args.device)}\n\n"
+            f"{args.device})\n\n{machine}\n\n"
             f"{markdown_table(header, rows)}\n\nA dense {args.items[-1]:,}^2 "
             f"float32 similarity matrix would need "
             f"{4 * args.items[-1] ** 2 / 2**30:,.0f} GiB.\n")

@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--system-malloc", action="store_true",
                         help="do not call mde_pyg.tune_cpu_allocator")
     args = parser.parse_args()
+    from _common import code_version
+
+    args.code = code_version()  # before any edit during the run
     if args.child is not None:
         if not args.system_malloc:
             from mde_pyg import tune_cpu_allocator
@@ -112,8 +115,10 @@ def main() -> None:
     out = args.output or f"{stem}.md"
     png = osp.splitext(out)[0] + ".png"
     plot(results, png, args.device)
+    machine = machine_header(args.device, args.system_malloc,
+                             code=args.code)
     text = (f"# Scaling with the number of interactions ({args.device})\n\n"
-            f"{machine_header(args.device, args.system_malloc)}\n\n"
+            f"{machine}\n\n"
             f"Synthetic data "
             f"(`mde_pyg.data.make_synthetic`, 20 interactions per user, "
             f"items = users / 4, image 128-d + text 64-d), all graphs "

@@ -332,6 +332,9 @@ def main() -> None:
                              "instead of timing (prints, writes nothing)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from _common import code_version
+
+    args.code = code_version()  # before any edit during the run
     if not osp.isdir(args.data):
         sys.exit(f"The Baby graph folder '{args.data}' is absent: pass "
                  f"--data FOLDER holding baby_graph.inter")
@@ -376,9 +379,11 @@ def main() -> None:
     header = ["model", "s / epoch", "s / step", "floor s / epoch",
               "epoch / floor",
               "s / full eval", "graph build s", "peak MiB"]
+    machine = machine_header(args.device, args.system_malloc,
+                             code=args.code)
     text = (f"# Speed at the Amazon Baby shape ({args.device}, "
             f"{args.precision})\n\n"
-            f"{machine_header(args.device, args.system_malloc)}\n\n"
+            f"{machine}\n\n"
             f"19,445 users x 7,050 items, 118,551 train edges, random "
             f"features image 4096-d + text 384-d, d = 64, batch "
             f"{args.batch_size}; epoch = mean of {args.epochs} after a "

@@ -10,6 +10,8 @@ from mde_pyg.transforms import (
     NormalizeUserItem,
     UserCoOccurrenceGraph,
     knn_cosine,
+    topk_per_row,
+    topk_positions_per_row,
 )
 
 
@@ -226,3 +228,12 @@ def test_knn_cosine_all_candidates():
 def test_knn_cosine_precision_error():
     with pytest.raises(ValueError, match="'precision' must be one of"):
         knn_cosine(torch.randn(5, 2), 2, precision="fp16")
+
+
+def test_topk_positions_grouped_by_row_ties_towards_smaller_col():
+    edge_index = torch.tensor([[3, 1, 2, 0, 4], [0, 0, 0, 0, 1]])
+    weight = torch.tensor([0.5, 0.2, 0.5, 0.2, 1.0])
+    kept = topk_positions_per_row(edge_index[1], edge_index[0], weight, 2, 3)
+    assert kept.tolist() == [2, 0, 3, 4]  # (2, 3 at 0.5), then 0 < 1
+    mask = topk_per_row(edge_index[1], edge_index[0], weight, 2, 3)
+    assert mask.tolist() == [True, False, True, True, True]

@@ -72,22 +72,40 @@ class NormalizeUserItem(BaseTransform):
         return data
 
 
+def topk_positions_per_row(row: Tensor, col: Tensor, value: Tensor,
+                           num_rows: int, k: int) -> Tensor:
+    r"""Return the positions of the ``k`` largest ``value`` of each ``row``.
+
+    The positions are grouped by row (ascending), and within a row sorted
+    by decreasing ``value``, ties towards the smaller ``col``; so the
+    result does not depend on the input order, and the top ``k`` of a
+    top-:math:`k' \ge k` graph are its top ``k``.
+
+    Args:
+        row (torch.Tensor): Row ids ``[E]`` (e.g. edge targets).
+        col (torch.Tensor): Column ids ``[E]``, the tie-breaker.
+        value (torch.Tensor): Values ``[E]`` to rank.
+        num_rows (int): Number of rows.
+        k (int): Entries kept per row.
+    """
+    device = row.device
+    row, col, value = row.cpu(), col.cpu(), value.cpu()
+    # Sort by (row, -value, col): lexsort keys are applied last-first.
+    order = torch.from_numpy(np.lexsort((col.numpy(), -value.numpy(),
+                                         row.numpy())))
+    sorted_row = row[order]
+    count = torch.bincount(sorted_row, minlength=num_rows)
+    rank = torch.arange(row.numel()) - (count.cumsum(0) - count)[sorted_row]
+    return order[rank < k].to(device)
+
+
 def topk_per_row(row: Tensor, col: Tensor, value: Tensor, num_rows: int,
                  k: int) -> Tensor:
-    """Return a mask keeping the ``k`` largest ``value`` of each ``row``.
-
-    Ties are broken towards the smaller ``col``, so the result does not
-    depend on the input order.
+    """Return a mask keeping the ``k`` largest ``value`` of each ``row``,
+    ties towards the smaller ``col`` (:func:`topk_positions_per_row`).
     """
-    # Sort by (row, -value, col): lexsort keys are applied last-first.
-    order = np.lexsort((col.numpy(), -value.numpy(), row.numpy()))
-    order = torch.from_numpy(order)
-    sorted_row = row[order]
-    start = torch.zeros(num_rows + 1, dtype=torch.long)
-    start[1:] = torch.bincount(sorted_row, minlength=num_rows).cumsum(0)
-    rank = torch.arange(row.numel()) - start[sorted_row]
-    mask = torch.zeros(row.numel(), dtype=torch.bool)
-    mask[order[rank < k]] = True
+    mask = torch.zeros(row.numel(), dtype=torch.bool, device=row.device)
+    mask[topk_positions_per_row(row, col, value, num_rows, k)] = True
     return mask
 
 

@@ -7,7 +7,7 @@ from model_helpers import train
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import to_dense_adj
 
-from mde_pyg.models.dualgnn import DualGNN, top_in_neighbors
+from mde_pyg.models.dualgnn import DualGNN
 from mde_pyg.nn.sparse import user_item_edges
 from mde_pyg.transforms import (
     CO_OCCURS,
@@ -135,13 +135,6 @@ def test_modality_weights_start_as_softmax(data):
     w = DualGNN(data, embedding_dim=8).modality_weight
     assert torch.allclose(w.sum(-1), torch.ones(NU))
     assert (w > 0).all() and w.std() > 0.01
-
-
-def test_top_in_neighbors_breaks_ties_towards_smaller_source():
-    edge_index = torch.tensor([[3, 1, 2, 0, 4], [0, 0, 0, 0, 1]])
-    weight = torch.tensor([0.5, 0.2, 0.5, 0.2, 1.0])
-    kept = top_in_neighbors(edge_index, weight, 2, 3)
-    assert kept.tolist() == [2, 0, 3, 4]  # (2, 3 at 0.5), then 0 < 1
 
 
 def test_user_graph_top_k_of_the_counts(data):

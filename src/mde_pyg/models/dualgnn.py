@@ -15,36 +15,10 @@ from mde_pyg.models.encoder import (
 )
 from mde_pyg.nn.conv import SimpleGraphConv
 from mde_pyg.nn.graphs import GraphBuffers
-from mde_pyg.transforms import CO_OCCURS
+from mde_pyg.transforms import CO_OCCURS, topk_positions_per_row
 
 CONSTRUCTIONS = ("weighted_sum", "mean", "max", "cat")
 USER_AGGRS = ("softmax", "mean")
-
-
-def top_in_neighbors(edge_index: Tensor, edge_weight: Tensor,
-                     num_nodes: int, k: int) -> Tensor:
-    r"""Return the ids of the ``k`` heaviest incoming edges of every node.
-
-    Ties are broken towards the smaller source id, as
-    :class:`~mde_pyg.transforms.UserCoOccurrenceGraph` does, so that taking
-    the top ``k`` of its top-:math:`k' \ge k` graph gives its top-``k``
-    graph. The ids are sorted by target node (then by rank).
-
-    Args:
-        edge_index (torch.Tensor): Edges ``[2, E]``, source -> target.
-        edge_weight (torch.Tensor): Weights ``[E]``.
-        num_nodes (int): Number of nodes.
-        k (int): Edges kept per target node.
-    """
-    # Sort by (target, -weight, source): stable sorts, last key first.
-    order = edge_index[0].argsort(stable=True)
-    order = order[(-edge_weight[order]).argsort(stable=True)]
-    order = order[edge_index[1, order].argsort(stable=True)]
-    target = edge_index[1, order]
-    count = torch.bincount(target, minlength=num_nodes)
-    start = count.cumsum(0) - count
-    rank = torch.arange(target.numel(), device=target.device) - start[target]
-    return order[rank < k]
 
 
 class DualGNN(Recommender):
@@ -228,8 +202,10 @@ class DualGNN(Recommender):
         """
         store = data[CO_OCCURS]
         weight = store.edge_weight.to(torch.float)
-        kept = top_in_neighbors(store.edge_index, weight, self.num_users,
-                                self.k_user)
+        # grouped by target user, as the padding draws below need
+        kept = topk_positions_per_row(store.edge_index[1],
+                                      store.edge_index[0], weight,
+                                      self.num_users, self.k_user)
         edge_index = store.edge_index[:, kept]
         base = (weight[kept] if self.user_aggr == "softmax"
                 else torch.ones_like(weight[kept]))

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def train(args, model: str, output: str, seed: int, fixed: dict,
 
 def run_model(args, label: str, model: str, fixed: dict, grid: dict):
     """Grid on seed 0 (selected on valid), then the winner on all seeds."""
-    slug = label.replace(" ", "_").replace("/", "").replace(".", "")
+    slug = re.sub(r"[^\w-]+", "_", label.replace("/", "").replace(".", ""))
+    slug = slug.strip("_")  # "mde w/o MDA" -> "mde_wo_MDA"
     base = osp.join(args.work, slug)
     first = train(args, model, osp.join(base, "seed0"), 0, fixed, grid)
     params = dict(fixed)

@@ -41,6 +41,8 @@ GRIDS = {
     "dualgnn": {"reg_weight": [1e-4, 1e-3]},
     # MMRec's only SLMRec regulariser is Adam's weight decay (1e-4)
     "slmrec": {"ssl_alpha": [0.1, 0.5], "weight_decay": [1e-4]},
+    # MMRec's tuned Baby and Sports values (it gives no grid)
+    "lgmrec": {"keep_rate": [0.5, 0.4], "alpha": [0.3, 0.6]},
     "freedom": {"reg_weight": [1e-4, 1e-3]},
     "dragon": {"reg_weight": [1e-4, 1e-3]},
     "bm3": {"reg_weight": [1e-1, 1e-2]},  # MMRec's grid (EmbLoss scale)

@@ -325,8 +325,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+",
                         default=["mostpop", "lightgcn", "vbpr", "mmgcn",
-                                 "grcn", "dualgnn", "slmrec", "freedom",
-                                 "dragon", "bm3", "sand", "mde"])
+                                 "grcn", "dualgnn", "slmrec", "lgmrec",
+                                 "freedom", "dragon", "bm3", "sand", "mde"])
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32",

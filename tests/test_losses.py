@@ -2,12 +2,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mde_pyg.losses import (
     BPRLoss,
     MDALoss,
     MSALoss,
     bpr_loss,
+    hypergraph_contrastive_loss,
     inner_product_info_nce,
     l2_reg,
     mda_loss,
@@ -171,3 +173,26 @@ def test_inner_product_info_nce_formula():
         expected.item(), rel=1e-3)
     with pytest.raises(ValueError, match="'tau'"):
         inner_product_info_nce(a, b, 0.0)
+
+
+def naive_hcl(a, p, c, tau):
+    a, p, c = (F.normalize(t, dim=-1) for t in (a, p, c))
+    num = torch.exp((a * p).sum(-1) / tau)
+    den = torch.exp(a @ c.t() / tau).sum(-1)
+    return -torch.log(num / den).sum()
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.01])
+def test_hypergraph_contrastive_loss_formula(tau):
+    torch.manual_seed(0)
+    a = torch.randn(6, 5, requires_grad=True)
+    p = torch.randn(6, 5, requires_grad=True)
+    c = torch.randn(20, 5, requires_grad=True)
+    loss = hypergraph_contrastive_loss(a, p, c, tau)
+    grads = torch.autograd.grad(loss, (a, p, c))
+    expected = naive_hcl(a.double(), p.double(), c.double(), tau)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for g, e in zip(grads, torch.autograd.grad(expected, (a, p, c))):
+        assert torch.allclose(g, e.float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="'tau'"):
+        hypergraph_contrastive_loss(a, p, c, 0.0)

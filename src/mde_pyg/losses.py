@@ -273,6 +273,47 @@ def inner_product_info_nce(a: Tensor, b: Tensor, tau: float = 0.2) -> Tensor:
     return (logits.logsumexp(dim=1) - logits.diagonal()).mean()
 
 
+def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
+                                candidates: Tensor,
+                                tau: float = 0.2) -> Tensor:
+    r"""LGMRec's hypergraph contrastive loss between two modalities.
+
+    InfoNCE with cosine logits whose negatives are *all* rows of the other
+    modality (every user, or every item), summed over the batch:
+
+    .. math::
+        \mathcal{L}_{HCL} = -\sum_{n} \log
+        \frac{\exp(\cos(\mathbf{a}_n, \mathbf{p}_n)/\tau)}
+        {\sum_{j} \exp(\cos(\mathbf{a}_n, \mathbf{c}_j)/\tau)}
+
+    Unlike :func:`~mde_pyg.losses.info_nce` (in-batch negatives, mean
+    over rows) the denominator runs over ``candidates`` and the rows are
+    summed, as MMRec's ``ssl_triple_loss``
+    (:class:`~mde_pyg.models.lgmrec.LGMRec`); the ``[B, N]`` logits are not
+    kept for the backward pass.
+
+    Args:
+        anchor (torch.Tensor): Batch rows of one modality ``[B, d]``.
+        positive (torch.Tensor): The same nodes in the other modality
+            ``[B, d]``.
+        candidates (torch.Tensor): All nodes in the other modality
+            ``[N, d]`` (including the positives).
+        tau (float, optional): Temperature :math:`\tau`.
+            (default: :obj:`0.2`)
+    """
+    if tau <= 0:
+        raise ValueError(f"'tau' must be positive, got {tau}")
+    a = F.normalize(anchor, dim=-1) / tau
+    score = (a * F.normalize(positive, dim=-1)).sum(dim=-1)
+    c = F.normalize(candidates, dim=-1)
+    bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
+    if bound <= 40.0:
+        log_total = _BoundedLogSumExp.apply(a, c, bound, False)[0]
+    else:
+        log_total = (a @ c.t()).logsumexp(dim=-1)
+    return (log_total - score).sum()
+
+
 def msa_loss(
     x_a: Tensor,
     x_b: Tensor,
@@ -377,6 +418,7 @@ __all__ = [
     "mda_loss",
     "info_nce",
     "inner_product_info_nce",
+    "hypergraph_contrastive_loss",
     "msa_loss",
     "multi_msa_loss",
     "BPRLoss",

@@ -23,6 +23,7 @@ MODELS: dict[str, str] = {
     "grcn": "grcn:GRCN",
     "dualgnn": "dualgnn:DualGNN",
     "slmrec": "slmrec:SLMRec",
+    "lgmrec": "lgmrec:LGMRec",
     "freedom": "freedom:FREEDOM",
     "dragon": "dragon:DRAGON",
     "bm3": "bm3:BM3",

@@ -35,3 +35,23 @@ def train(model, data, steps=200, lr=1e-2, batch_size=256):
         model.loss(*batch)[0].backward()
         opt.step()
     return before, model.loss(user, pos, neg)[0].item()
+
+
+def assert_fused_matches_edge_index(fused, plain, batch, seed=None,
+                                    atol=1e-6):
+    """Give ``plain`` (``fused=False``) the weights of ``fused``, then
+    check that both give the same loss and the same gradient of every
+    parameter on ``batch``; with ``seed``, both draw the same random
+    numbers. Return the fused model's loss parts."""
+    plain.load_state_dict(fused.state_dict())
+    results = []
+    for model in (fused, plain):
+        if seed is not None:
+            torch.manual_seed(seed)
+        loss, parts = model.loss(*batch)
+        loss.backward()
+        results.append((loss, parts))
+    assert torch.allclose(results[0][0], results[1][0], atol=atol)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=atol), name
+    return results[0][1]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import train
+from model_helpers import assert_fused_matches_edge_index, train
 from torch_geometric.utils import to_dense_adj
 
 from mde_pyg.models import build_model
@@ -50,6 +50,8 @@ def test_fused_equals_edge_index_path(data):
     plain.load_state_dict(fused.state_dict())
     for a, b in zip(fused.get_embedding(), plain.get_embedding()):
         assert torch.allclose(a, b, atol=1e-5)
+    batch = torch.tensor([0, 3]), torch.tensor([1, 2]), torch.tensor([5, 6])
+    assert_fused_matches_edge_index(fused, plain, batch, atol=1e-5)
 
 
 def test_loss_parts(data):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import fixed_batch, train
+from model_helpers import assert_fused_matches_edge_index, fixed_batch, train
 
 from mde_pyg.data.mmrec import RATES
 from mde_pyg.models.lgmrec import (
@@ -140,16 +140,7 @@ def test_fused_equals_edge_index_path(data):
     torch.manual_seed(0)
     fused = LGMRec(data, embedding_dim=8, num_hyper_layers=2)
     plain = LGMRec(data, embedding_dim=8, num_hyper_layers=2, fused=False)
-    plain.load_state_dict(fused.state_dict())
-    torch.manual_seed(1)
-    la, _ = fused.loss(*BATCH)
-    torch.manual_seed(1)
-    lb, _ = plain.loss(*BATCH)
-    la.backward()
-    lb.backward()
-    assert torch.allclose(la, lb, atol=1e-6)
-    for (name, pa), pb in zip(fused.named_parameters(), plain.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, atol=1e-6), name
+    assert_fused_matches_edge_index(fused, plain, BATCH, seed=1)
 
 
 def test_loss_parts_by_hand(data):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from model_helpers import assert_fused_matches_edge_index
 
 from mde_pyg.models import MDE, build_model
 
@@ -33,13 +34,7 @@ def test_fused_equals_edge_index_path(synthetic_graphs):
     u, p, n = batch(synthetic_graphs)
     for a, b in zip(fused.get_embedding(), plain.get_embedding()):
         assert torch.allclose(a, b, atol=1e-5)
-    la, _ = fused.loss(u, p, n)
-    lb, _ = plain.loss(u, p, n)
-    la.backward()
-    lb.backward()
-    assert la.item() == pytest.approx(lb.item(), rel=1e-5)
-    for (name, pa), pb in zip(fused.named_parameters(), plain.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, atol=1e-5), name
+    assert_fused_matches_edge_index(fused, plain, (u, p, n), atol=1e-5)
 
 
 def test_loss_parts_match_formula(synthetic_graphs):

@@ -202,6 +202,21 @@ class _BoundedLogSumExp(torch.autograd.Function):
         return grad_a, grad_b, None, None
 
 
+def _logsumexp_of_product(a: Tensor, b: Tensor, bound: float,
+                          columns: bool) -> tuple[Tensor, Tensor | None]:
+    """Row (and, with ``columns``, column) logsumexp of ``a @ b.t()``
+    whose entries are bounded by ``bound`` in absolute value: through
+    :class:`_BoundedLogSumExp` (no ``[N, M]`` matrix kept) up to a bound
+    of 40, by autograd's :func:`torch.logsumexp` above it.
+    """
+    if bound <= 40.0:
+        row, col = _BoundedLogSumExp.apply(a, b, bound, columns)
+        return row, col if columns else None
+    logits = a @ b.t()
+    return (logits.logsumexp(dim=1),
+            logits.logsumexp(dim=0) if columns else None)
+
+
 def info_nce(
     a: Tensor,
     b: Tensor,
@@ -233,16 +248,10 @@ def info_nce(
     # Row n of the logits scores a_n against every b; column n scores b_n
     # against every a, so the reverse direction needs no transposed copy.
     bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
-    if bound <= 40.0:
-        row, col = _BoundedLogSumExp.apply(a, b, bound, symmetric)
-        loss = row - positive
-        if symmetric:
-            loss = 0.5 * (loss + col - positive)
-    else:
-        logits = a @ b.t()
-        loss = logits.logsumexp(dim=1) - positive
-        if symmetric:
-            loss = 0.5 * (loss + logits.logsumexp(dim=0) - positive)
+    row, col = _logsumexp_of_product(a, b, bound, symmetric)
+    loss = row - positive
+    if symmetric:
+        loss = 0.5 * (loss + col - positive)
     return _weighted_mean(loss, weight)
 
 
@@ -307,10 +316,7 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
     score = (a * F.normalize(positive, dim=-1)).sum(dim=-1)
     c = F.normalize(candidates, dim=-1)
     bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
-    if bound <= 40.0:
-        log_total = _BoundedLogSumExp.apply(a, c, bound, False)[0]
-    else:
-        log_total = (a @ c.t()).logsumexp(dim=-1)
+    log_total = _logsumexp_of_product(a, c, bound, False)[0]
     return (log_total - score).sum()
 
 

@@ -138,3 +138,24 @@ def test_edge_weighted_propagation_gradients(device):
     assert torch.autograd.gradcheck(fused, (x, w))
     assert torch.autograd.gradcheck(fused.edge_dot, (x, y))
     assert "size=(5, 3), fused=True" in repr(fused)
+
+
+def test_multi_hop_dropout_drops_each_hop():
+    torch.manual_seed(0)
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+    weight = torch.rand(6)
+    x = torch.randn(4, 50)
+    prop = MultiHopPropagation(num_layers=2, reduce="mean")
+    conv = LightGCNConv()
+    torch.manual_seed(1)
+    got = prop(x, edge_index, weight, dropout=0.3)
+    torch.manual_seed(1)
+    h = total = x
+    for _ in range(2):  # dropout_p(A h), the same draws
+        h = torch.nn.functional.dropout(conv(h, edge_index, weight), 0.3)
+        total = total + h
+    assert torch.allclose(got, total / 3)
+    assert not torch.allclose(got, prop(x, edge_index, weight))
+    prop.eval()  # no dropout outside training
+    assert torch.allclose(prop(x, edge_index, weight, dropout=0.3),
+                          prop(x, edge_index, weight))

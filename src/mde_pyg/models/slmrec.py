@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.typing import Adj, OptTensor
 
 from mde_pyg.data.mmrec import modality_names
 from mde_pyg.losses import info_nce, inner_product_info_nce, l2_reg
@@ -266,19 +265,8 @@ class SLMRec(Recommender):
                 views side by side.
             dropout (float, optional): :math:`p`. (default: :obj:`0.0`)
         """
-        adj, weight = self.graphs.get("user_item")
-        if dropout == 0.0:
-            return self.propagation(x, adj, weight)
-        return self._dropout_propagate(x, adj, weight, dropout)
-
-    def _dropout_propagate(self, x: Tensor, adj: Adj, weight: OptTensor,
-                           dropout: float) -> Tensor:
-        h = total = x
-        for _ in range(self.num_layers):
-            h = F.dropout(self.propagation.conv(h, adj, weight), dropout,
-                          self.training)
-            total = total + h
-        return total / (self.num_layers + 1)
+        return self.propagation(x, *self.graphs.get("user_item"),
+                                dropout=dropout)
 
     def fuse(self, user: Tensor, item: Tensor) -> tuple[Tensor, Tensor]:
         """Fuse propagated branch rows (``[*, (M+1) d]``) into

@@ -11,6 +11,7 @@ adjacency (symmetric graphs) or a transpose computed once and cached.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
@@ -148,12 +149,21 @@ class MultiHopPropagation(torch.nn.Module):
         self.conv = LightGCNConv(symmetric=symmetric)
 
     def forward(self, x: Tensor, edge_index: Adj,
-                edge_weight: OptTensor = None) -> Tensor:
-        """Return the combination of ``x`` and its ``num_layers`` hops."""
+                edge_weight: OptTensor = None,
+                dropout: float = 0.0) -> Tensor:
+        r"""Return the combination of ``x`` and its ``num_layers`` hops.
+
+        With ``dropout > 0`` (and in training mode) each hop's output is
+        dropped out before the next hop, :math:`\mathbf{X}^{(l+1)} =
+        \operatorname{dropout}_p(\hat{\mathbf{A}} \mathbf{X}^{(l)})`
+        (SLMRec's feature dropout).
+        """
         # A running sum: stacking the hops would copy them all once more.
         h = total = x
         for _ in range(self.num_layers):
             h = self.conv(h, edge_index, edge_weight)
+            if dropout > 0.0:
+                h = F.dropout(h, dropout, self.training)
             total = total + h
         if self.reduce == "last":
             return h

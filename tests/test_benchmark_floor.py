@@ -51,7 +51,7 @@ def test_sand_records_one_split_per_step(data):
     assert sizes.count(110) == 4 and sizes.count(50) == 1
 
 
-def test_grcn_records_its_learnt_weight_products(data):
+def test_grcn_records_its_learnt_weight_products(data, monkeypatch):
     model = build_model("grcn", data, embedding_dim=8, latent_dim=8,
                         num_layers=2, num_routing=1)
     trainer = Trainer(model, data, progress=False)
@@ -64,5 +64,27 @@ def test_grcn_records_its_learnt_weight_products(data):
     assert kinds == per_modality * 2 + [("matmul", (110, 110))] * 2
     assert all(grad for *_, grad in recorder.weighted)
     assert "(learnt weights)" in recorder.describe()
-    assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
+
+    # the replay runs each recorded product once per pass (one pass draws
+    # the output gradients, then a warm-up and `repeat` timed passes) and
+    # back-propagates into both of its inputs
+    from mde_pyg.nn import sparse
+    counts = {"matmul": 0, "dot": 0}
+
+    def counting(kind, fn):
+        def wrapper(*args):
+            counts[kind] += 1
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(sparse, "weighted_csr_matmul", counting(
+        "matmul", sparse.weighted_csr_matmul))
+    monkeypatch.setattr(sparse, "csr_edge_dot", counting(
+        "dot", sparse.csr_edge_dot))
+    assert recorder.replay(torch.device("cpu"), "fp32", repeat=2) > 0
+    passes = 1 + 1 + 2
+    assert counts == {"matmul": 6 * passes, "dot": 4 * passes}
+    for *_, a, b, _ in recorder.weighted:
+        assert a.grad is not None and a.grad.shape == a.shape
+        assert b.grad is not None and b.grad.shape == b.shape
     assert all(p.grad is None for p in model.parameters())

@@ -170,6 +170,15 @@ def test_inner_product_info_nce_formula():
         logits[n, n] - logits[n].exp().sum().log() for n in range(6)]).mean()
     assert inner_product_info_nce(a, b, 0.5).item() == pytest.approx(
         expected.item(), rel=1e-6)
+    # gradients equal those of the formula written out
+    a.requires_grad_(), b.requires_grad_()
+    inner_product_info_nce(a, b, 0.5).backward()
+    got = a.grad.clone(), b.grad.clone()
+    a.grad = b.grad = None
+    logits = a @ b.t() / 0.5
+    (logits.logsumexp(1) - logits.diagonal()).mean().backward()
+    torch.testing.assert_close(got, (a.grad, b.grad))
+    a, b = a.detach(), b.detach()
     # unnormalised: scaling the rows changes the loss
     assert inner_product_info_nce(2 * a, b, 0.5).item() != pytest.approx(
         expected.item(), rel=1e-3)

@@ -111,8 +111,14 @@ def test_embedding_bpr_is_bpr_of_inner_products():
     ["cuda"] if torch.cuda.is_available() else []))
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("tau", [0.2, 0.5, 0.025])  # 0.025: bound 40
-def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device):
+@pytest.mark.parametrize("block_rows", [None, 2, 4])  # 4: blocks of 4 + 2
+def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device,
+                                                     block_rows, monkeypatch):
+    from mde_pyg import losses
     from mde_pyg.losses import info_nce
+
+    if block_rows is not None:  # the logits in blocks of rows of b
+        monkeypatch.setitem(losses._BLOCK_ELEMENTS, device, 6 * block_rows)
 
     def reference(a, b, w):  # plain autograd through logsumexp
         a = torch.nn.functional.normalize(a, dim=-1) / tau
@@ -127,6 +133,7 @@ def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device):
     kw = dict(dtype=torch.float64, device=device, requires_grad=True)
     a, b, w = torch.randn(6, 5, **kw), torch.randn(6, 5, **kw), torch.rand(
         6, **kw)
+    assert losses._block_rows(a, b) == (block_rows or 6)
     got = info_nce(a, b, tau, w, symmetric)
     want = reference(a, b, w)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
@@ -194,11 +201,17 @@ def naive_hcl(a, p, c, tau):
 
 
 @pytest.mark.parametrize("tau", [0.2, 0.01])
-def test_hypergraph_contrastive_loss_formula(tau):
+@pytest.mark.parametrize("block_rows", [None, 3])  # 7 blocks, the last 2
+def test_hypergraph_contrastive_loss_formula(tau, block_rows, monkeypatch):
+    from mde_pyg import losses
+
+    if block_rows is not None:
+        monkeypatch.setitem(losses._BLOCK_ELEMENTS, "cpu", 6 * block_rows)
     torch.manual_seed(0)
     a = torch.randn(6, 5, requires_grad=True)
     p = torch.randn(6, 5, requires_grad=True)
     c = torch.randn(20, 5, requires_grad=True)
+    assert losses._block_rows(a, c) == (block_rows or 20)
     loss = hypergraph_contrastive_loss(a, p, c, tau)
     grads = torch.autograd.grad(loss, (a, p, c))
     expected = naive_hcl(a.double(), p.double(), c.double(), tau)

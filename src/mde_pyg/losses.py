@@ -135,16 +135,30 @@ def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
     return _weighted_mean(torch.stack(terms).mean(0), weight)
 
 
+# Entries of one block of exp(A B^T - bound) on CPU: 4 MiB in float32, so
+# that each block is exponentiated and summed while still in cache and the
+# same buffer is reused (a whole [2048 x 19445] matrix costs 1.5x more);
+# on accelerators the blocks only bound the memory.
+_BLOCK_ELEMENTS = {"cpu": 2**20}
+_BLOCK_ELEMENTS_DEFAULT = 2**26
+
+
+def _block_rows(a: Tensor, b: Tensor) -> int:
+    elements = _BLOCK_ELEMENTS.get(a.device.type, _BLOCK_ELEMENTS_DEFAULT)
+    return max(1, min(b.size(0), elements // max(a.size(0), 1)))
+
+
 class _BoundedLogSumExp(torch.autograd.Function):
     r"""Row and column logsumexp of :math:`\mathbf{A}\mathbf{B}^\top` for
-    logits bounded by ``bound`` in absolute value, without keeping the
+    logits bounded by ``bound`` in absolute value, without forming the
     ``[N, M]`` matrix.
 
     Forward takes one exp pass over
     :math:`\mathbf{S} = \exp(\mathbf{A}\mathbf{B}^\top - \text{bound})`,
     shifted by the known maximum instead of a per-row max
-    (:math:`e^{-2 \cdot 40}` stays a normal float32), and keeps only the
-    row and column sums. Backward recomputes :math:`\mathbf{S}` and
+    (:math:`e^{-2 \cdot 40}` stays a normal float32), block by block over
+    the rows of :math:`\mathbf{B}`, and keeps only the row and column
+    sums. Backward recomputes each block of :math:`\mathbf{S}` and
     contracts it with the inputs: with :math:`r = g_{row} / \text{rowsum}`
     and :math:`c = g_{col} / \text{colsum}`,
 
@@ -154,14 +168,20 @@ class _BoundedLogSumExp(torch.autograd.Function):
         \nabla_{\mathbf{B}} = \mathbf{S}^\top(r \odot \mathbf{A}) +
         c \odot (\mathbf{S}^\top \mathbf{A})
 
-    so no ``[N, M]`` gradient is formed and no ``[N, M]`` buffer lives
-    between forward and backward (SAND's SoloSim runs over all items).
+    so neither the logits nor their gradient exist whole at any time (SAND's
+    SoloSim runs over all items, LGMRec's hypergraph loss over all users).
     Computed outside autocast, in float32 or wider.
     """
 
     @staticmethod
-    def _exp(a: Tensor, b: Tensor, bound: float) -> Tensor:
-        return torch.addmm(a.new_tensor(-bound), a, b.t()).exp_()
+    def _blocks(a: Tensor, b: Tensor, bound: float):
+        """Yield ``(rows of B, B block, exp(A B_block^T - bound))``."""
+        bias = a.new_tensor(-bound)
+        step = _block_rows(a, b)
+        for start in range(0, b.size(0), step):
+            block = b[start:start + step]
+            rows = slice(start, start + block.size(0))
+            yield rows, block, torch.addmm(bias, a, block.t()).exp_()
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, bound: float,
@@ -173,11 +193,12 @@ class _BoundedLogSumExp(torch.autograd.Function):
             dtype = torch.promote_types(
                 torch.promote_types(a.dtype, b.dtype), torch.float32)
             a, b = a.to(dtype), b.to(dtype)
-            shifted = _BoundedLogSumExp._exp(a, b, bound)
-            row_sum = shifted.sum(dim=1)
-            col_sum = shifted.sum(dim=0) if columns else row_sum.new_ones(
-                b.size(0))
-        del shifted
+            row_sum = a.new_zeros(a.size(0))
+            col_sum = a.new_ones(b.size(0))
+            for rows, _, shifted in _BoundedLogSumExp._blocks(a, b, bound):
+                row_sum += shifted.sum(dim=1)
+                if columns:
+                    col_sum[rows] = shifted.sum(dim=0)
         ctx.bound = bound
         ctx.save_for_backward(a, b, row_sum, col_sum)
         return row_sum.log() + bound, col_sum.log() + bound
@@ -185,21 +206,32 @@ class _BoundedLogSumExp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_row: Tensor | None, g_col: Tensor | None):
         a, b, row_sum, col_sum = ctx.saved_tensors
-        grad_a = grad_b = None
+        if g_row is None and g_col is None:
+            return None, None, None, None
         with torch.autocast(a.device.type, enabled=False):
-            shifted = _BoundedLogSumExp._exp(a, b, ctx.bound)
+            r = c = None
             if g_row is not None:
                 r = (g_row.to(a.dtype) / row_sum).unsqueeze(-1)
-                grad_a = r * (shifted @ b)
-                grad_b = shifted.t() @ (r * a)
+                ra, sb = r * a, torch.zeros_like(a)  # sb: S @ B
             if g_col is not None:
                 c = (g_col.to(a.dtype) / col_sum).unsqueeze(-1)
-                ga, gb = shifted @ (c * b), c * (shifted.t() @ a)
-                grad_a = ga if grad_a is None else grad_a + ga
-                grad_b = gb if grad_b is None else grad_b + gb
-        if grad_a is not None:
-            grad_a, grad_b = grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1])
-        return grad_a, grad_b, None, None
+            grad_a = torch.zeros_like(a)
+            grad_b = torch.empty_like(b)
+            for rows, block, shifted in _BoundedLogSumExp._blocks(
+                    a, b, ctx.bound):
+                grad = None
+                if r is not None:
+                    sb.addmm_(shifted, block)
+                    grad = shifted.t() @ ra
+                if c is not None:
+                    grad_a.addmm_(shifted, c[rows] * block)
+                    gb = c[rows] * (shifted.t() @ a)
+                    grad = gb if grad is None else grad + gb
+                grad_b[rows] = grad
+            if r is not None:
+                grad_a.addcmul_(r, sb)
+        return (grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]),
+                None, None)
 
 
 def _logsumexp_of_product(a: Tensor, b: Tensor, bound: float,

@@ -238,8 +238,9 @@ def _logsumexp_of_product(a: Tensor, b: Tensor, bound: float,
                           columns: bool) -> tuple[Tensor, Tensor | None]:
     """Row (and, with ``columns``, column) logsumexp of ``a @ b.t()``
     whose entries are bounded by ``bound`` in absolute value: through
-    :class:`_BoundedLogSumExp` (no ``[N, M]`` matrix kept) up to a bound
-    of 40, by autograd's :func:`torch.logsumexp` above it.
+    :class:`_BoundedLogSumExp` (in blocks, never the whole ``[N, M]``
+    matrix) up to a bound of 40, by autograd's :func:`torch.logsumexp`
+    above it.
     """
     if bound <= 40.0:
         row, col = _BoundedLogSumExp.apply(a, b, bound, columns)

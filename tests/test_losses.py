@@ -157,6 +157,35 @@ def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device,
                           atol=1e-3)
 
 
+@pytest.mark.parametrize("used", ["row", "col", "both"])
+@pytest.mark.parametrize("block_rows", [None, 3])  # 3: blocks of 3 + 3 + 1
+def test_bounded_logsumexp_gradients_of_either_direction(used, block_rows,
+                                                         monkeypatch):
+    # rectangular [5, 7] logits; only the sums a loss uses get a gradient
+    # (both: the backward's one scaled block M = S * (r_i + c_j))
+    from mde_pyg import losses
+
+    if block_rows is not None:
+        monkeypatch.setitem(losses._BLOCK_ELEMENTS, "cpu", 5 * block_rows)
+    torch.manual_seed(3)
+    kw = dict(dtype=torch.float64, requires_grad=True)
+    a, b = torch.randn(5, 4, **kw), torch.randn(7, 4, **kw)
+    g_row, g_col = torch.rand(5, dtype=torch.float64), torch.rand(
+        7, dtype=torch.float64)
+    bound = float((a @ b.t()).detach().abs().max()) + 1.0
+
+    def objective(row, col):
+        return ((g_row * row).sum() if used != "col" else 0.0) + (
+            (g_col * col).sum() if used != "row" else 0.0)
+
+    row, col = losses._logsumexp_of_product(a, b, bound, columns=True)
+    got = torch.autograd.grad(objective(row, col), (a, b))
+    logits = a @ b.t()
+    want = torch.autograd.grad(
+        objective(logits.logsumexp(1), logits.logsumexp(0)), (a, b))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_embedding_norm_reg_by_hand():
     from mde_pyg.losses import embedding_norm_reg
 

@@ -163,11 +163,15 @@ class _BoundedLogSumExp(torch.autograd.Function):
     and :math:`c = g_{col} / \text{colsum}`,
 
     .. math::
-        \nabla_{\mathbf{A}} = r \odot (\mathbf{S}\mathbf{B}) +
-        \mathbf{S}(c \odot \mathbf{B}), \qquad
-        \nabla_{\mathbf{B}} = \mathbf{S}^\top(r \odot \mathbf{A}) +
-        c \odot (\mathbf{S}^\top \mathbf{A})
+        \nabla_{\mathbf{A}} = \mathbf{M}\mathbf{B}, \qquad
+        \nabla_{\mathbf{B}} = \mathbf{M}^\top\mathbf{A}, \qquad
+        \mathbf{M} = \mathbf{S} \odot (r \mathbf{1}^\top +
+        \mathbf{1} c^\top),
 
+    two products per block whether one direction or both are needed (the
+    row-only case keeps :math:`r` out of the block:
+    :math:`\nabla_{\mathbf{A}} = r \odot (\mathbf{S}\mathbf{B})`,
+    :math:`\nabla_{\mathbf{B}} = \mathbf{S}^\top(r \odot \mathbf{A})`),
     so neither the logits nor their gradient exist whole at any time (SAND's
     SoloSim runs over all items, LGMRec's hypergraph loss over all users).
     Computed outside autocast, in float32 or wider.
@@ -212,24 +216,25 @@ class _BoundedLogSumExp(torch.autograd.Function):
             r = c = None
             if g_row is not None:
                 r = (g_row.to(a.dtype) / row_sum).unsqueeze(-1)
-                ra, sb = r * a, torch.zeros_like(a)  # sb: S @ B
             if g_col is not None:
-                c = (g_col.to(a.dtype) / col_sum).unsqueeze(-1)
-            grad_a = torch.zeros_like(a)
+                c = (g_col.to(a.dtype) / col_sum).unsqueeze(0)
+            rows_only = c is None
+            if rows_only:
+                ra = r * a
+            grad_a = torch.zeros_like(a)  # S @ B when rows_only
             grad_b = torch.empty_like(b)
             for rows, block, shifted in _BoundedLogSumExp._blocks(
                     a, b, ctx.bound):
-                grad = None
-                if r is not None:
-                    sb.addmm_(shifted, block)
-                    grad = shifted.t() @ ra
-                if c is not None:
-                    grad_a.addmm_(shifted, c[rows] * block)
-                    gb = c[rows] * (shifted.t() @ a)
-                    grad = gb if grad is None else grad + gb
-                grad_b[rows] = grad
-            if r is not None:
-                grad_a.addcmul_(r, sb)
+                if rows_only:
+                    grad_a.addmm_(shifted, block)
+                    grad_b[rows] = shifted.t() @ ra
+                    continue
+                # M = S * (r_i + c_j), in place of the block
+                shifted.mul_(c[:, rows] if r is None else r + c[:, rows])
+                grad_a.addmm_(shifted, block)
+                grad_b[rows] = shifted.t() @ a
+            if rows_only:
+                grad_a.mul_(r)
         return (grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]),
                 None, None)
 

@@ -27,8 +27,8 @@ def test_usage_names_the_stages(tmp_path):
         assert result.returncode == 2
         assert result.stderr.startswith("\n  bash benchmarks/gpu_suite.sh "
                                         "STAGE OUT [DATA]")
-        assert "tests | speed | accuracy-paper | accuracy-more | all" in \
-            result.stderr
+        assert "core | tests | speed | accuracy-paper | accuracy-more | " \
+            "all" in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

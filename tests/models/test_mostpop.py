@@ -29,15 +29,31 @@ def test_scores_are_popularity(data):
     assert isinstance(model, MostPop)
     assert model.popularity.tolist() == [4, 3, 2, 1, 0]
     assert list(model.parameters()) == []
+    # ranking scores: positions in the popularity order (I = 5 first)
     scores = model.scorer()(torch.tensor([0, 3]))
-    assert scores.tolist() == [[4, 3, 2, 1, 0]] * 2
+    assert scores.tolist() == [[5, 4, 3, 2, 1]] * 2
     scores[0, 0] = -1  # a fresh tensor: masking must not alter the model
-    assert model.popularity[0] == 4
+    assert model.rank_score[0] == 5 and model.popularity[0] == 4
     assert model(torch.tensor([1]), torch.tensor([2])).tolist() == [2.0]
     assert model.recommend(torch.tensor([3]), k=2).tolist() == [[0, 1]]
     assert str(model) == "MostPop(4 users, 5 items)"
     with pytest.raises(TypeError, match="no hyper-parameters"):
         build_model("mostpop", data, dim=3)
+
+
+def test_ties_rank_the_smaller_item_id_first():
+    # popularity 2, 3, 2, 3, 0, 3: order 1, 3, 5 (3 each), 0, 2, then 4
+    model = MostPop(2, 6, torch.tensor([2, 3, 2, 3, 0, 3]))
+    assert model.rank_score.tolist() == [3, 6, 2, 5, 1, 4]
+    assert model.recommend(torch.tensor([0, 1]), k=4).tolist() == \
+        [[1, 3, 5, 0]] * 2
+    # masked items leave the rest in the same order
+    exclude = torch.tensor([[0, 1], [3, 1]])
+    assert model.recommend(torch.tensor([0, 1]), k=3,
+                           exclude=exclude).tolist() == [[1, 5, 0],
+                                                         [3, 5, 0]]
+    # a derived buffer: checkpoints hold the counts only
+    assert list(model.state_dict()) == ["popularity"]
 
 
 def test_trainer_evaluates_once(data, tmp_path):

@@ -16,8 +16,12 @@ class MostPop(Recommender):
     r"""The popularity baseline: every user gets the same ranking,
     :math:`y_{u,i} = |\{v : (v, i) \in \mathcal{R}_{\text{train}}\}|`.
 
-    The model has no trainable parameters; :class:`~mde_pyg.train.Trainer`
-    evaluates it once without training.
+    Items of equal popularity are ranked by id, the smaller first: the
+    ranking scores of :meth:`scorer` are the items' positions in that
+    order (:math:`I` for the first, :math:`1` for the last), so that the
+    top-:math:`k` lists do not depend on how a device's
+    :func:`torch.topk` orders ties. The model has no trainable parameters;
+    :class:`~mde_pyg.train.Trainer` evaluates it once without training.
 
     Args:
         num_users (int): Number of users.
@@ -38,6 +42,13 @@ class MostPop(Recommender):
                 f"are {num_items} items"
             )
         self.register_buffer("popularity", popularity.float().view(-1))
+        # stable: equal counts keep their ascending ids
+        order = torch.sort(self.popularity, descending=True,
+                           stable=True).indices
+        rank_score = torch.empty_like(self.popularity)
+        rank_score[order] = torch.arange(num_items, 0, -1,
+                                         dtype=rank_score.dtype)
+        self.register_buffer("rank_score", rank_score, persistent=False)
 
     @classmethod
     def from_data(cls, data: HeteroData, **hparams: Any) -> MostPop:
@@ -70,10 +81,12 @@ class MostPop(Recommender):
 
     @torch.no_grad()
     def scorer(self) -> Callable[[Tensor], Tensor]:
-        """Return a function giving every user the popularity scores."""
-        popularity = self.popularity
+        """Return a function giving every user the ranking scores: the
+        popularity order, ties to the smaller item id.
+        """
+        rank_score = self.rank_score
 
         def score(user: Tensor) -> Tensor:
-            return popularity.unsqueeze(0).repeat(user.numel(), 1)
+            return rank_score.unsqueeze(0).repeat(user.numel(), 1)
 
         return score

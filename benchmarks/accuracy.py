@@ -1,11 +1,13 @@
 r"""Accuracy of every model on an MMRec-format dataset, selected on valid.
 
 For each model: a small grid search (the grids are stated in ``GRIDS``
-below) run through the ``mde-pyg train`` CLI with seed 0 and selected on
-VALID recall@20 only; then the winning configuration is re-trained with the
-other seeds. The table reports test recall / ndcg / precision / map at 10
-and 20 as mean ± std over seeds, at each run's best-valid epoch. Runs go in
-parallel subprocesses (``--jobs``). No number is tuned on test.
+below), each point one ``mde-pyg train`` run with seed 0, selected on
+VALID recall@20 only (the first point on ties, as ``mde-pyg train
+--grid``); then the winning configuration is re-trained with the other
+seeds. The table reports test recall / ndcg / precision / map at 10 and 20
+as mean ± std over seeds, at each run's best-valid epoch. Runs, grid points
+included, go in parallel subprocesses (``--jobs``). No number is tuned on
+test.
 
 Writes ``benchmarks/results/accuracy_<name>.md`` and keeps every run's
 ``results.json`` under ``--work``.
@@ -26,7 +28,7 @@ import re
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -75,9 +77,10 @@ METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "precision@10",
            "precision@20", "map@10", "map@20"]
 
 
-def train(args, model: str, output: str, seed: int, fixed: dict,
-          grid: dict) -> dict:
-    """Run one ``mde-pyg train`` and return its ``results.json``."""
+def train(args, model: str, output: str, seed: int, params: dict) -> dict:
+    """Run one ``mde-pyg train`` with ``params`` (``--set``) and return its
+    ``results.json``.
+    """
     path = osp.join(output, "results.json")
     if osp.exists(path) and not args.rerun:
         with open(path) as f:
@@ -93,10 +96,8 @@ def train(args, model: str, output: str, seed: int, fixed: dict,
         cmd += ["--precision", args.precision]
     for item in args.modality or []:
         cmd += ["--modality", item]
-    for key, value in fixed.items():
+    for key, value in params.items():
         cmd += ["--set", f"{key}={value}"]
-    for key, values in grid.items():
-        cmd += ["--grid", f"{key}={','.join(str(v) for v in values)}"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -106,20 +107,60 @@ def train(args, model: str, output: str, seed: int, fixed: dict,
         return json.load(f)
 
 
-def run_model(args, label: str, model: str, fixed: dict, grid: dict):
-    """Grid on seed 0 (selected on valid), then the winner on all seeds."""
-    slug = re.sub(r"[^\w-]+", "_", label.replace("/", "").replace(".", ""))
-    slug = slug.strip("_")  # "mde w/o MDA" -> "mde_wo_MDA"
-    base = osp.join(args.work, slug)
-    first = train(args, model, osp.join(base, "seed0"), 0, fixed, grid)
-    params = dict(fixed)
-    params.update(first.get("params") or first.get("config", {}).get(
-        "hparams", {}))
-    results = [first]
-    for seed in args.seeds[1:]:
-        results.append(train(args, model, osp.join(base, f"seed{seed}"),
-                             seed, params, {}))
-    return label, params, results
+def slug(label: str) -> str:
+    """Folder name of a table row: ``"mde w/o MDA"`` -> ``"mde_wo_MDA"``."""
+    name = re.sub(r"[^\w-]+", "_", label.replace("/", "").replace(".", ""))
+    return name.strip("_")
+
+
+def select(results: list, metric: str = "recall@20") -> int:
+    """Index of the grid point with the best VALID ``metric`` at its best
+    epoch, the first one on ties (as :func:`mde_pyg.train.grid_search`).
+    """
+    best = 0
+    for i, result in enumerate(results):
+        if result["valid"][metric] > results[best]["valid"][metric]:
+            best = i
+    return best
+
+
+class ModelRuns:
+    """The runs of one table row: every grid point with seed 0, each its
+    own ``mde-pyg train`` (so that grid points run in parallel), then the
+    point selected on valid with the other seeds.
+
+    Grid point ``i`` trains in ``<work>/<slug>/grid/run_<i>`` in the order
+    of :class:`sklearn.model_selection.ParameterGrid` (that of
+    ``mde-pyg train --grid``); seed ``s > 0`` in ``<work>/<slug>/seed<s>``.
+    """
+
+    def __init__(self, args, label: str, model: str, fixed: dict,
+                 grid: dict) -> None:
+        from sklearn.model_selection import ParameterGrid
+
+        self.args, self.label, self.model, self.fixed = args, label, model, \
+            fixed
+        self.base = osp.join(args.work, slug(label))
+        self.points = list(ParameterGrid(grid)) if grid else [{}]
+        self.params: dict | None = None
+        self.results: list = []
+
+    def grid_jobs(self) -> list:
+        """``(function, arguments)`` of every grid point's run."""
+        return [(train, (self.args, self.model,
+                         osp.join(self.base, "grid", f"run_{i:03d}"), 0,
+                         {**self.fixed, **point}))
+                for i, point in enumerate(self.points)]
+
+    def seed_jobs(self, grid_results: list) -> list:
+        """Select on valid and return the other seeds' runs."""
+        best = select(grid_results)
+        self.params = {**self.fixed, **self.points[best]}
+        self.results = [grid_results[best]]
+        return [(train, (self.args, self.model,
+                         osp.join(self.base, f"seed{seed}"), seed,
+                         self.params))
+                for seed in self.args.seeds[1:]]
 
 
 def summarise(results: list) -> dict:
@@ -177,16 +218,44 @@ def main() -> None:
         jobs += [(label, model, fixed, {} if args.no_grid else grid)
                  for label, (model, fixed, grid) in VARIANTS.items()
                  if not args.variants or model in args.variants]
+    rows = [ModelRuns(args, *job) for job in jobs]
     done = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_model, args, *job) for job in jobs]
-        for future in as_completed(futures):
-            try:
-                done.append(future.result())
-            except RuntimeError as error:
-                print(error, flush=True)
-                continue
-            write_table(args, sorted(done, key=lambda d: order(jobs, d[0])))
+        # future -> (row, stage); a row's seeds start once its grid is done
+        pending = {}
+
+        def submit(row, stage, calls):
+            futures = [pool.submit(fn, *call) for fn, call in calls]
+            for future in futures:
+                pending[future] = (row, stage, futures)
+
+        for row in rows:
+            submit(row, "grid", row.grid_jobs())
+        failed = set()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row, stage, group = pending.pop(future)
+                if future.exception() is not None and row not in failed:
+                    failed.add(row)
+                    print(future.exception(), flush=True)
+                if row in failed or any(f in pending for f in group):
+                    continue
+                results = [f.result() for f in group]
+                if stage == "grid":
+                    seeds = row.seed_jobs(results)
+                    if seeds:
+                        submit(row, "seeds", seeds)
+                        continue
+                else:
+                    row.results += results
+                done.append((row.label, row.params, row.results))
+                write_table(args, sorted(done,
+                                         key=lambda d: order(jobs, d[0])))
+    if failed:
+        sys.exit(f"accuracy.py: {len(failed)} of {len(rows)} rows failed "
+                 f"({', '.join(row.label for row in rows if row in failed)})"
+                 f"; their errors are printed above")
 
 
 def order(jobs: list, label: str) -> int:

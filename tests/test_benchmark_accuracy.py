@@ -1,0 +1,107 @@
+"""``benchmarks/accuracy.py``: grid points as separate runs, selected on
+valid exactly as ``mde-pyg train --grid`` selects, then the other seeds."""
+
+import csv
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SCRIPT = osp.join(ROOT, "benchmarks", "accuracy.py")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    # 40 users x 60 items in MMRec's layout (the evaluation's largest
+    # cut-off is 50): 6 interactions per user, the last two valid and test
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "small"
+    path.mkdir()
+    lines = ["userID\titemID\tx_label"]
+    for user in range(40):
+        items = rng.choice(60, size=6, replace=False)
+        labels = [0, 0, 0, 0, 1, 2]
+        lines += [f"{user}\t{i}\t{s}" for i, s in zip(items, labels)]
+    (path / "small.inter").write_text("\n".join(lines) + "\n")
+    np.save(path / "text.npy", rng.normal(size=(60, 6)).astype(np.float32))
+    np.save(path / "image.npy", rng.normal(size=(60, 5)).astype(np.float32))
+    return path
+
+
+COMMON = ["--modality", "text=text.npy", "--modality", "image=image.npy",
+          "--max-epochs", "3", "--patience", "3", "--feature-norm",
+          "standardize", "--device", "cpu"]
+
+
+def run_accuracy(monkeypatch, *args):
+    sys.path.insert(0, osp.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    # a grid whose points differ after 3 epochs (lr goes to the trainer)
+    monkeypatch.setitem(accuracy.GRIDS, "lightgcn", {"lr": [1e-3, 5e-2]})
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *args])
+    monkeypatch.chdir(ROOT)
+    accuracy.main()
+
+
+def test_grid_points_select_as_the_cli_grid(folder, tmp_path, monkeypatch):
+    work, table = tmp_path / "work", tmp_path / "table.md"
+    run_accuracy(monkeypatch, "--data", str(folder), "--models", "lightgcn",
+                 "--seeds", "0", "1", "--jobs", "2", "--threads", "1",
+                 "--work", str(work), "--output", str(table), *COMMON[:-2])
+    # the same grid in one `mde-pyg train --grid` process
+    grid_dir = tmp_path / "cli_grid"
+    subprocess.run([sys.executable, "-m", "mde_pyg", "train", "--model",
+                    "lightgcn", "--data", str(folder), "--seed", "0",
+                    "--grid", "lr=0.001,0.05", "--no-progress",
+                    "--output", str(grid_dir), *COMMON], check=True,
+                   capture_output=True, cwd=ROOT)
+    with open(grid_dir / "grid.csv") as f:
+        rows = list(csv.DictReader(f))
+
+    points = [json.loads((work / "lightgcn" / "grid" / f"run_{i:03d}" /
+                          "results.json").read_text()) for i in range(2)]
+    # each point trains exactly as in the CLI's grid loop
+    for row, point in zip(rows, points):
+        assert float(row["valid_recall@20"]) == point["valid"]["recall@20"]
+        assert float(row["test_recall@20"]) == point["test"]["recall@20"]
+    valid = [p["valid"]["recall@20"] for p in points]
+    assert valid[0] != valid[1]
+    best = int(valid[1] > valid[0])
+    assert [r["selected"] for r in rows] == [str(i == best) for i in range(2)]
+
+    # seed 1 re-trains the selected point; the row averages both seeds
+    seed1 = json.loads((work / "lightgcn" / "seed1" /
+                        "results.json").read_text())
+    lr = [1e-3, 5e-2][best]
+    assert seed1["config"]["lr"] == lr
+    line = next(x for x in table.read_text().splitlines()
+                if x.startswith("| lightgcn |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    recall = [points[best]["test"]["recall@20"], seed1["test"]["recall@20"]]
+    assert cells[2].startswith(f"{np.mean(recall):.4f} ± ")
+    assert cells[-1] == json.dumps({"lr": lr})
+
+
+def test_a_failed_row_fails_the_run(tmp_path, monkeypatch, capsys):
+    # 5 items: fewer than the evaluation's largest cut-off
+    path = tmp_path / "tiny"
+    path.mkdir()
+    lines = ["userID\titemID\tx_label"] + [
+        f"{u}\t{i}\t{s}" for u, i, s in [(0, 0, 0), (0, 1, 1), (0, 2, 2),
+                                         (1, 3, 0), (1, 4, 1), (1, 0, 2)]]
+    (path / "tiny.inter").write_text("\n".join(lines) + "\n")
+    for name, dim in (("text", 3), ("image", 2)):
+        np.save(path / f"{name}.npy", np.ones((5, dim), np.float32))
+    with pytest.raises(SystemExit, match="1 of 1 rows failed \\(lightgcn\\)"):
+        run_accuracy(monkeypatch, "--data", str(path), "--models",
+                     "lightgcn", "--work", str(tmp_path / "work"),
+                     "--output", str(tmp_path / "t.md"), *COMMON[:4])
+    assert "fewer than the largest cut-off 50" in capsys.readouterr().out
+    assert not (tmp_path / "t.md").exists()

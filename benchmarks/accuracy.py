@@ -138,8 +138,8 @@ class ModelRuns:
                  grid: dict) -> None:
         from sklearn.model_selection import ParameterGrid
 
-        self.args, self.label, self.model, self.fixed = args, label, model, \
-            fixed
+        self.args, self.label = args, label
+        self.model, self.fixed = model, fixed
         self.base = osp.join(args.work, slug(label))
         self.points = list(ParameterGrid(grid)) if grid else [{}]
         self.params: dict | None = None
@@ -221,7 +221,8 @@ def main() -> None:
     rows = [ModelRuns(args, *job) for job in jobs]
     done = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        # future -> (row, stage); a row's seeds start once its grid is done
+        # future -> (row, stage, the futures of that stage); a row's seeds
+        # are submitted once all of its grid points are done
         pending = {}
 
         def submit(row, stage, calls):

@@ -113,17 +113,6 @@ def slug(label: str) -> str:
     return name.strip("_")
 
 
-def select(results: list, metric: str = "recall@20") -> int:
-    """Index of the grid point with the best VALID ``metric`` at its best
-    epoch, the first one on ties (as :func:`mde_pyg.train.grid_search`).
-    """
-    best = 0
-    for i, result in enumerate(results):
-        if result["valid"][metric] > results[best]["valid"][metric]:
-            best = i
-    return best
-
-
 class ModelRuns:
     """The runs of one table row: every grid point with seed 0, each its
     own ``mde-pyg train`` (so that grid points run in parallel), then the
@@ -154,7 +143,9 @@ class ModelRuns:
 
     def seed_jobs(self, grid_results: list) -> list:
         """Select on valid and return the other seeds' runs."""
-        best = select(grid_results)
+        from mde_pyg.train import best_index
+
+        best = best_index(grid_results)
         self.params = {**self.fixed, **self.points[best]}
         self.results = [grid_results[best]]
         return [(train, (self.args, self.model,

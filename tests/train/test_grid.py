@@ -105,3 +105,16 @@ def test_errors(data):
         grid_search(MF, data, {"dim": [2]}, learning_rate=0.1)
     with pytest.raises(ValueError, match="empty"):
         grid_search(MF, data, [])
+
+
+def test_best_index_takes_the_first_of_equal_valid_scores():
+    from mde_pyg.train import best_index
+
+    def result(valid, test):
+        return {"valid": {"recall@20": valid}, "test": {"recall@20": test}}
+
+    runs = [result(0.2, 0.9), result(0.3, 0.1), result(0.3, 0.5)]
+    assert best_index(runs) == 1  # valid only; the first of the tie
+    assert best_index(runs[:1]) == 0
+    with pytest.raises(ValueError, match="at least one result"):
+        best_index([])

@@ -1,7 +1,7 @@
 """Training machinery: negative sampling, evaluation, training, grid search."""
 
 from mde_pyg.train.evaluator import Evaluator
-from mde_pyg.train.grid import grid_search
+from mde_pyg.train.grid import best_index, grid_search
 from mde_pyg.train.sampler import NegativeSampler
 from mde_pyg.train.trainer import Trainer, seed_everything
 
@@ -9,6 +9,7 @@ __all__ = [
     "NegativeSampler",
     "Evaluator",
     "Trainer",
+    "best_index",
     "grid_search",
     "seed_everything",
 ]

@@ -68,6 +68,26 @@ def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     atomic_write_text(buffer.getvalue(), path)
 
 
+def best_index(results: Sequence[Mapping[str, Any]],
+               metric: str = "recall@20") -> int:
+    """Return the position of the result with the highest *validation*
+    ``metric`` (``result["valid"][metric]``), the first one on ties: the
+    selection rule of :func:`grid_search`.
+
+    Args:
+        results (Sequence[Mapping]): :meth:`Trainer.fit` results.
+        metric (str, optional): The validation metric.
+            (default: ``"recall@20"``)
+    """
+    if len(results) == 0:
+        raise ValueError("'best_index' needs at least one result")
+    best = 0
+    for index, result in enumerate(results):
+        if result["valid"][metric] > results[best]["valid"][metric]:
+            best = index
+    return best
+
+
 def grid_search(
     model: str | ModelFactory,
     data: HeteroData,
@@ -137,7 +157,7 @@ def grid_search(
     metric = trainer_kwargs.get("eval_metric", "recall@20")
 
     rows: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
+    results: list[dict[str, Any]] = []
     for index, params in enumerate(configs):
         model_kwargs, run_kwargs = split_params(params)
         run_kwargs = {**trainer_kwargs, **run_kwargs}
@@ -154,13 +174,12 @@ def grid_search(
         row.update({f"valid_{k}": v for k, v in result["valid"].items()})
         row.update({f"test_{k}": v for k, v in result["test"].items()})
         rows.append(row)
-        if best is None or result["valid"][metric] > best["valid"][metric]:
-            best = {**result, "params": dict(params), "index": index}
+        results.append(result)
+        chosen = best_index(results, metric)
         for r in rows:
-            r["selected"] = r["run"] == best["index"]
+            r["selected"] = r["run"] == chosen
         if out is not None:
             _write_csv(rows, out / GRID_FILE)
 
-    assert best is not None
-    best["runs"] = rows
-    return best
+    return {**results[chosen], "params": dict(configs[chosen]),
+            "index": chosen, "runs": rows}

@@ -39,13 +39,16 @@ def code_version(root: str | None = None) -> str:
 
 
 def machine_header(device: str = "cpu", system_malloc: bool | None = None,
-                   code: str | None = None) -> str:
+                   code: str | None = None,
+                   threads: str | None = None) -> str:
     """Describe the machine, versions and date as Markdown lines.
 
     ``system_malloc`` (when not :obj:`None`) adds which host allocator
     setting the children ran with. ``code`` is :func:`code_version` taken
     when the run started (taken now when :obj:`None`), so that editing
     the checkout during a long run does not mislabel its results.
+    ``threads`` describes the threads the measured work ran with where
+    that is not this process's (children run in a pool, say).
     """
     import torch_geometric
 
@@ -64,7 +67,7 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None,
     lines = [
         f"- date: {now:%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu}, {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}",
+        f"{threads or torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}, "
         f"torch_geometric {torch_geometric.__version__}, torch_sparse "
         f"{'yes' if WITH_TORCH_SPARSE else 'no'}",

@@ -53,7 +53,8 @@ GRIDS = {
 }
 
 #: The full grids the papers suggest (``--grids paper``); MDE's is METHOD.md's
-#: (36 runs per seed): run it where a GPU is at hand.
+#: (36 runs, then the winner's seeds: about 100 minutes on 2 CPU cores with
+#: ``--jobs 2 --threads 1``).
 PAPER_GRIDS = {
     "mde": {"lambda_1": [1e-3, 1e-2, 1e-1], "lambda_2": [1e-3, 1e-2, 1e-1],
             "tau": [0.2, 0.5], "reg_weight": [1e-4, 1e-3]},
@@ -271,7 +272,9 @@ def write_table(args, done: list) -> None:
     name = osp.basename(osp.normpath(args.data))
     header = ["model", *METRICS, "s / epoch", "best epoch",
               "selected on valid"]
-    machine = machine_header(args.device or 'cpu', code=args.code)
+    machine = machine_header(
+        args.device or 'cpu', code=args.code,
+        threads=f"{args.threads} per run, {args.jobs} runs at a time")
     text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
             f"mean ± std)\n\n{machine}\n\n"
             f"Modalities: {args.modality}; feature norm: "

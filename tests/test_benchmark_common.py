@@ -44,3 +44,15 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path):
     except subprocess.CalledProcessError:
         head = "unknown"
     assert f"- code: git {head}" in common.machine_header()
+
+
+def test_machine_header_names_the_threads_the_work_ran_with():
+    # this process's torch threads, unless the runs were children with
+    # their own (accuracy.py's pool)
+    import torch
+
+    own = common.machine_header(code="x")
+    assert f"cores, torch threads {torch.get_num_threads()}\n" in own
+    pool = common.machine_header(code="x",
+                                 threads="1 per run, 2 runs at a time")
+    assert "cores, torch threads 1 per run, 2 runs at a time\n" in pool

@@ -18,7 +18,9 @@ def code_version(root: str | None = None) -> str:
 
     ``<sha>`` for a clean tree, ``<sha> + uncommitted changes`` when a
     tracked file differs, ``unknown (not a git checkout)`` outside a
-    repository: a result file names the code that produced it.
+    repository: a result file names the code that produced it. Markdown
+    files and ``benchmarks/results/`` are not code: a table written by an
+    earlier run of a session does not mark the next run's code as changed.
 
     Args:
         root (str, optional): The checkout. (default: this project's)
@@ -32,7 +34,8 @@ def code_version(root: str | None = None) -> str:
 
     try:
         sha = git("rev-parse", "--short=10", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--",
+                    ".", ":(exclude)*.md", ":(exclude)benchmarks/results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{sha} + uncommitted changes" if dirty else sha

@@ -26,10 +26,18 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path):
         "unknown (not a git checkout)"
     git(tmp_path, "init", "-q")
     (tmp_path / "a.py").write_text("x = 1\n")
-    git(tmp_path, "add", "a.py")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "speed.txt").write_text("1\n")
+    (tmp_path / "README.md").write_text("readme\n")
+    git(tmp_path, "add", "a.py", "README.md", "benchmarks")
     git(tmp_path, "commit", "-q", "-m", "one")
     sha = git(tmp_path, "rev-parse", "--short=10", "HEAD")
     (tmp_path / "untracked.md").write_text("results\n")  # not code
+    assert common.code_version(str(tmp_path)) == sha
+    # a table rewritten by an earlier run, or an edited README, is not code
+    (results / "speed.txt").write_text("2\n")
+    (tmp_path / "README.md").write_text("edited\n")
     assert common.code_version(str(tmp_path)) == sha
     (tmp_path / "a.py").write_text("x = 2\n")
     assert common.code_version(str(tmp_path)) == \

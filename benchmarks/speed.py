@@ -18,6 +18,13 @@ in a fresh subprocess (so that peak memory is its own), it reports:
   epoch / floor, which measures what the step adds around its products
   (losses, indexing, optimiser, Python). The recorded products are listed
   under the table;
+* the other dense products: those of the same step outside the floor
+  (each blocked logsumexp of a similarity product in a loss, exp
+  included, and every other dense matrix product outside ``nn.Linear``),
+  replayed the same way, and the ratio epoch / (floor + other): what the
+  step adds around all of its products, where a model compares the batch
+  with many rows by design (LGMRec's hypergraph loss against all users
+  and items, SLMRec's in-batch softmaxes);
 * seconds of one full-ranking evaluation of all test users;
 * peak memory (RSS on CPU, allocated on CUDA).
 
@@ -69,6 +76,39 @@ def _timed(fn, device, repeat=3, reduce="median"):
     return times[0] if reduce == "min" else times[len(times) // 2]
 
 
+def _dense_product_mode(records: list, inside: list):
+    """Return a :class:`torch.overrides.TorchFunctionMode` that appends
+    ``("mm", (function, args), grad)`` to ``records`` for every dense
+    matrix product called outside ``nn.Linear`` (``@``, ``matmul``,
+    ``mm``, ``addmm``, ``bmm``), e.g. the ``[B, B]`` logits of an in-batch
+    loss or LGMRec's hypergraph products; not while ``inside`` is
+    non-empty (a recorded loss product is running) nor for sparse
+    operands (recorded as propagation products).
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    products = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+                torch.mm, torch.Tensor.mm, torch.addmm, torch.Tensor.addmm,
+                torch.bmm, torch.Tensor.bmm}
+
+    class DenseProductMode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if (func in products and not inside and not kwargs
+                    and all(t.layout == torch.strided for t in tensors)):
+                grad = torch.is_grad_enabled() and any(
+                    t.requires_grad for t in tensors)
+                args_ = tuple(
+                    a.detach().requires_grad_(a.requires_grad)
+                    if isinstance(a, torch.Tensor) else a for a in args)
+                records.append(("mm", (func, args_), grad))
+            return func(*args, **kwargs)
+
+    return DenseProductMode()
+
+
 class ProductRecorder:
     """Record the dense and sparse products of one training step.
 
@@ -93,9 +133,12 @@ class ProductRecorder:
         self.linears: list = []
         self.products: list = []
         self.weighted: list = []
+        self.others: list = []
         self._handles: list = []
         self._forward = None
         self._weighted_forward: dict = {}
+        self._logsumexp_forward = None
+        self._mode = None
 
     def __enter__(self):
         import torch
@@ -134,6 +177,26 @@ class ProductRecorder:
                 return self._weighted_forward[name](ctx, a, b, graph)
 
             function.forward = staticmethod(weighted)
+
+        from mde_pyg import losses
+
+        self._logsumexp_forward = losses._BoundedLogSumExp.forward
+        inside = []  # a recorded loss product is running: skip its mm
+
+        def logsumexp(ctx, a, b, bound, columns):
+            self.others.append(
+                ("logsumexp", (a.detach().requires_grad_(),
+                               b.detach().requires_grad_(), bound, columns),
+                 ctx.needs_input_grad[0] or ctx.needs_input_grad[1]))
+            inside.append(True)
+            try:
+                return self._logsumexp_forward(ctx, a, b, bound, columns)
+            finally:
+                inside.pop()
+
+        losses._BoundedLogSumExp.forward = staticmethod(logsumexp)
+        self._mode = _dense_product_mode(self.others, inside)
+        self._mode.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -144,6 +207,11 @@ class ProductRecorder:
         sparse._CSRMatmul.forward = staticmethod(self._forward)
         for name, forward in self._weighted_forward.items():
             getattr(sparse, name).forward = staticmethod(forward)
+        from mde_pyg import losses
+
+        losses._BoundedLogSumExp.forward = staticmethod(
+            self._logsumexp_forward)
+        self._mode.__exit__(*exc)
         return False
 
     def describe(self) -> str:
@@ -161,57 +229,100 @@ class ProductRecorder:
             what = "learnt weights" if kind == "matmul" else "edge dot"
             products.append(f"{rows}x{cols} nnz {graph.col.numel()}"
                             f"@{b.size(1)} ({what}){mark(grad)}")
+        others = []
+        for kind, args, grad in self.others:
+            if kind == "logsumexp":
+                a, b, _, columns = args
+                what = "rows and columns" if columns else "rows"
+                others.append(f"{list(a.shape)}@{list(b.shape[::-1])} "
+                              f"(logsumexp of {what}){mark(grad)}")
+            else:
+                a, b = args[1][-2:]
+                others.append(f"{list(a.shape)}@{list(b.shape)}"
+                              f"{mark(grad)}")
         return (f"{len(linears)} linear: {', '.join(linears) or '-'}; "
-                f"{len(products)} sparse: {', '.join(products) or '-'}")
+                f"{len(products)} sparse: {', '.join(products) or '-'}; "
+                f"{len(others)} other dense: {', '.join(others) or '-'}")
 
-    def replay(self, device, precision: str, repeat: int = 5) -> float:
+    def replay(self, device, precision: str, repeat: int = 5,
+               part: str = "floor") -> float:
         """Seconds of forward + backward of the recorded products: the
         fastest of ``repeat`` runs, since a floor is the least time the
         products need (a transient slowdown of the shared machine during
         one short replay would otherwise inflate it, where an epoch
         averages over its many steps).
+
+        ``part="floor"`` replays the feature projections and propagation
+        products (the floor), ``part="other"`` the other dense products:
+        each blocked logsumexp of a product in a loss
+        (:func:`mde_pyg.losses._logsumexp_of_product`, its exp included,
+        as the loss computes it) and each other dense matrix product
+        outside ``nn.Linear``.
         """
         import contextlib
 
         import torch
 
+        from mde_pyg.losses import _BoundedLogSumExp
         from mde_pyg.nn.sparse import (
             csr_edge_dot,
             csr_matmul,
             weighted_csr_matmul,
         )
 
-        if not self.linears and not self.products and not self.weighted:
+        calls = []  # (function of no arguments, its leaf inputs, grad)
+        if part == "floor":
+            calls += [(lambda m=m, x=x: m(x), [x], grad)
+                      for m, x, grad in self.linears]
+            calls += [(lambda a=a, a_t=a_t, x=x: csr_matmul(a, x, a_t),
+                       [x], grad) for a, a_t, x, grad in self.products]
+            for kind, graph, a, b, grad in self.weighted:
+                fn = weighted_csr_matmul if kind == "matmul" else \
+                    csr_edge_dot
+                calls.append((lambda fn=fn, g=graph, a=a, b=b: fn(g, a, b),
+                              [a, b], grad))
+        elif part == "other":
+            for kind, args, grad in self.others:
+                if kind == "logsumexp":
+                    # the column sums are only back-propagated where used
+                    def fn(args=args):
+                        out = _BoundedLogSumExp.apply(*args)
+                        return out if args[3] else out[:1]
+                    leaves = list(args[:2])
+                else:
+                    def fn(args=args):
+                        return args[0](*args[1])
+                    leaves = [t for t in args[1]
+                              if isinstance(t, torch.Tensor)]
+                calls.append((fn, leaves, grad))
+        else:
+            raise ValueError(f"'part' must be 'floor' or 'other', got "
+                             f"'{part}'")
+        if not calls:
             return 0.0
         cast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if precision == "bf16" else contextlib.nullcontext())
-        calls = [(module, x, grad) for module, x, grad in self.linears]
-        calls += [(lambda x, adj=adj, adj_t=adj_t: csr_matmul(adj, x, adj_t),
-                   x, grad) for adj, adj_t, x, grad in self.products]
-        for kind, graph, a, b, grad in self.weighted:
-            fn = weighted_csr_matmul if kind == "matmul" else csr_edge_dot
-            calls.append((lambda x, fn=fn, graph=graph, a=a: fn(graph, a, x),
-                          b, grad))
 
         def forward():
             outs = []
-            for fn, x, grad in calls:
+            for fn, _, grad in calls:
                 with cast, torch.set_grad_enabled(grad):
-                    outs.append(fn(x))
+                    out = fn()
+                outs += list(out) if isinstance(out, tuple) else [out]
             return outs
 
         grads = [torch.randn_like(out) for out in forward()]
 
         def step():
             self.model.zero_grad(set_to_none=True)
-            for _, x, _ in calls:
-                x.grad = None
-            for _, _, a, _, _ in self.weighted:
-                a.grad = None
+            for _, leaves, _ in calls:
+                for x in leaves:
+                    x.grad = None
             pairs = [(o, g) for o, g in zip(forward(), grads)
                      if o.requires_grad]
-            torch.autograd.backward([o for o, _ in pairs],
-                                    [g for _, g in pairs])
+            if pairs:
+                torch.autograd.backward([o for o, _ in pairs],
+                                        [g for _, g in pairs])
 
         seconds = _timed(step, device, repeat, reduce="min")
         self.model.zero_grad(set_to_none=True)
@@ -267,7 +378,7 @@ def run_one(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
                     // args.batch_size)
-    epoch = floor = 0.0
+    epoch = floor = other = 0.0
     products = "-"
     if trainer.optimizer is not None:  # MostPop has nothing to train
         model.on_epoch_start(0)
@@ -283,10 +394,12 @@ def run_one(args) -> dict:
         epoch = sum(times) / len(times)
         recorder = record_products(model, trainer, args.batch_size)
         floor = recorder.replay(device, args.precision) * num_batches
+        other = recorder.replay(device, args.precision,
+                               part="other") * num_batches
         products = recorder.describe()
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
-           "products": products,
+           "other": other, "products": products,
            "step": epoch / num_batches,
            "eval": evaluation, "graphs": graph_seconds,
            "peak_rss_mib": peak_rss_mib()}
@@ -373,20 +486,23 @@ def main() -> None:
             cmd.append("--system-malloc")
         res = run_child(cmd, name)
         if res is None:
-            rows.append([name, "failed", "", "", "", "", "", ""])
+            rows.append([name, "failed"] + [""] * 8)
             continue
         products.append(f"- {name}: {res['products']}")
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
-        ratio = (res["epoch"] / res["floor"] if res["floor"] > 1e-3
-                 else None)
+        def ratio(denominator, epoch=res["epoch"]):
+            return f"{epoch / denominator:.2f}" if denominator > 1e-3 else "-"
+
         rows.append([name, f"{res['epoch']:.2f}", f"{res['step']:.3f}",
-                     f"{res['floor']:.2f}",
-                     "-" if ratio is None else f"{ratio:.2f}",
+                     f"{res['floor']:.2f}", ratio(res["floor"]),
+                     f"{res['other']:.2f}",
+                     ratio(res["floor"] + res["other"]),
                      f"{res['eval']:.2f}", f"{res['graphs']:.1f}", memory])
         print(" | ".join(rows[-1]), flush=True)
     header = ["model", "s / epoch", "s / step", "floor s / epoch",
-              "epoch / floor",
+              "epoch / floor", "other products s / epoch",
+              "epoch / (floor + other)",
               "s / full eval", "graph build s", "peak MiB"]
     machine = machine_header(args.device, args.system_malloc,
                              code=args.code)
@@ -400,10 +516,15 @@ def main() -> None:
             f"nn.Linear call and sparse propagation product, recorded "
             f"from the model and listed below), replayed forward + "
             f"backward (the fastest of 5 replays), times the batches per "
-            f"epoch.\n\n"
+            f"epoch. Other products = the step's dense products outside "
+            f"the floor (each blocked logsumexp of a similarity product "
+            f"in a loss, with its exp, and every other dense matrix "
+            f"product outside nn.Linear), replayed the same way: work a "
+            f"model does by design that the floor does not count.\n\n"
             f"{markdown_table(header, rows)}\n\n"
             f"Products per step ([rows, in]@[in, out] for nn.Linear, "
-            f"rows x cols nnz @ width for the sparse products):\n\n"
+            f"rows x cols nnz @ width for the sparse products, [B, d]@"
+            f"[d, N] for the other dense products):\n\n"
             + "\n".join(products) + "\n")
     out = args.output or osp.join(
         HERE, "results", f"speed_{args.device.split(':')[0]}_"

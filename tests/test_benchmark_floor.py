@@ -88,3 +88,50 @@ def test_grcn_records_its_learnt_weight_products(data, monkeypatch):
         assert a.grad is not None and a.grad.shape == a.shape
         assert b.grad is not None and b.grad.shape == b.shape
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_lgmrec_records_its_products_outside_the_floor(data, monkeypatch):
+    model = build_model("lgmrec", data, embedding_dim=8)
+    trainer = Trainer(model, data, progress=False)
+    recorder = speed.record_products(model, trainer, batch_size=32)
+
+    def inputs(kind, args):  # logsumexp: (a, b, bound, columns); mm: (f, args)
+        return list(args[:2] if kind == "logsumexp" else args[1])
+
+    shapes = [(kind, [tuple(t.shape) for t in inputs(kind, args)])
+              for kind, args, _ in recorder.others]
+    # per modality the hypergraph: H_I^T X, H_I (H_I^T X), H_U (H_I^T X)
+    hyper = [("mm", [(4, 50), (50, 8)]), ("mm", [(50, 4), (4, 8)]),
+             ("mm", [(60, 4), (4, 8)])]
+    # one modality pair: the batch's users against all 60 users, its
+    # items against all 50 items, without the [32, N] logits kept
+    contrastive = [("logsumexp", [(32, 8), (60, 8)]),
+                   ("logsumexp", [(32, 8), (50, 8)])]
+    assert shapes == hyper * 2 + contrastive
+    assert all(grad for *_, grad in recorder.others)
+    assert "(logsumexp of rows)" in recorder.describe()
+
+    # each replayed logsumexp is the one the loss computed: that of the
+    # recorded product's rows
+    from mde_pyg import losses
+    outputs = []
+    apply = losses._BoundedLogSumExp.apply
+
+    def keeping(*args):
+        out = apply(*args)
+        outputs.append((args, out))
+        return out
+
+    monkeypatch.setattr(losses._BoundedLogSumExp, "apply", keeping)
+    assert recorder.replay(torch.device("cpu"), "fp32", repeat=1,
+                           part="other") > 0
+    assert len(outputs) == 2 * 3  # draw, warm-up, one timed pass
+    for (a, b, _, columns), (row, _) in outputs[:2]:
+        assert not columns
+        torch.testing.assert_close(row, (a @ b.t()).logsumexp(dim=1))
+    for kind, args, _ in recorder.others:
+        for t in inputs(kind, args):
+            assert t.grad is not None and t.grad.shape == t.shape
+    # the floor leaves them out
+    floor_calls = len(recorder.linears) + len(recorder.products)
+    assert floor_calls == 2 + 5 and not recorder.weighted

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mde_pyg.functional import normalize
+
 Modalities = Mapping[str, Tensor] | Sequence[Tensor]
 
 
@@ -280,8 +282,8 @@ def info_nce(
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
-    a = F.normalize(a, dim=-1) / tau
-    b = F.normalize(b, dim=-1)
+    a = normalize(a) / tau
+    b = normalize(b)
     positive = (a * b).sum(dim=-1)
     # Row n of the logits scores a_n against every b; column n scores b_n
     # against every a, so the reverse direction needs no transposed copy.
@@ -354,9 +356,9 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
-    a = F.normalize(anchor, dim=-1) / tau
-    score = (a * F.normalize(positive, dim=-1)).sum(dim=-1)
-    c = F.normalize(candidates, dim=-1)
+    a = normalize(anchor) / tau
+    score = (a * normalize(positive)).sum(dim=-1)
+    c = normalize(candidates)
     bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
     log_total = _logsumexp_of_product(a, c, bound, False)[0]
     return (log_total - score).sum()

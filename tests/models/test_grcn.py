@@ -230,3 +230,26 @@ def test_training_lowers_the_loss(data):
     model = GRCN(data, embedding_dim=16, latent_dim=16)
     before, after = train(model, data, steps=150)
     assert after < 0.3 * before
+
+
+def test_cosine_softmax_equals_the_shifted_softmax():
+    from torch_geometric.utils import softmax
+
+    from mde_pyg.models.grcn import cosine_softmax
+
+    gen = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(40, 8, generator=gen), dim=-1)
+    b = F.normalize(torch.randn(40, 8, generator=gen), dim=-1)
+    score = ((a * b).sum(-1)).requires_grad_()
+    index = torch.randint(0, 7, (40,), generator=gen)  # group 6 may be empty
+    weight = torch.randn(40, generator=gen)
+    out = cosine_softmax(score, index, 9)
+    (grad,) = torch.autograd.grad((out * weight).sum(), score)
+    expected = softmax(score, index, num_nodes=9)
+    (expected_grad,) = torch.autograd.grad((expected * weight).sum(), score)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    # each group sums to one
+    sums = torch.zeros(9).index_add_(0, index, out.detach())
+    torch.testing.assert_close(sums[index.unique()],
+                               torch.ones(index.unique().numel()))

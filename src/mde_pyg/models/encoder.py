@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import coalesce
 
 from mde_pyg.data.mmrec import modality_names
+from mde_pyg.functional import normalize
 from mde_pyg.nn.conv import MultiHopPropagation
 from mde_pyg.nn.graphs import GraphBuffers
 from mde_pyg.nn.sparse import user_item_edges
@@ -218,7 +218,7 @@ class MultiModalGraphEncoder(nn.Module):
         for m in self.modalities:
             x = torch.cat([self.user[m], self.projection[m](features[m])])
             if self.normalize:
-                x = F.normalize(x, dim=-1)
+                x = normalize(x)
             out[m] = self.propagation(x, edge_index, edge_weight)
         return out
 

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import softmax
+from torch_geometric.utils import scatter
 
 from mde_pyg.data.mmrec import RATES
+from mde_pyg.functional import normalize
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import feature_buffers
@@ -20,6 +21,25 @@ from mde_pyg.nn.conv import EdgeWeightedPropagation
 
 #: How GRCN combines the modalities' edge scores into one edge weight.
 WEIGHT_MODES = ("confid", "max", "mean")
+
+
+def cosine_softmax(score: Tensor, index: Tensor, num_nodes: int) -> Tensor:
+    r"""Softmax of edge scores grouped by ``index``, for scores that lie in
+    :math:`[-1, 1]` (cosines of unit vectors).
+
+    Equals :func:`torch_geometric.utils.softmax`, without its shift by each
+    group's maximum: :math:`e^{s} \in [e^{-1}, e]` cannot overflow, so the
+    per-group max, its gather and the subtraction (and their backward)
+    are left out.
+
+    Args:
+        score (torch.Tensor): Edge scores ``[E]`` in :math:`[-1, 1]`.
+        index (torch.Tensor): The group of each edge ``[E]``.
+        num_nodes (int): The number of groups.
+    """
+    exp = score.exp()
+    total = scatter(exp, index, 0, dim_size=num_nodes, reduce="sum")
+    return exp / total.index_select(0, index)
 
 
 class GRCN(Recommender):
@@ -205,17 +225,17 @@ class GRCN(Recommender):
         \mathbf{f}]` (``[U+I, C]``, after routing) and its edge scores
         :math:`a^m` (``[2E]``, in the order of ``edge_index``).
         """
-        f = F.normalize(F.leaky_relu(
-            self.projection[m](getattr(self, f"x_{m}"))), dim=-1)
-        p = F.normalize(self.preference[m], dim=-1)
+        f = normalize(F.leaky_relu(
+            self.projection[m](getattr(self, f"x_{m}"))))
+        p = normalize(self.preference[m])
+        # p and f are unit rows: every score is a cosine
         for _ in range(self.num_routing):
             s = self.routing.edge_dot(f, p)
-            alpha = softmax(s, self.edge_user, num_nodes=self.num_users)
-            p = F.normalize(p + self.routing(f, alpha), dim=-1)
+            alpha = cosine_softmax(s, self.edge_user, self.num_users)
+            p = normalize(p + self.routing(f, alpha))
         s = self.routing.edge_dot(f, p)
-        score = torch.cat([
-            softmax(s, self.edge_user, num_nodes=self.num_users),
-            softmax(s, self.edge_item, num_nodes=self.num_items)])
+        score = torch.cat([cosine_softmax(s, self.edge_user, self.num_users),
+                           cosine_softmax(s, self.edge_item, self.num_items)])
         return torch.cat([p, f]), score
 
     def refine(self) -> tuple[Tensor, dict[str, Tensor]]:
@@ -238,24 +258,34 @@ class GRCN(Recommender):
             weight = score.mean(dim=-1)
         return (weight.relu() if self.pruning else weight), reps
 
+    def representations(self) -> list[Tensor]:
+        r"""Return the parts of :math:`\mathbf{r}`: :math:`[\mathbf{z},
+        \mathbf{h}^1, \dots, \mathbf{h}^M]`, each ``[U+I, C]`` (users
+        first).
+        """
+        weight, reps = self.refine()
+        h = total = normalize(self.id_embedding)
+        for _ in range(self.num_layers):
+            h = self.user_item(h, weight)
+            total = total + h
+        return [total, *reps.values()]
+
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         """Return the ID and modal representations side by side as
         ``(user, item)``.
         """
-        weight, reps = self.refine()
-        h = total = F.normalize(self.id_embedding, dim=-1)
-        for _ in range(self.num_layers):
-            h = self.user_item(h, weight)
-            total = total + h
-        out = torch.cat([total, *reps.values()], dim=-1)
+        out = torch.cat(self.representations(), dim=-1)
         return tuple(out.split([self.num_users, self.num_items]))
 
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term on the batch's embeddings."""
-        user_emb, item_emb = self.get_embedding()
-        parts = {"bpr": embedding_bpr_loss(user_emb.index_select(0, user),
-                                           *gather_rows(item_emb, pos, neg))}
+        # The batch's rows of each part, then side by side: the
+        # [U+I, (M+1) C] matrix of get_embedding is never formed.
+        index = (user, pos + self.num_users, neg + self.num_users)
+        rows = [gather_rows(part, *index) for part in self.representations()]
+        u, p, n = (torch.cat(role, dim=-1) for role in zip(*rows))
+        parts = {"bpr": embedding_bpr_loss(u, p, n)}
         items = torch.cat([pos, neg]) + self.num_users
         batch = list(gather_rows(self.id_embedding, user, items))
         batch += [self.preference[m].index_select(0, user)

@@ -11,6 +11,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import degree
 
 from mde_pyg.data.mmrec import RATES
+from mde_pyg.functional import normalize
 from mde_pyg.losses import (
     embedding_bpr_loss,
     embedding_norm_reg,
@@ -308,7 +309,7 @@ class LGMRec(Recommender):
         feat, logits = self.modality_inputs()
         local = self.mm_propagation(feat, *graph).split(self.embedding_dim,
                                                         dim=-1)
-        out = collaborative + sum(F.normalize(x, dim=-1) for x in local)
+        out = collaborative + sum(normalize(x) for x in local)
         hyper = {}
         for m, logit in zip(self.modalities, logits):
             user_h, item_h = self.hyperedges(logit).split(
@@ -317,8 +318,7 @@ class LGMRec(Recommender):
                                               self.num_hyper_layers)
         user_g = sum(u for u, _ in hyper.values())
         item_g = sum(i for _, i in hyper.values())
-        out = out + self.alpha * F.normalize(torch.cat([user_g, item_g]),
-                                             dim=-1)
+        out = out + self.alpha * normalize(torch.cat([user_g, item_g]))
         return out, hyper
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import degree
 
+from mde_pyg.functional import normalize
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import feature_buffers
@@ -160,8 +161,7 @@ class MMGCN(Recommender):
         x = getattr(self, f"x_{m}")
         if m in self.input_map:
             x = self.input_map[m](x)
-        x = F.normalize(torch.cat([getattr(self, f"preference_{m}"), x]),
-                        dim=-1)
+        x = normalize(torch.cat([getattr(self, f"preference_{m}"), x]))
         adj, weight = self.graphs.get("user_item_mean")
         for layer in self.layers[m]:
             h = F.leaky_relu(self.aggregate(layer["conv"](x), adj, weight))

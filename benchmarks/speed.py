@@ -126,6 +126,12 @@ class ProductRecorder:
     optimiser steps are left out. The floor is the model's products as
     the model computes them: :meth:`describe` lists them, so a redundant
     product would show there.
+
+    Outside the floor, in ``others``, it records each blocked logsumexp
+    of a similarity product (:class:`mde_pyg.losses._BoundedLogSumExp`,
+    the contrastive losses) and every other dense matrix product outside
+    ``nn.Linear`` (:func:`_dense_product_mode`), which
+    ``replay(part="other")`` runs the same way.
     """
 
     def __init__(self, model):

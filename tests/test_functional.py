@@ -44,3 +44,12 @@ def test_normalize_keeps_dtypes_under_autocast():
     expected.float().sum().backward()
     assert x.grad.dtype == torch.bfloat16
     torch.testing.assert_close(x.grad, y.grad, atol=2e-2, rtol=2e-2)
+
+
+def test_normalize_refuses_a_double_backward():
+    import pytest
+
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(normalize(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

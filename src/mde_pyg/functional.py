@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class _Normalize(torch.autograd.Function):
@@ -40,6 +41,7 @@ class _Normalize(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         y, denom, unclamped = ctx.saved_tensors
         along = (grad * y).sum(dim=-1, keepdim=True).mul_(unclamped)
@@ -52,7 +54,9 @@ def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 
     Values equal :func:`torch.nn.functional.normalize` with ``dim=-1``;
     the backward is the closed form of :class:`_Normalize`, in half the
-    passes over the input.
+    passes over the input. It is differentiable once: a second backward
+    through its gradient (``create_graph=True``) raises; use
+    :func:`torch.nn.functional.normalize` where one is needed.
 
     Args:
         x (torch.Tensor): Rows ``[..., d]``.

@@ -94,3 +94,17 @@ def test_cosine_prediction_loss_stops_target_gradient():
     loss.backward()
     assert target.grad is None
     assert online.grad is not None
+
+
+def test_cosine_prediction_loss_equals_torch_cosine_similarity():
+    gen = torch.Generator().manual_seed(0)
+    online = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    target = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    online[2], target[5] = 0.0, 0.0  # norms clamped at 1e-8
+    a, b = online.clone().requires_grad_(), online.clone().requires_grad_()
+    got = cosine_prediction_loss(a, target)
+    want = 1.0 - torch.nn.functional.cosine_similarity(b, target).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(a.grad, b.grad)

@@ -78,12 +78,13 @@ def _timed(fn, device, repeat=3, reduce="median"):
 
 def _dense_product_mode(records: list, inside: list):
     """Return a :class:`torch.overrides.TorchFunctionMode` that appends
-    ``("mm", (function, args), grad)`` to ``records`` for every dense
-    matrix product called outside ``nn.Linear`` (``@``, ``matmul``,
-    ``mm``, ``addmm``, ``bmm``), e.g. the ``[B, B]`` logits of an in-batch
-    loss or LGMRec's hypergraph products; not while ``inside`` is
-    non-empty (a recorded loss product is running) nor for sparse
-    operands (recorded as propagation products).
+    ``("mm", (function, args, kwargs), grad)`` to ``records`` for every
+    dense matrix product called outside ``nn.Linear`` (``@``, ``matmul``,
+    ``mm``, ``addmm``, ``bmm``, keyword arguments such as ``beta``
+    included), e.g. the ``[B, B]`` logits of an in-batch loss or LGMRec's
+    hypergraph products; not while ``inside`` is non-empty (a recorded
+    loss product is running), nor for sparse operands (recorded as
+    propagation products) or an ``out=`` buffer.
     """
     import torch
     from torch.overrides import TorchFunctionMode
@@ -92,18 +93,22 @@ def _dense_product_mode(records: list, inside: list):
                 torch.mm, torch.Tensor.mm, torch.addmm, torch.Tensor.addmm,
                 torch.bmm, torch.Tensor.bmm}
 
+    def leaf(a):
+        return (a.detach().requires_grad_(a.requires_grad)
+                if isinstance(a, torch.Tensor) else a)
+
     class DenseProductMode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if (func in products and not inside and not kwargs
+            tensors = [a for a in (*args, *kwargs.values())
+                       if isinstance(a, torch.Tensor)]
+            if (func in products and not inside and "out" not in kwargs
                     and all(t.layout == torch.strided for t in tensors)):
                 grad = torch.is_grad_enabled() and any(
                     t.requires_grad for t in tensors)
-                args_ = tuple(
-                    a.detach().requires_grad_(a.requires_grad)
-                    if isinstance(a, torch.Tensor) else a for a in args)
-                records.append(("mm", (func, args_), grad))
+                records.append(("mm", (func, tuple(map(leaf, args)),
+                                       {k: leaf(v) for k, v in
+                                        kwargs.items()}), grad))
             return func(*args, **kwargs)
 
     return DenseProductMode()
@@ -242,8 +247,9 @@ class ProductRecorder:
                 what = "rows and columns" if columns else "rows"
                 others.append(f"{list(a.shape)}@{list(b.shape[::-1])} "
                               f"(logsumexp of {what}){mark(grad)}")
-            else:
-                a, b = args[1][-2:]
+            else:  # the two matrices: the last operands of two dims
+                a, b = [t for t in (*args[1], *args[2].values())
+                        if getattr(t, "dim", lambda: 0)() >= 2][-2:]
                 others.append(f"{list(a.shape)}@{list(b.shape)}"
                               f"{mark(grad)}")
         return (f"{len(linears)} linear: {', '.join(linears) or '-'}; "
@@ -297,8 +303,8 @@ class ProductRecorder:
                     leaves = list(args[:2])
                 else:
                     def fn(args=args):
-                        return args[0](*args[1])
-                    leaves = [t for t in args[1]
+                        return args[0](*args[1], **args[2])
+                    leaves = [t for t in (*args[1], *args[2].values())
                               if isinstance(t, torch.Tensor)]
                 calls.append((fn, leaves, grad))
         else:

@@ -135,3 +135,26 @@ def test_lgmrec_records_its_products_outside_the_floor(data, monkeypatch):
     # the floor leaves them out
     floor_calls = len(recorder.linears) + len(recorder.products)
     assert floor_calls == 2 + 5 and not recorder.weighted
+
+
+def test_dense_product_mode_records_keyword_arguments():
+    # a recorded product replays to the value the step computed, keyword
+    # arguments included; out= buffers, sparse operands and the products
+    # inside a recorded loss are not recorded
+    gen = torch.Generator().manual_seed(0)
+    c, a, b = (torch.randn(*shape, generator=gen)
+               for shape in ((3, 2), (3, 4), (4, 2)))
+    a.requires_grad_()
+    records, inside = [], []
+    with speed._dense_product_mode(records, inside):
+        got = torch.addmm(c, a, b, beta=0.5, alpha=2.0)
+        torch.mm(a.detach(), b, out=torch.empty(3, 2))
+        torch.mm(a.detach().to_sparse(), b)
+        inside.append(True)
+        torch.mm(a, b)
+    assert [kind for kind, *_ in records] == ["mm"]
+    kind, (func, args, kwargs), grad = records[0]
+    assert grad and kwargs == {"beta": 0.5, "alpha": 2.0}
+    torch.testing.assert_close(func(*args, **kwargs), 0.5 * c + 2.0 * a @ b)
+    torch.testing.assert_close(got, 0.5 * c + 2.0 * a @ b)
+    assert args[1] is not a and args[1].requires_grad  # a detached leaf

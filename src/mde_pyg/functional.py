@@ -27,8 +27,9 @@ class _Normalize(torch.autograd.Function):
         \langle \mathbf{g}, \mathbf{y} \rangle}{\max(\lVert \mathbf{x}
         \rVert, \epsilon)}
 
-    where the norm exceeds :math:`\epsilon`, and :math:`\mathbf{g} /
-    \epsilon` where it is clamped (the denominator is a constant there).
+    where the norm is at least :math:`\epsilon` (as the gradient of
+    :meth:`~torch.Tensor.clamp_min`), and :math:`\mathbf{g} / \epsilon`
+    where it is clamped (the denominator is a constant there).
     """
 
     @staticmethod

@@ -12,7 +12,8 @@ in a fresh subprocess (so that peak memory is its own), it reports:
 * the floor: the dense work of one epoch, measured in the same process:
   the products one training step of the model computes (every
   ``nn.Linear`` call on its real input and every fused sparse propagation
-  product, recorded by :class:`ProductRecorder`), replayed forward +
+  product, a fused multi-hop propagation as one call, recorded by
+  :class:`ProductRecorder`), replayed forward +
   backward on their own (the fastest of 5 replays), times the number of
   batches; and the ratio
   epoch / floor, which measures what the step adds around its products
@@ -120,7 +121,9 @@ class ProductRecorder:
     Inside the ``with`` block, every call of an :class:`torch.nn.Linear` of
     the model (module and input) and every fused CSR product
     (:func:`mde_pyg.nn.sparse.csr_matmul`: adjacency, its transpose and the
-    dense input) is recorded, and so is every product over a graph with
+    dense input; each fused multi-hop propagation,
+    :func:`~mde_pyg.nn.sparse.csr_hops`, in ``hops``, replayed as the
+    model computes it) is recorded, and so is every product over a graph with
     learnt edge weights (:func:`~mde_pyg.nn.sparse.weighted_csr_matmul`
     and :func:`~mde_pyg.nn.sparse.csr_edge_dot`, GRCN's refined graph,
     in ``weighted``), so :meth:`replay` can run exactly those
@@ -143,10 +146,12 @@ class ProductRecorder:
         self.model = model
         self.linears: list = []
         self.products: list = []
+        self.hops: list = []
         self.weighted: list = []
         self.others: list = []
         self._handles: list = []
         self._forward = None
+        self._hops_forward = None
         self._weighted_forward: dict = {}
         self._logsumexp_forward = None
         self._mode = None
@@ -174,6 +179,15 @@ class ProductRecorder:
             return self._forward(ctx, adj, adj_transposed, x)
 
         sparse._CSRMatmul.forward = staticmethod(forward)
+        self._hops_forward = sparse._CSRHops.forward
+
+        def hops(ctx, x, adj, adj_transposed, num_layers, reduce):
+            self.hops.append((adj, adj_transposed, x.detach().requires_grad_(),
+                              num_layers, reduce, ctx.needs_input_grad[0]))
+            return self._hops_forward(ctx, x, adj, adj_transposed,
+                                      num_layers, reduce)
+
+        sparse._CSRHops.forward = staticmethod(hops)
 
         for name, kind in (("_EdgeWeightedMatmul", "matmul"),
                            ("_EdgeDot", "dot")):
@@ -216,6 +230,7 @@ class ProductRecorder:
         for handle in self._handles:
             handle.remove()
         sparse._CSRMatmul.forward = staticmethod(self._forward)
+        sparse._CSRHops.forward = staticmethod(self._hops_forward)
         for name, forward in self._weighted_forward.items():
             getattr(sparse, name).forward = staticmethod(forward)
         from mde_pyg import losses
@@ -235,6 +250,11 @@ class ProductRecorder:
         products = [f"{adj.size(0)}x{adj.size(1)} nnz {adj._nnz()}"
                     f"@{x.size(1)}{mark(grad)}"
                     for adj, _, x, grad in self.products]
+        for adj, _, x, num_layers, reduce, grad in self.hops:
+            products += [f"{adj.size(0)}x{adj.size(1)} nnz {adj._nnz()}"
+                         f"@{x.size(1)} (hop {i + 1}/{num_layers}, "
+                         f"{reduce}){mark(grad)}"
+                         for i in range(num_layers)]
         for kind, graph, _, b, grad in self.weighted:
             rows, cols = graph.shape[::-1]
             what = "learnt weights" if kind == "matmul" else "edge dot"
@@ -278,6 +298,7 @@ class ProductRecorder:
         from mde_pyg.losses import _BoundedLogSumExp
         from mde_pyg.nn.sparse import (
             csr_edge_dot,
+            csr_hops,
             csr_matmul,
             weighted_csr_matmul,
         )
@@ -288,6 +309,9 @@ class ProductRecorder:
                       for m, x, grad in self.linears]
             calls += [(lambda a=a, a_t=a_t, x=x: csr_matmul(a, x, a_t),
                        [x], grad) for a, a_t, x, grad in self.products]
+            calls += [(lambda a=a, a_t=a_t, x=x, n=n, r=r:
+                       csr_hops(a, x, n, r, a_t), [x], grad)
+                      for a, a_t, x, n, r, grad in self.hops]
             for kind, graph, a, b, grad in self.weighted:
                 fn = weighted_csr_matmul if kind == "matmul" else \
                     csr_edge_dot

@@ -27,13 +27,35 @@ def test_lightgcn_records_its_hops(data):
     model = build_model("lightgcn", data, embedding_dim=8, num_layers=3)
     trainer = Trainer(model, data, progress=False)
     recorder = speed.record_products(model, trainer, batch_size=32)
-    assert recorder.linears == []
-    assert len(recorder.products) == 3  # one product per hop
-    for adj, adj_t, x, grad in recorder.products:
-        assert adj.shape == (110, 110) and adj_t is adj  # symmetric graph
-        assert x.shape == (110, 8) and grad
+    assert recorder.linears == [] and recorder.products == []
+    # the three hops, fused, as the model computes them
+    ((adj, adj_t, x, num_layers, reduce, grad),) = recorder.hops
+    assert adj.shape == (110, 110) and adj_t is adj  # symmetric graph
+    assert x.shape == (110, 8) and grad
+    assert (num_layers, reduce) == (3, "mean")
+    torch.testing.assert_close(x, model.embedding.weight)
     assert "3 sparse: 110x110" in recorder.describe()
-    assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
+    assert "(hop 3/3, mean)" in recorder.describe()
+
+    # the replay runs them on the recorded input and back-propagates
+    from mde_pyg.nn import sparse
+    outputs = []
+    hops = sparse.csr_hops
+
+    def keeping(*args):
+        outputs.append(hops(*args))
+        return outputs[-1]
+
+    import pytest
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sparse, "csr_hops", keeping)
+        assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
+    dense = adj.to_dense()
+    expected = sum(torch.linalg.matrix_power(dense, k) @ x.detach()
+                   for k in range(4)) / 4
+    assert len(outputs) == 3  # draw, warm-up, one timed pass
+    torch.testing.assert_close(outputs[0], expected)
+    assert x.grad is not None and x.grad.shape == x.shape
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -48,6 +70,8 @@ def test_sand_records_one_split_per_step(data):
     assert calls == [((50, data["item"].x_image.size(1)), True)]
     # the user-item graph: 2 hops per modality; the item graph: once
     sizes = [adj.size(0) for adj, *_ in recorder.products]
+    sizes += [adj.size(0) for adj, _, _, num_layers, *_ in recorder.hops
+              for _ in range(num_layers)]
     assert sizes.count(110) == 4 and sizes.count(50) == 1
 
 
@@ -133,8 +157,14 @@ def test_lgmrec_records_its_products_outside_the_floor(data, monkeypatch):
         for t in inputs(kind, args):
             assert t.grad is not None and t.grad.shape == t.shape
     # the floor leaves them out
-    floor_calls = len(recorder.linears) + len(recorder.products)
-    assert floor_calls == 2 + 5 and not recorder.weighted
+    hops = [(adj.size(0), x.size(1), num_layers, reduce)
+            for adj, _, x, num_layers, reduce, _ in recorder.hops]
+    # over the user-item graph: the ID embeddings (2 hops, mean), then the
+    # two modalities' features side by side (2 hops, last)
+    assert hops == [(110, 8, 2, "mean"), (110, 16, 2, "last")]
+    # and the user-item aggregation of the item features (one product)
+    assert [adj.shape for adj, *_ in recorder.products] == [(60, 50)]
+    assert len(recorder.linears) == 2 and not recorder.weighted
 
 
 def test_dense_product_mode_records_keyword_arguments():

@@ -159,3 +159,117 @@ def test_multi_hop_dropout_drops_each_hop():
     prop.eval()  # no dropout outside training
     assert torch.allclose(prop(x, edge_index, weight, dropout=0.3),
                           prop(x, edge_index, weight))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduce", ["mean", "sum", "last"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_csr_hops_equal_dense_powers(device, reduce, symmetric):
+    from mde_pyg.nn.sparse import csr_hops
+
+    n = 12
+    edge_index, weight = random_graph(n, symmetric=symmetric, seed=3)
+    adj = to_csr(edge_index.to(device), weight.to(device), (n, n))
+    adj_t = None if symmetric else adj.to_dense().t().to_sparse_csr()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=gen, dtype=torch.double).to(device)
+    g = torch.randn(n, 4, generator=gen, dtype=torch.double).to(device)
+    a = dense(edge_index, weight, n).double().to(device)
+    adj, adj_t = adj.double(), None if adj_t is None else adj_t.double()
+    powers = [torch.linalg.matrix_power(a, k) for k in range(4)]
+    matrix = {"mean": sum(powers) / 4, "sum": sum(powers),
+              "last": powers[3]}[reduce]
+
+    leaf = x.clone().requires_grad_()
+    out = csr_hops(adj, leaf, 3, reduce, adj_t)
+    torch.testing.assert_close(out, matrix @ x)
+    (grad,) = torch.autograd.grad(out, leaf, g, create_graph=True)
+    torch.testing.assert_close(grad, matrix.t() @ g)
+    # the backward is the same combination over A^T, differentiable again:
+    # d/dg <grad, h> = (M^T)^T h = M h
+    h = torch.randn_like(g)
+    g = g.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(csr_hops(adj, leaf, 3, reduce, adj_t), leaf,
+                                  g, create_graph=True)
+    (second,) = torch.autograd.grad((grad * h).sum(), g)
+    torch.testing.assert_close(second, matrix @ h)
+
+
+def test_csr_hops_zero_layers_dtypes_and_errors():
+    from mde_pyg.nn.sparse import csr_hops
+
+    edge_index, weight = random_graph(8, symmetric=True, seed=4)
+    adj = to_csr(edge_index, weight, (8, 8))
+    x = torch.randn(8, 3, requires_grad=True)
+    out = csr_hops(adj, x, 0)
+    torch.testing.assert_close(out, x.detach())
+    assert out.data_ptr() != x.data_ptr()  # a new tensor, as x / 1
+    # under bf16 autocast: the products in the adjacency's float32, the
+    # gradient in the input's dtype
+    xb = torch.randn(8, 3, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = csr_hops(adj, xb, 2, "sum")
+    assert out.dtype == torch.float32
+    a = dense(edge_index, weight, 8)
+    torch.testing.assert_close(out, (torch.eye(8) + a + a @ a)
+                               @ xb.detach().float())
+    out.sum().backward()
+    assert xb.grad.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="'reduce'"):
+        csr_hops(adj, x, 2, "max")
+    with pytest.raises(ValueError, match="'num_layers'"):
+        csr_hops(adj, x, -1)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum", "last"])
+def test_multi_hop_fused_path_equals_edge_index_path(reduce):
+    from mde_pyg.nn.sparse import _CSRHops
+
+    n = 14
+    edge_index, weight = random_graph(n, symmetric=False, seed=6)
+    prop = MultiHopPropagation(3, reduce, symmetric=False)
+    x = torch.randn(n, 5)
+    calls = []
+    forward = _CSRHops.forward
+
+    def counting(ctx, *args):
+        calls.append((args[1].to_dense(), *args[3:]))
+        return forward(ctx, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_CSRHops, "forward", staticmethod(counting))
+        out_c, grad_c = value_and_grad(prop, x, to_csr(edge_index, weight,
+                                                       (n, n)))
+    # one fused call forward and one over the transpose backward, instead
+    # of three products each way
+    a = dense(edge_index, weight, n)
+    assert [call[1:] for call in calls] == [(3, reduce)] * 2
+    torch.testing.assert_close(calls[0][0], a)
+    torch.testing.assert_close(calls[1][0], a.t())
+    out_e, grad_e = value_and_grad(prop, x, edge_index, weight)
+    torch.testing.assert_close(out_c, out_e)
+    torch.testing.assert_close(grad_c, grad_e)
+
+
+def test_simple_conv_residual_is_one_fused_hop():
+    from mde_pyg.nn.sparse import _CSRHops
+
+    n = 10
+    edge_index, weight = random_graph(n, seed=7)
+    calls = []
+    forward = _CSRHops.forward
+
+    def counting(ctx, *args):
+        calls.append(args[3:])
+        return forward(ctx, *args)
+
+    x = torch.randn(n, 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_CSRHops, "forward", staticmethod(counting))
+        out, grad = value_and_grad(SimpleGraphConv(), x,
+                                   to_csr(edge_index, weight, (n, n)))
+    assert calls == [(1, "sum")] * 2  # forward, and backward over A^T
+    a = dense(edge_index, weight, n)
+    torch.testing.assert_close(out, x + a @ x)
+    w = torch.arange(out.numel()).view_as(out).sin()
+    torch.testing.assert_close(grad, w + a.t() @ w)

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import scatter
 
 from mde_pyg.data.mmrec import RATES
-from mde_pyg.functional import normalize
+from mde_pyg.functional import cosine_softmax, normalize
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender, gather_rows
 from mde_pyg.models.encoder import feature_buffers
@@ -21,25 +20,6 @@ from mde_pyg.nn.conv import EdgeWeightedPropagation
 
 #: How GRCN combines the modalities' edge scores into one edge weight.
 WEIGHT_MODES = ("confid", "max", "mean")
-
-
-def cosine_softmax(score: Tensor, index: Tensor, num_nodes: int) -> Tensor:
-    r"""Softmax of edge scores grouped by ``index``, for scores that lie in
-    :math:`[-1, 1]` (cosines of unit vectors).
-
-    Equals :func:`torch_geometric.utils.softmax`, without its shift by each
-    group's maximum: :math:`e^{s} \in [e^{-1}, e]` cannot overflow, so the
-    per-group max, its gather and the subtraction (and their backward)
-    are left out.
-
-    Args:
-        score (torch.Tensor): Edge scores ``[E]`` in :math:`[-1, 1]`.
-        index (torch.Tensor): The group of each edge ``[E]``.
-        num_nodes (int): The number of groups.
-    """
-    exp = score.exp()
-    total = scatter(exp, index, 0, dim_size=num_nodes, reduce="sum")
-    return exp / total.index_select(0, index)
 
 
 class GRCN(Recommender):

@@ -20,11 +20,21 @@ from torch_geometric.utils import spmm
 from mde_pyg.nn.sparse import (
     crow_indices,
     csr_edge_dot,
+    csr_hops,
     csr_matmul,
     csr_tensor,
     csr_transpose,
     weighted_csr_matmul,
 )
+
+
+def _fixed_csr(edge_index: Adj, edge_weight: OptTensor) -> bool:
+    """Whether the graph is a torch CSR matrix of fixed values, the input
+    of the fused products.
+    """
+    return (isinstance(edge_index, Tensor)
+            and edge_index.layout == torch.sparse_csr
+            and edge_weight is None and not edge_index.requires_grad)
 
 
 class LightGCNConv(MessagePassing):
@@ -111,7 +121,15 @@ class SimpleGraphConv(LightGCNConv):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
-        """Return ``x`` plus (if residual) its weighted neighbour sum."""
+        """Return ``x`` plus (if residual) its weighted neighbour sum.
+
+        With the residual over a torch CSR graph, the sum is accumulated
+        into the product (:func:`~mde_pyg.nn.sparse.csr_hops`, one hop,
+        ``"sum"``), forward and backward.
+        """
+        if self.residual and _fixed_csr(edge_index, edge_weight):
+            return csr_hops(edge_index, x, 1, "sum",
+                            self._backward_matrix(edge_index))
         out = super().forward(x, edge_index, edge_weight)
         return x + out if self.residual else out
 
@@ -157,7 +175,15 @@ class MultiHopPropagation(torch.nn.Module):
         dropped out before the next hop, :math:`\mathbf{X}^{(l+1)} =
         \operatorname{dropout}_p(\hat{\mathbf{A}} \mathbf{X}^{(l)})`
         (SLMRec's feature dropout).
+
+        Over a torch CSR graph without dropout the hops run fused
+        (:func:`~mde_pyg.nn.sparse.csr_hops`: the same values, one
+        accumulating product per hop forward and backward).
         """
+        if (_fixed_csr(edge_index, edge_weight) and self.num_layers > 0
+                and (dropout == 0.0 or not self.training)):
+            return csr_hops(edge_index, x, self.num_layers, self.reduce,
+                            self.conv._backward_matrix(edge_index))
         # A running sum: stacking the hops would copy them all once more.
         h = total = x
         for _ in range(self.num_layers):

@@ -122,6 +122,91 @@ def csr_matmul(adj: Tensor, x: Tensor,
     return _CSRMatmul.apply(adj, adj_transposed, x)
 
 
+class _CSRHops(torch.autograd.Function):
+    r"""The combination of ``num_layers`` hops over a fixed CSR ``adj``
+    (:func:`csr_hops`), whose backward is the same combination over the
+    transpose: :math:`\nabla_{\mathbf{x}} = c \sum_l (\mathbf{A}^\top)^l
+    \mathbf{g}` for :math:`c \sum_l \mathbf{A}^l \mathbf{x}`, and
+    :math:`(\mathbf{A}^\top)^L \mathbf{g}` for the last hop; so it is
+    differentiable again.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, adj: Tensor, adj_transposed: Tensor,
+                num_layers: int, reduce: str) -> Tensor:
+        ctx.matrices = (adj_transposed, adj)
+        ctx.num_layers, ctx.reduce, ctx.dtype = num_layers, reduce, x.dtype
+        return _hops(adj, x, num_layers, reduce)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_x = _CSRHops.apply(grad, *ctx.matrices, ctx.num_layers,
+                                ctx.reduce)
+        return grad_x.to(ctx.dtype), None, None, None, None
+
+
+def _hops(adj: Tensor, x: Tensor, num_layers: int, reduce: str) -> Tensor:
+    """Horner's form of the hops, in the adjacency's precision, outside
+    autocast (as :func:`_sparse_mm`).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.to(adj.dtype).contiguous()
+        if reduce == "last":
+            for _ in range(num_layers):
+                x = torch.sparse.mm(adj, x)
+            return x
+        # x + A (x + A (x + ...)): each hop's sum is accumulated into the
+        # product (beta = 1), not added to a running total afterwards
+        out = x
+        for _ in range(num_layers):
+            out = torch.addmm(x, adj, out)
+        return out.div_(num_layers + 1) if reduce == "mean" else out
+
+
+#: How :func:`csr_hops` combines the hops.
+HOP_REDUCTIONS = ("mean", "sum", "last")
+
+
+def csr_hops(adj: Tensor, x: Tensor, num_layers: int, reduce: str = "mean",
+             adj_transposed: Tensor | None = None) -> Tensor:
+    r"""Return ``num_layers`` hops of ``x`` over a fixed CSR ``adj``,
+    combined as LightGCN combines its layers.
+
+    .. math::
+        \texttt{"mean"}: \frac{1}{L+1} \sum_{l=0}^{L} \mathbf{A}^l
+        \mathbf{x}, \qquad \texttt{"sum"}: \sum_{l=0}^{L} \mathbf{A}^l
+        \mathbf{x}, \qquad \texttt{"last"}: \mathbf{A}^L \mathbf{x}.
+
+    The sums are computed in Horner's form, :math:`\mathbf{x} +
+    \mathbf{A}(\mathbf{x} + \mathbf{A}(\mathbf{x} + \dots))`, one
+    product with accumulation (``torch.addmm``) per hop, so that neither
+    the hops nor a running total are stored, and the backward is the same
+    combination over :math:`\mathbf{A}^\top`. A stack of
+    :func:`csr_matmul` hops with a running sum computes the same values
+    with a zero-filled output and a separate addition per hop, and as many
+    additions again in its backward.
+
+    Args:
+        adj (torch.Tensor): A sparse CSR matrix ``[N, N]``.
+        x (torch.Tensor): Dense features ``[N, F]``.
+        num_layers (int): Hops :math:`L \geq 0`.
+        reduce (str, optional): ``"mean"``, ``"sum"`` or ``"last"``.
+            (default: :obj:`"mean"`)
+        adj_transposed (torch.Tensor, optional): ``adj^T`` in CSR layout
+            (see :func:`csr_matmul`); :obj:`None` for a symmetric ``adj``.
+    """
+    if reduce not in HOP_REDUCTIONS:
+        raise ValueError(f"'reduce' must be one of {HOP_REDUCTIONS}, got "
+                         f"'{reduce}'")
+    if num_layers < 0:
+        raise ValueError(f"'num_layers' must be >= 0, got {num_layers}")
+    if num_layers == 0:  # x itself, as a new tensor
+        return x.to(adj.dtype, copy=True)
+    if adj_transposed is None:
+        adj_transposed = adj
+    return _CSRHops.apply(x, adj, adj_transposed, num_layers, reduce)
+
+
 def crow_indices(row: Tensor, num_rows: int) -> Tensor:
     """Return the CSR row pointers of the sorted row ids ``row``."""
     crow = row.new_zeros(num_rows + 1)

@@ -18,6 +18,7 @@ from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import spmm
 
 from mde_pyg.nn.sparse import (
+    HOP_REDUCTIONS,
     crow_indices,
     csr_edge_dot,
     csr_hops,
@@ -159,9 +160,9 @@ class MultiHopPropagation(torch.nn.Module):
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"'num_layers' must be >= 0, got {num_layers}")
-        if reduce not in ("mean", "sum", "last"):
-            raise ValueError(f"'reduce' must be 'mean', 'sum' or 'last', got "
-                             f"'{reduce}'")
+        if reduce not in HOP_REDUCTIONS:
+            raise ValueError(f"'reduce' must be one of {HOP_REDUCTIONS}, "
+                             f"got '{reduce}'")
         self.num_layers = num_layers
         self.reduce = reduce
         self.conv = LightGCNConv(symmetric=symmetric)

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from model_helpers import train
 
+from mde_pyg.losses import cosine_prediction_loss
 from mde_pyg.models import build_model
 from mde_pyg.models.bm3 import BM3
 from mde_pyg.train import Trainer
@@ -84,3 +85,27 @@ def test_target_dropout_keeps_and_scales(data):
     assert torch.equal(BM3(data, dropout=0.0)._target(x), x.detach())
     with pytest.raises(ValueError, match="'dropout' must be in"):
         BM3(data, dropout=1.0)
+
+
+def test_loss_with_dropout_matches_terms(data):
+    # the fused loss against cosine_prediction_loss term by term, with the
+    # targets drawn by _target from the same seed over the same rows
+    model = BM3(data, embedding_dim=8, dropout=0.5, cl_weight=0.7)
+    u, p = torch.tensor([1, 2, 1, 9]), torch.tensor([3, 4, 3, 0])
+    torch.manual_seed(3)
+    _, parts = model.loss(u, p, p)
+    eu, ei = model.online()
+    eu, ei = eu[u], ei[p]
+    feats = [model.projection[m](data["item"][f"x_{m}"][p])
+             for m in ("image", "text")]
+    torch.manual_seed(3)
+    targets = model._target(torch.cat([eu, ei, *feats])).split(4)
+    assert (targets[0] == 0).any() and not torch.equal(targets[1], ei)
+    pred = model.predictor
+    ui = (cosine_prediction_loss(pred(eu), targets[1])
+          + cosine_prediction_loss(pred(ei), targets[0]))
+    assert parts["ui"].item() == pytest.approx(ui.item(), rel=1e-5)
+    cl = sum(cosine_prediction_loss(pred(f), targets[1])
+             + cosine_prediction_loss(pred(f), t)
+             for f, t in zip(feats, targets[2:]))
+    assert parts["cl"].item() == pytest.approx(0.7 * cl.item(), rel=1e-5)

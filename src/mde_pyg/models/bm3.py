@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mde_pyg.losses import cosine_prediction_loss, embedding_norm_reg
-from mde_pyg.models.base import map_rows
+from mde_pyg.functional import normalize
+from mde_pyg.losses import embedding_norm_reg
+from mde_pyg.models.base import gather_rows, map_rows
 from mde_pyg.models.encoder import feature_buffers
 from mde_pyg.models.lightgcn import LightGCN
 
@@ -95,36 +97,58 @@ class BM3(LightGCN):
         return self.predictor(user), self.predictor(item)
 
     def _target(self, x: Tensor) -> Tensor:
-        """Return ``dropout(sg(x))``, always in training mode.
+        r"""Return ``dropout(sg(x))``, always in training mode.
 
         Each entry is kept with probability :math:`1 - p` and scaled by
-        :math:`1 / (1 - p)`, as :func:`torch.nn.functional.dropout`; the
-        mask is drawn with :func:`torch.rand_like`, which is about 2.5x
-        faster on CPU than the ``bernoulli_`` inside ``F.dropout``.
+        :math:`1 / (1 - p)`, as :func:`torch.nn.functional.dropout`. The
+        mask compares uniform 31-bit integers with :math:`\lfloor 2^{31} p
+        \rceil`, so the keep probability is :math:`1 - p` within
+        :math:`2^{-32}`; drawing them is about 2.5x faster on CPU than the
+        ``bernoulli_`` inside ``F.dropout`` and 1.4x faster than
+        :func:`torch.rand_like`.
         """
         x = x.detach()
         if self.dropout == 0.0:
             return x
-        keep = torch.rand_like(x) >= self.dropout
+        bits = torch.empty(x.shape, dtype=torch.int32, device=x.device)
+        keep = bits.random_() >= round(self.dropout * 2**31)
         return x * keep * (1.0 / (1.0 - self.dropout))
 
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return the bootstrap objective of the pairs ``(user, pos)``.
+        r"""Return the bootstrap objective of the pairs ``(user, pos)``.
 
-        ``neg`` is ignored.
+        ``neg`` is ignored. The :math:`2 + 2M` cosine terms are computed
+        together: the online rows :math:`[\mathbf{e}_u; \mathbf{e}_i;
+        \mathbf{f}_{1,i}; \dots]` pass the predictor and
+        :func:`~mde_pyg.functional.normalize` once as one ``[(2 + M) B,
+        d]`` matrix, their dropped-out targets are drawn and normalised
+        once, and each term is a dot product with the sum of the
+        normalised targets it is compared with, since :math:`\sum_k c(
+        \mathbf{p}, \mathbf{t}_k) = K - \langle \hat{\mathbf{p}},
+        \sum_k \hat{\mathbf{t}}_k \rangle` for unit rows. The value
+        is that of :func:`~mde_pyg.losses.cosine_prediction_loss` term by
+        term.
         """
-        user_emb, item_emb = self.online()
-        u, i = user_emb.index_select(0, user), item_emb.index_select(0, pos)
-        u_target, i_target = self._target(u), self._target(i)
-        parts = {"ui": cosine_prediction_loss(self.predictor(u), i_target)
-                 + cosine_prediction_loss(self.predictor(i), u_target)}
-        modal = []
-        for m, lin in self.projection.items():
-            f = map_rows(lin, getattr(self, f"x_{m}"), pos)
-            f_online = self.predictor(f)
-            modal.append(cosine_prediction_loss(f_online, i_target)
-                         + cosine_prediction_loss(f_online, self._target(f)))
-        parts["cl"] = self.cl_weight * torch.stack(modal).sum()
-        parts["reg"] = self.reg_weight * embedding_norm_reg(u, i)
+        ego = self.embedding.weight
+        item = pos + self.num_users
+        out = self.propagation(ego, *self.graphs.get("user_item"))
+        u, i = gather_rows(out, user, item)
+        i = i + ego.index_select(0, item)
+        feats = [map_rows(lin, getattr(self, f"x_{m}"), pos)
+                 for m, lin in self.projection.items()]
+        online = torch.cat([u, i, *feats])
+        size = user.numel()
+        p = normalize(self.predictor(online), 1e-8).view(-1, size, u.size(1))
+        t = F.normalize(self._target(online), dim=-1, eps=1e-8)
+        t = t.view_as(p)
+        # what each online row is compared with: p(e_u) with t_i, p(e_i)
+        # with t_u, p(f_m) with t_i and t_m (weighted by cl_weight)
+        partner = torch.cat([t[1:2], t[0:1],
+                             self.cl_weight * (t[2:] + t[1:2])])
+        dots = (p * partner).sum(dim=(1, 2)) / size
+        num_modal = len(feats)
+        parts = {"ui": 2.0 - dots[:2].sum(),
+                 "cl": self.cl_weight * 2 * num_modal - dots[2:].sum(),
+                 "reg": self.reg_weight * embedding_norm_reg(u, i)}
         return self.sum_parts(parts)

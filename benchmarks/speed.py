@@ -13,12 +13,13 @@ in a fresh subprocess (so that peak memory is its own), it reports:
   the products one training step of the model computes (every
   ``nn.Linear`` call on its real input and every fused sparse propagation
   product, a fused multi-hop propagation as one call, recorded by
-  :class:`ProductRecorder`), replayed forward +
-  backward on their own (the fastest of 5 replays), times the number of
-  batches; and the ratio
-  epoch / floor, which measures what the step adds around its products
-  (losses, indexing, optimiser, Python). The recorded products are listed
-  under the table;
+  :class:`ProductRecorder`), replayed forward + backward on their own
+  (the fastest of 3 replays) before the first timed epoch and after each
+  one, times the number of batches; and the ratio epoch / floor, each
+  epoch against the faster of the replays beside it
+  (:func:`paired_floors`), averaged over the epochs. It measures what the
+  step adds around its products (losses, indexing, optimiser, Python).
+  The recorded products are listed under the table;
 * the other dense products: those of the same step outside the floor
   (each blocked logsumexp of a similarity product in a loss, exp
   included, and every other dense matrix product outside ``nn.Linear``),
@@ -365,6 +366,25 @@ class ProductRecorder:
         return seconds
 
 
+def paired_floors(replays: list[tuple[float, float]]
+                  ) -> tuple[list[float], list[float]]:
+    """Return each timed epoch's ``(floor, other)`` seconds from replays
+    taken before the first epoch and after each one (``len(epochs) + 1``
+    pairs): for epoch ``i``, the faster of the replays just before and
+    just after it, each part on its own.
+
+    So an epoch is compared with products timed within seconds of it: on
+    a shared machine whose speed drifts over minutes, one floor timed
+    once for all epochs can come out slower than the epochs themselves.
+    """
+    if len(replays) < 2:
+        raise ValueError(f"need a replay before and after each epoch, got "
+                         f"{len(replays)}")
+    pairs = list(zip(replays[:-1], replays[1:]))
+    return ([min(a[0], b[0]) for a, b in pairs],
+            [min(a[1], b[1]) for a, b in pairs])
+
+
 def record_products(model, trainer, batch_size: int) -> ProductRecorder:
     """Record the products of one training step on the first train batch:
     ``model.estimator_step`` (when the model has one) and ``model.loss``,
@@ -415,27 +435,39 @@ def run_one(args) -> dict:
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
                     // args.batch_size)
     epoch = floor = other = 0.0
+    ratios = {"floor": [], "all": []}
     products = "-"
     if trainer.optimizer is not None:  # MostPop has nothing to train
         model.on_epoch_start(0)
         trainer.train_epoch()  # warm-up
-        times = []
+        recorder = record_products(model, trainer, args.batch_size)
+        products = recorder.describe()
+
+        def replay():  # (floor, other) seconds per epoch, now
+            return tuple(recorder.replay(device, args.precision, repeat=3,
+                                         part=part) * num_batches
+                         for part in ("floor", "other"))
+
+        epochs, replays = [], [replay()]
         for i in range(1, args.epochs + 1):
             _sync(device)
             start = time.perf_counter()
             model.on_epoch_start(i)  # e.g. FREEDOM's graph pruning
             trainer.train_epoch()
             _sync(device)
-            times.append(time.perf_counter() - start)
-        epoch = sum(times) / len(times)
-        recorder = record_products(model, trainer, args.batch_size)
-        floor = recorder.replay(device, args.precision) * num_batches
-        other = recorder.replay(device, args.precision,
-                               part="other") * num_batches
-        products = recorder.describe()
+            epochs.append(time.perf_counter() - start)
+            replays.append(replay())
+        epoch = sum(epochs) / len(epochs)
+        floors, others = paired_floors(replays)
+        floor = sum(floors) / len(floors)
+        other = sum(others) / len(others)
+        for t, f, o in zip(epochs, floors, others):
+            ratios["floor"].append(t / f if f > 1e-9 else float("nan"))
+            ratios["all"].append(t / (f + o) if f + o > 1e-9
+                                 else float("nan"))
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
-           "other": other, "products": products,
+           "other": other, "ratios": ratios, "products": products,
            "step": epoch / num_batches,
            "eval": evaluation, "graphs": graph_seconds,
            "peak_rss_mib": peak_rss_mib()}
@@ -468,6 +500,16 @@ def run_profile(args) -> None:
     print(prof.key_averages().table(
         sort_by=sort, row_limit=25, max_name_column_width=40,
         max_shapes_column_width=70))
+
+
+def _mean_ratio(res: dict, key: str) -> str:
+    """The mean of a row's paired ratios ``res["ratios"][key]``, or "-"
+    where the model has no floor (MostPop).
+    """
+    values = res["ratios"][key]
+    if not values or res["floor"] < 1e-3:
+        return "-"
+    return f"{sum(values) / len(values):.2f}"
 
 
 def main() -> None:
@@ -527,13 +569,10 @@ def main() -> None:
         products.append(f"- {name}: {res['products']}")
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
-        def ratio(denominator, epoch=res["epoch"]):
-            return f"{epoch / denominator:.2f}" if denominator > 1e-3 else "-"
-
         rows.append([name, f"{res['epoch']:.2f}", f"{res['step']:.3f}",
-                     f"{res['floor']:.2f}", ratio(res["floor"]),
+                     f"{res['floor']:.2f}", _mean_ratio(res, "floor"),
                      f"{res['other']:.2f}",
-                     ratio(res["floor"] + res["other"]),
+                     _mean_ratio(res, "all"),
                      f"{res['eval']:.2f}", f"{res['graphs']:.1f}", memory])
         print(" | ".join(rows[-1]), flush=True)
     header = ["model", "s / epoch", "s / step", "floor s / epoch",
@@ -551,11 +590,16 @@ def main() -> None:
             f"warm-up. Floor = the products of one training step (every "
             f"nn.Linear call and sparse propagation product, recorded "
             f"from the model and listed below), replayed forward + "
-            f"backward (the fastest of 5 replays), times the batches per "
-            f"epoch. Other products = the step's dense products outside "
-            f"the floor (each blocked logsumexp of a similarity product "
-            f"in a loss, with its exp, and every other dense matrix "
-            f"product outside nn.Linear), replayed the same way: work a "
+            f"backward (the fastest of 3 replays) before the first timed "
+            f"epoch and after each, times the batches per epoch; each "
+            f"epoch is compared with the faster of the replays just "
+            f"before and after it, and the ratios are the mean over the "
+            f"epochs of these paired ratios. Floor s / epoch is the mean "
+            f"of the epochs' floors. Other products = the step's dense "
+            f"products outside the floor (each blocked logsumexp of a "
+            f"similarity product in a loss, with its exp, and every "
+            f"other dense matrix product outside nn.Linear), replayed "
+            f"the same way: work a "
             f"model does by design that the floor does not count.\n\n"
             f"{markdown_table(header, rows)}\n\n"
             f"Products per step ([rows, in]@[in, out] for nn.Linear, "

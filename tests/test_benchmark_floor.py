@@ -188,3 +188,14 @@ def test_dense_product_mode_records_keyword_arguments():
     torch.testing.assert_close(func(*args, **kwargs), 0.5 * c + 2.0 * a @ b)
     torch.testing.assert_close(got, 0.5 * c + 2.0 * a @ b)
     assert args[1] is not a and args[1].requires_grad  # a detached leaf
+
+
+def test_paired_floors_take_the_faster_neighbour():
+    # (floor, other) replays before epoch 1, between 1 and 2, after 2; a
+    # slow spell during the middle replay inflates neither epoch's floor
+    replays = [(2.0, 0.5), (3.0, 0.4), (2.2, 0.6)]
+    floors, others = speed.paired_floors(replays)
+    assert floors == [2.0, 2.2]
+    assert others == [0.4, 0.4]
+    with pytest.raises(ValueError, match="before and after each epoch"):
+        speed.paired_floors([(1.0, 0.0)])

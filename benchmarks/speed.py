@@ -532,6 +532,9 @@ def main() -> None:
                              "instead of timing (prints, writes nothing)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(f"--epochs and --batch-size must be >= 1, got "
+                     f"{args.epochs} and {args.batch_size}")
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run

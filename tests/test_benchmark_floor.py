@@ -199,3 +199,13 @@ def test_paired_floors_take_the_faster_neighbour():
     assert others == [0.4, 0.4]
     with pytest.raises(ValueError, match="before and after each epoch"):
         speed.paired_floors([(1.0, 0.0)])
+
+
+def test_speed_rejects_zero_epochs():
+    import subprocess
+
+    script = osp.join(osp.dirname(speed.__file__), "speed.py")
+    result = subprocess.run([sys.executable, script, "--epochs", "0"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--epochs and --batch-size must be >= 1, got 0" in result.stderr

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from model_helpers import train
 
-from mde_pyg.losses import cosine_prediction_loss
+from mde_pyg.losses import cosine_prediction_loss, embedding_norm_reg
 from mde_pyg.models import build_model
 from mde_pyg.models.bm3 import BM3
 from mde_pyg.train import Trainer
@@ -92,8 +92,11 @@ def test_loss_with_dropout_matches_terms(data):
     # targets drawn by _target from the same seed over the same rows
     model = BM3(data, embedding_dim=8, dropout=0.5, cl_weight=0.7)
     u, p = torch.tensor([1, 2, 1, 9]), torch.tensor([3, 4, 3, 0])
+    params = [model.embedding.weight, model.predictor.weight,
+              model.projection["image"].weight]
     torch.manual_seed(3)
-    _, parts = model.loss(u, p, p)
+    loss, parts = model.loss(u, p, p)
+    grads = torch.autograd.grad(loss, params)
     eu, ei = model.online()
     eu, ei = eu[u], ei[p]
     feats = [model.projection[m](data["item"][f"x_{m}"][p])
@@ -109,3 +112,8 @@ def test_loss_with_dropout_matches_terms(data):
              + cosine_prediction_loss(pred(f), t)
              for f, t in zip(feats, targets[2:]))
     assert parts["cl"].item() == pytest.approx(0.7 * cl.item(), rel=1e-5)
+    # and the same gradients, reg term included
+    total = ui + 0.7 * cl + model.reg_weight * embedding_norm_reg(eu, ei)
+    for grad, expected in zip(grads, torch.autograd.grad(total, params)):
+        assert expected.abs().sum() > 0
+        assert torch.allclose(grad, expected, atol=1e-6)

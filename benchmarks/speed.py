@@ -385,6 +385,21 @@ def paired_floors(replays: list[tuple[float, float]]
             [min(a[1], b[1]) for a, b in pairs])
 
 
+def mean_ratio(epochs: list[float], floors: list[float]) -> float | None:
+    """Return the mean over the epochs of ``epoch / floor``, each epoch
+    against its own (paired) floor, or :obj:`None` where a floor is below
+    a millisecond (nothing to compare with, as MostPop's).
+    """
+    if not epochs or min(floors) < 1e-3:
+        return None
+    return sum(t / f for t, f in zip(epochs, floors)) / len(epochs)
+
+
+def _ratio_cell(ratio: float | None) -> str:
+    """A ratio as the table prints it."""
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
 def record_products(model, trainer, batch_size: int) -> ProductRecorder:
     """Record the products of one training step on the first train batch:
     ``model.estimator_step`` (when the model has one) and ``model.loss``,
@@ -435,7 +450,7 @@ def run_one(args) -> dict:
     num_batches = -(-data["user", "rates", "item"].edge_index.size(1)
                     // args.batch_size)
     epoch = floor = other = 0.0
-    ratios = {"floor": [], "all": []}
+    ratios = {"floor": None, "all": None}
     products = "-"
     if trainer.optimizer is not None:  # MostPop has nothing to train
         model.on_epoch_start(0)
@@ -461,10 +476,9 @@ def run_one(args) -> dict:
         floors, others = paired_floors(replays)
         floor = sum(floors) / len(floors)
         other = sum(others) / len(others)
-        for t, f, o in zip(epochs, floors, others):
-            ratios["floor"].append(t / f if f > 1e-9 else float("nan"))
-            ratios["all"].append(t / (f + o) if f + o > 1e-9
-                                 else float("nan"))
+        ratios = {"floor": mean_ratio(epochs, floors),
+                  "all": mean_ratio(epochs, [f + o for f, o in
+                                             zip(floors, others)])}
     evaluation = _timed(lambda: trainer.test_evaluator(model), device, 2)
     out = {"model": args.child, "epoch": epoch, "floor": floor,
            "other": other, "ratios": ratios, "products": products,
@@ -500,16 +514,6 @@ def run_profile(args) -> None:
     print(prof.key_averages().table(
         sort_by=sort, row_limit=25, max_name_column_width=40,
         max_shapes_column_width=70))
-
-
-def _mean_ratio(res: dict, key: str) -> str:
-    """The mean of a row's paired ratios ``res["ratios"][key]``, or "-"
-    where the model has no floor (MostPop).
-    """
-    values = res["ratios"][key]
-    if not values or res["floor"] < 1e-3:
-        return "-"
-    return f"{sum(values) / len(values):.2f}"
 
 
 def main() -> None:
@@ -573,9 +577,9 @@ def main() -> None:
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
                   else f"{res['peak_rss_mib']:.0f}")
         rows.append([name, f"{res['epoch']:.2f}", f"{res['step']:.3f}",
-                     f"{res['floor']:.2f}", _mean_ratio(res, "floor"),
+                     f"{res['floor']:.2f}", _ratio_cell(res["ratios"]["floor"]),
                      f"{res['other']:.2f}",
-                     _mean_ratio(res, "all"),
+                     _ratio_cell(res["ratios"]["all"]),
                      f"{res['eval']:.2f}", f"{res['graphs']:.1f}", memory])
         print(" | ".join(rows[-1]), flush=True)
     header = ["model", "s / epoch", "s / step", "floor s / epoch",

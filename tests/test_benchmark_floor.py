@@ -46,7 +46,6 @@ def test_lightgcn_records_its_hops(data):
         outputs.append(hops(*args))
         return outputs[-1]
 
-    import pytest
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sparse, "csr_hops", keeping)
         assert recorder.replay(torch.device("cpu"), "fp32", repeat=1) > 0
@@ -199,6 +198,13 @@ def test_paired_floors_take_the_faster_neighbour():
     assert others == [0.4, 0.4]
     with pytest.raises(ValueError, match="before and after each epoch"):
         speed.paired_floors([(1.0, 0.0)])
+
+
+def test_mean_ratio_pairs_each_epoch_with_its_floor():
+    # (3 / 2 + 4 / 2.5) / 2, not the ratio of the means (3.5 / 2.25)
+    assert speed.mean_ratio([3.0, 4.0], [2.0, 2.5]) == pytest.approx(1.55)
+    assert speed.mean_ratio([3.0], [0.0]) is None  # no floor (MostPop)
+    assert speed.mean_ratio([], []) is None
 
 
 def test_speed_rejects_zero_epochs():

@@ -7,15 +7,25 @@ model, each size and model in a fresh subprocess so that its peak memory
 is its own. Writes ``benchmarks/results/scaling_<device>.md`` and a PNG
 plot beside it.
 
+With ``--max-steps N``, an epoch of more than ``N`` batches is not run
+whole: after a warm-up of ``N`` batches, the process times the start of an
+epoch with its first batch (shuffle, negatives, one step: ``T1``) and
+then with its first ``1 + N`` batches (``T2``), and reports
+``T1 + (batches - 1) (T2 - T1) / N`` seconds per epoch. The table says
+which epochs were timed whole.
+
 Usage::
 
     python benchmarks/scaling.py --interactions 10000 100000 1000000
+    python benchmarks/scaling.py --interactions 1000000 3000000 \
+        --max-steps 50 --output benchmarks/results/scaling_cpu_large.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os.path as osp
 import sys
 import time
@@ -24,7 +34,29 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
-def run_one(model_name: str, interactions: int, device: str) -> dict:
+def _seconds(fn, device: str) -> float:
+    import torch
+
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def epoch_estimate(first: float, longer: float, steps: int,
+                   batches: int) -> float:
+    """Seconds of a ``batches``-batch epoch from the seconds of its start
+    with 1 batch (``first``) and with ``1 + steps`` batches (``longer``):
+    the per-epoch work once, every batch at the mean step time.
+    """
+    if steps < 1:
+        raise ValueError(f"'steps' must be >= 1, got {steps}")
+    return first + (batches - 1) * (longer - first) / steps
+
+
+def run_one(model_name: str, interactions: int, device: str,
+            max_steps: int | None = None) -> dict:
     import torch
 
     from _common import peak_rss_mib
@@ -45,19 +77,25 @@ def run_one(model_name: str, interactions: int, device: str) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name, data)
     trainer = Trainer(model, data, device=device, progress=False)
-    trainer.train_epoch()
+    batches = math.ceil(trainer.train_user.numel() / trainer.batch_size)
+    whole = max_steps is None or batches <= max_steps
+    trainer.train_epoch(max_batches=None if whole else max_steps)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    trainer.train_epoch()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    if whole:
+        epoch = _seconds(trainer.train_epoch, device)
+    else:
+        first = _seconds(lambda: trainer.train_epoch(max_batches=1), device)
+        longer = _seconds(
+            lambda: trainer.train_epoch(max_batches=1 + max_steps), device)
+        epoch = epoch_estimate(first, longer, max_steps, batches)
     out = {"model": model_name, "interactions": interactions,
            "users": num_users, "items": num_items,
            "train_edges": int(data["user", "rates", "item"].num_edges),
-           "epoch": time.perf_counter() - start, "graphs": graphs,
-           "peak_rss_mib": peak_rss_mib()}
+           "epoch": epoch, "batches": batches,
+           "timed_batches": batches if whole else 1 + max_steps,
+           "graphs": graphs, "peak_rss_mib": peak_rss_mib()}
     if device.startswith("cuda"):
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -69,11 +107,16 @@ def main() -> None:
                         default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="+", default=["lightgcn", "mde"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="time epochs of more batches from their first "
+                        "1 + MAX_STEPS batches (see the module docstring)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
     parser.add_argument("--system-malloc", action="store_true",
                         help="do not call mde_pyg.tune_cpu_allocator")
     args = parser.parse_args()
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run
@@ -83,7 +126,8 @@ def main() -> None:
 
             tune_cpu_allocator()
         name, size = args.child
-        print(json.dumps(run_one(name, int(size), args.device)))
+        print(json.dumps(run_one(name, int(size), args.device,
+                                 args.max_steps)))
         return
 
     from _common import machine_header, markdown_table, run_child, write_atomic
@@ -93,6 +137,8 @@ def main() -> None:
         for name in args.models:
             cmd = [sys.executable, __file__, "--child", name, str(size),
                    "--device", args.device]
+            if args.max_steps is not None:
+                cmd += ["--max-steps", str(args.max_steps)]
             if args.system_malloc:
                 cmd.append("--system-malloc")
             res = run_child(cmd, f"{name} @ {size}")
@@ -103,11 +149,11 @@ def main() -> None:
 
     rows = [[r["model"], f"{r['interactions']:,}", f"{r['users']:,}",
              f"{r['items']:,}", f"{r['train_edges']:,}",
-             f"{r['epoch']:.2f}", f"{r['graphs']:.1f}",
+             f"{r['epoch']:.2f}", _timed_cell(r), f"{r['graphs']:.1f}",
              f"{r.get('peak_gpu_mib', r['peak_rss_mib']):.0f}"]
             for r in results]
     header = ["model", "interactions", "users", "items", "train edges",
-              "s / epoch", "graph build s",
+              "s / epoch", "batches timed", "graph build s",
               "peak GPU MiB" if args.device.startswith("cuda")
               else "peak RSS MiB"]
     stem = osp.join(HERE, "results",
@@ -122,11 +168,29 @@ def main() -> None:
             f"Synthetic data "
             f"(`mde_pyg.data.make_synthetic`, 20 interactions per user, "
             f"items = users / 4, image 128-d + text 64-d), all graphs "
-            f"built, batch 2048, one epoch after a warm-up epoch.\n\n"
+            f"built, batch 2048, one epoch after a warm-up epoch"
+            f"{_partial_note(args.max_steps)}.\n\n"
             f"{markdown_table(header, rows)}\n\n![scaling]"
             f"({osp.basename(png)})\n")
     write_atomic(out, text)
     print(f"wrote {out} and {png}")
+
+
+def _timed_cell(result: dict) -> str:
+    """``"all 391"`` for an epoch timed whole, else ``"51 of 1,172"``."""
+    if result["timed_batches"] >= result["batches"]:
+        return f"all {result['batches']:,}"
+    return f"{result['timed_batches']:,} of {result['batches']:,}"
+
+
+def _partial_note(max_steps: int | None) -> str:
+    if max_steps is None:
+        return ""
+    return (f"; an epoch of more than {max_steps} batches is estimated "
+            f"after a warm-up of {max_steps} batches as T1 + (batches - 1)"
+            f" (T2 - T1) / {max_steps}, from the seconds T1 of an epoch's "
+            f"start with its first batch (shuffle, negatives, one step) and"
+            f" T2 with its first {1 + max_steps}")
 
 
 def plot(results: list, path: str, device: str) -> None:

@@ -1,15 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import HeteroData
 
+from mde_pyg.data import make_synthetic
 from mde_pyg.transforms import (
+    CO_OCCURS,
     ItemKNNGraph,
     MultiModalGraphs,
     NormalizeUserItem,
     UserCoOccurrenceGraph,
     knn_cosine,
+    row_blocks,
     topk_per_row,
     topk_positions_per_row,
 )
@@ -61,6 +65,34 @@ def test_user_cooccurrence_topk_and_softmax():
     assert got[(1, 0)] == pytest.approx(1.0)
     assert got[(2, 0)] == pytest.approx(1.0)
     assert 3 not in store.edge_index[1].tolist()
+
+
+def test_row_blocks_greedy_within_budget():
+    work = np.array([3, 1, 1, 5, 2, 0, 2])
+    assert row_blocks(work, 5) == [(0, 3), (3, 4), (4, 7)]
+    # A row over the budget is a block of its own; empty input, no block.
+    assert row_blocks(work, 2) == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 7)]
+    assert row_blocks(np.array([]), 4) == []
+    with pytest.raises(ValueError, match="'budget'"):
+        row_blocks(work, 0)
+
+
+def test_user_cooccurrence_blocks_give_the_same_graph():
+    data = make_synthetic(300, 80, modalities={"a": 4},
+                          interactions_per_user=12, seed=3)
+    whole = UserCoOccurrenceGraph(k=5, block_pairs=2**40)(data.clone())
+    one_user = UserCoOccurrenceGraph(k=5, block_pairs=1)(data.clone())
+    a, b = whole[CO_OCCURS], one_user[CO_OCCURS]
+    assert a.edge_index.size(1) == 5 * 300
+    assert torch.equal(a.edge_index, b.edge_index)
+    assert torch.equal(a.edge_weight, b.edge_weight)
+    # The hand graph's counts, user by user.
+    hand = UserCoOccurrenceGraph(k=40, block_pairs=1)(hand_graph())
+    got = sorted(zip(hand[CO_OCCURS].edge_index[1].tolist(),
+                     hand[CO_OCCURS].edge_index[0].tolist()))
+    assert got == [(0, 1), (0, 2), (1, 0), (2, 0)]
+    with pytest.raises(ValueError, match="'block_pairs'"):
+        UserCoOccurrenceGraph(block_pairs=0)
 
 
 def test_item_knn_graph_hand():

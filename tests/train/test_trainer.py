@@ -299,3 +299,38 @@ def test_adam_is_fused_and_follows_the_adam_update(device):
         reference.step()
     assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(a, start)
+
+
+class Recording(MF):
+    """MF that records the value of each batch's loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.losses = []
+
+    def loss(self, user, pos, neg):
+        total, parts = super().loss(user, pos, neg)
+        self.losses.append(float(total.detach()))
+        return total, parts
+
+
+def test_train_epoch_max_batches_runs_the_first_batches(data):
+    def trainer():
+        seed_everything(0)
+        model = Recording.from_data(data)
+        return Trainer(model, data, batch_size=64, seed=0, ks=(5,),
+                       eval_metric="recall@5", progress=False)
+
+    whole = trainer()
+    whole.train_epoch()
+    part = trainer()
+    mean, _ = part.train_epoch(max_batches=2)
+    # 180 train edges in batches of 64: the whole epoch has 3 batches, the
+    # partial one the same first 2 (same shuffle, same negatives).
+    assert len(whole.model.losses) == 3
+    assert part.model.losses == whole.model.losses[:2]
+    assert mean == pytest.approx(sum(whole.model.losses[:2]) / 2)
+    state = part.optimizer.state[part.model.user_emb.weight]
+    assert int(state["step"]) == 2
+    with pytest.raises(ValueError, match="'max_batches'"):
+        part.train_epoch(max_batches=0)

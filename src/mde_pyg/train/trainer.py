@@ -420,14 +420,23 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_epoch(self) -> tuple[float, dict[str, float]]:
+    def train_epoch(self, max_batches: int | None = None,
+                    ) -> tuple[float, dict[str, float]]:
         """Run one training epoch (no evaluation, no checkpoint).
 
         :meth:`fit` calls it once per epoch; benchmarks call it directly.
 
+        Args:
+            max_batches (int, optional): Stop after this many batches of
+                the epoch's shuffled order (benchmarks time a part of a
+                long epoch). (default: :obj:`None`, the whole epoch)
+
         Returns:
             The mean loss and the mean loss parts over the epoch's batches.
         """
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"'max_batches' must be a positive integer or "
+                             f"None, got {max_batches}")
         model, device = self.model, self.device
         model.train()
         perm = torch.randperm(self.train_user.numel(), generator=self.generator)
@@ -440,7 +449,8 @@ class Trainer:
         total = torch.zeros((), device=device)
         sums: dict[str, Tensor] = {}
         num_batches = 0
-        for start in range(0, user.numel(), self.batch_size):
+        starts = range(0, user.numel(), self.batch_size)
+        for start in starts[:max_batches]:
             end = start + self.batch_size
             u = user[start:end].to(device)
             p = pos[start:end].to(device)

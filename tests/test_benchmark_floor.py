@@ -111,6 +111,11 @@ def test_grcn_records_its_learnt_weight_products(data, monkeypatch):
         assert a.grad is not None and a.grad.shape == a.shape
         assert b.grad is not None and b.grad.shape == b.shape
     assert all(p.grad is None for p in model.parameters())
+    # under --precision bf16 the replay autocasts as the step did; the
+    # weighted products still run (in float32) and back-propagate
+    counts.update(matmul=0, dot=0)
+    assert recorder.replay(torch.device("cpu"), "bf16", repeat=1) > 0
+    assert counts == {"matmul": 6 * 3, "dot": 4 * 3}
 
 
 def test_lgmrec_records_its_products_outside_the_floor(data, monkeypatch):

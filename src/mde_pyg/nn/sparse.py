@@ -301,7 +301,9 @@ def weighted_csr_matmul(graph: Any, weight: Tensor, x: Tensor) -> Tensor:
     The gradient of ``w`` is computed at the stored entries only (a
     sampled dense-dense product), that of ``x`` by a product with the
     transpose; PyTorch's own backward would form a dense ``[N, M]``
-    gradient first.
+    gradient first. The product runs outside autocast in float32 (or
+    float64 where an input is), since the sparse kernels have no
+    reduced-precision form; the gradients return in the inputs' dtypes.
 
     Args:
         graph: The structure, e.g. an
@@ -311,18 +313,33 @@ def weighted_csr_matmul(graph: Any, weight: Tensor, x: Tensor) -> Tensor:
         weight (torch.Tensor): Values ``[nnz]`` in CSR order.
         x (torch.Tensor): Dense ``[M, F]``.
     """
-    return _EdgeWeightedMatmul.apply(weight, x, graph)
+    dtype = _sparse_dtype(weight, x)
+    with torch.autocast(x.device.type, enabled=False):
+        return _EdgeWeightedMatmul.apply(weight.to(dtype),
+                                         x.to(dtype).contiguous(), graph)
 
 
 def csr_edge_dot(graph: Any, x_src: Tensor, x_dst: Tensor) -> Tensor:
     r"""Return :math:`\langle \mathbf{x}^{dst}_i, \mathbf{x}^{src}_j
     \rangle` at every stored entry :math:`(i, j)` of a CSR structure, in
     CSR order, without gathering ``[nnz, F]`` rows; the backward is two
-    sparse products.
+    sparse products. Computed outside autocast in float32 (or float64),
+    as :func:`weighted_csr_matmul`.
 
     Args:
         graph: The structure, as in :func:`weighted_csr_matmul`.
         x_src (torch.Tensor): Column-side rows ``[M, F]``.
         x_dst (torch.Tensor): Row-side rows ``[N, F]``.
     """
-    return _EdgeDot.apply(x_src, x_dst, graph)
+    dtype = _sparse_dtype(x_src, x_dst)
+    with torch.autocast(x_src.device.type, enabled=False):
+        return _EdgeDot.apply(x_src.to(dtype).contiguous(),
+                              x_dst.to(dtype).contiguous(), graph)
+
+
+def _sparse_dtype(a: Tensor, b: Tensor) -> torch.dtype:
+    """The dtype of a sparse product of ``a`` and ``b``: float32 or
+    float64, the only ones the CPU sparse kernels take.
+    """
+    return torch.promote_types(torch.promote_types(a.dtype, b.dtype),
+                               torch.float32)

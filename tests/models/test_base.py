@@ -39,3 +39,83 @@ def test_map_rows_equals_mapping_the_gathered_rows(device):
              for y in (got, want)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_map_rows_under_bf16_autocast_is_bitwise_the_cast_product(device):
+    from mde_pyg.models import base
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 8).to(device)
+    x = torch.randn(400, 32, device=device)
+    index = torch.randint(0, 400, (1000,), device=device)
+    out_grad = torch.randn(index.numel(), 8, device=device)
+
+    def run(fn, x):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            y = map_rows(fn, x, index)
+        grads = torch.autograd.grad((y.float() * out_grad).sum(),
+                                    list(lin.parameters()))
+        return y, grads
+
+    # a function that is not an nn.Linear gathers the float32 rows, and
+    # autocast casts them inside the product
+    got, got_grads = run(lin, x)
+    want, want_grads = run(lambda rows: lin(rows), x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert torch.equal(got, want)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.equal(a, b)
+    # the copy is kept for the next step, and remade after x changes
+    copy = base._BF16_COPIES[id(x)][1]
+    assert torch.equal(copy, x.to(torch.bfloat16))
+    run(lin, x)
+    assert base._BF16_COPIES[id(x)][1] is copy
+    x.mul_(2)
+    assert torch.equal(run(lin, x)[0], run(lambda rows: lin(rows), x)[0])
+    key = id(x)
+    del x
+    assert key not in base._BF16_COPIES  # freed with x
+
+
+@pytest.mark.parametrize("num_index", [1000, 40])
+def test_map_rows_pads_row_counts_under_bf16_autocast(num_index):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 8)
+    x = torch.randn(400, 32)
+    index = torch.randint(0, 400, (num_index,))
+    seen = []
+
+    def fn(rows):
+        seen.append(rows.size(0))
+        return lin(rows)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = map_rows(fn, x, index)
+        want = lin(x[index])
+    # distinct rows rounded up to a multiple of 128, or the batch itself
+    # where that is no fewer rows
+    distinct = torch.unique(index).numel()
+    padded = -(-distinct // 128) * 128
+    assert seen == [padded if padded < num_index else num_index]
+    assert torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+    out_grad = torch.randn_like(want.float())
+    grads = [torch.autograd.grad((y.float() * out_grad).sum(), lin.weight)[0]
+             for y in (got, want)]
+    # to bfloat16's precision at the gradient's scale
+    assert (grads[0] - grads[1]).abs().max() < 2e-2 * grads[1].abs().max()
+    # outside autocast the distinct rows are mapped as they are
+    seen.clear()
+    map_rows(fn, x, index)
+    assert seen == [distinct]
+
+
+def test_map_rows_keeps_no_copy_outside_bf16_autocast_or_linear():
+    from mde_pyg.models import base
+    x = torch.randn(6, 4)
+    lin = torch.nn.Linear(4, 2)
+    index = torch.tensor([1, 1, 5])
+    map_rows(lin, x, index)  # fp32: no autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = map_rows(torch.tanh, x, index)  # not a Linear
+    assert torch.equal(got, torch.tanh(x[index]))
+    assert id(x) not in base._BF16_COPIES

@@ -14,11 +14,19 @@ then with its first ``1 + N`` batches (``T2``), and reports
 ``T1 + (batches - 1) (T2 - T1) / N`` seconds per epoch. The table says
 which epochs were timed whole.
 
+With ``--candidates C``, each synthetic user chooses its items among ``C``
+random ones instead of all items (``make_synthetic(candidates=C)``), so
+that drawing the data costs O(users x C) instead of O(users x items):
+what keeps the exact draw to a few million interactions.
+
 Usage::
 
     python benchmarks/scaling.py --interactions 10000 100000 1000000
     python benchmarks/scaling.py --interactions 1000000 3000000 \
         --max-steps 50 --output benchmarks/results/scaling_cpu_large.md
+    python benchmarks/scaling.py --interactions 1000000 3000000 10000000 \
+        --max-steps 50 --candidates 1000 \
+        --output benchmarks/results/scaling_cpu_10m.md
 """
 
 from __future__ import annotations
@@ -56,7 +64,11 @@ def epoch_estimate(first: float, longer: float, steps: int,
 
 
 def run_one(model_name: str, interactions: int, device: str,
-            max_steps: int | None = None) -> dict:
+            max_steps: int | None = None,
+            candidates: int | None = None) -> dict:
+    """Build the synthetic data and graphs of one size and time one epoch
+    of ``model_name``; return the table's row as a dict.
+    """
     import torch
 
     from _common import peak_rss_mib
@@ -70,7 +82,8 @@ def run_one(model_name: str, interactions: int, device: str,
     num_items = max(num_users // 4, 100)
     data = make_synthetic(num_users, num_items,
                           modalities={"image": 128, "text": 64},
-                          interactions_per_user=per_user, seed=0)
+                          interactions_per_user=per_user, seed=0,
+                          candidates=candidates)
     start = time.perf_counter()  # the graphs only, not the data's draw
     data = MultiModalGraphs()(data)
     graphs = time.perf_counter() - start
@@ -110,6 +123,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="time epochs of more batches from their first "
                         "1 + MAX_STEPS batches (see the module docstring)")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="each user chooses among CANDIDATES random "
+                        "items (see the module docstring)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
     parser.add_argument("--system-malloc", action="store_true",
@@ -127,7 +143,7 @@ def main() -> None:
             tune_cpu_allocator()
         name, size = args.child
         print(json.dumps(run_one(name, int(size), args.device,
-                                 args.max_steps)))
+                                 args.max_steps, args.candidates)))
         return
 
     from _common import machine_header, markdown_table, run_child, write_atomic
@@ -139,6 +155,8 @@ def main() -> None:
                    "--device", args.device]
             if args.max_steps is not None:
                 cmd += ["--max-steps", str(args.max_steps)]
+            if args.candidates is not None:
+                cmd += ["--candidates", str(args.candidates)]
             if args.system_malloc:
                 cmd.append("--system-malloc")
             res = run_child(cmd, f"{name} @ {size}")
@@ -166,7 +184,8 @@ def main() -> None:
     text = (f"# Scaling with the number of interactions ({args.device})\n\n"
             f"{machine}\n\n"
             f"Synthetic data "
-            f"(`mde_pyg.data.make_synthetic`, 20 interactions per user, "
+            f"(`mde_pyg.data.make_synthetic`, 20 interactions per user"
+            f"{_candidates_note(args.candidates)}, "
             f"items = users / 4, image 128-d + text 64-d), all graphs "
             f"built, batch 2048, one epoch after a warm-up epoch"
             f"{_partial_note(args.max_steps)}.\n\n"
@@ -181,6 +200,13 @@ def _timed_cell(result: dict) -> str:
     if result["timed_batches"] >= result["batches"]:
         return f"all {result['batches']:,}"
     return f"{result['timed_batches']:,} of {result['batches']:,}"
+
+
+def _candidates_note(candidates: int | None) -> str:
+    """How the users chose their items, for the table's text."""
+    if candidates is None:
+        return ""
+    return f" chosen among {candidates:,} random items each"
 
 
 def _partial_note(max_steps: int | None) -> str:

@@ -36,3 +36,22 @@ def test_max_steps_below_one_is_refused():
                           "0"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "--max-steps must be >= 1, got 0" in out.stderr
+
+
+def test_candidates_reach_the_synthetic_draw(monkeypatch):
+    import mde_pyg.data
+
+    calls = []
+    draw = mde_pyg.data.make_synthetic
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["candidates"])
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(mde_pyg.data, "make_synthetic", recording)
+    row = scaling.run_one("lightgcn", 10_000, "cpu", max_steps=1,
+                          candidates=40)
+    assert calls == [40]
+    assert (row["users"], row["train_edges"]) == (500, 8000)
+    assert scaling._candidates_note(40) == " chosen among 40 random items each"
+    assert scaling._candidates_note(None) == ""

@@ -86,3 +86,45 @@ def test_synthetic_is_seeded_and_planted():
     assert torch.allclose(pref[0::3].max(1).values, torch.full((17,), 0.9))
     assert SyntheticMultiModal(20, 10, interactions_per_user=3)[0][
         "item"].x_image.shape == (10, 32)
+
+
+def _item_sets(data):
+    store = data["user", "rates", "item"]
+    edges = torch.cat([store.edge_index, store.val_edge_index,
+                       store.test_edge_index], 1)
+    return {(int(u), int(i)) for u, i in edges.t()}
+
+
+def test_synthetic_candidates_choose_by_the_same_model():
+    # near-zero temperature: each user takes the top items of the choice
+    # model, so drawing from all items as candidates gives the same sets
+    kwargs = dict(interactions_per_user=5, temperature=1e-9, seed=1)
+    exact = make_synthetic(40, 30, **kwargs)
+    among_all = make_synthetic(40, 30, candidates=30, **kwargs)
+    assert _item_sets(among_all) == _item_sets(exact)
+    assert torch.equal(exact["item"].x_image, among_all["item"].x_image)
+
+
+def test_synthetic_candidates_draw_distinct_items_and_reject_bad_sizes():
+    data = make_synthetic(200, 1000, interactions_per_user=8, candidates=20,
+                          seed=2)
+    pairs = _item_sets(data)
+    assert len(pairs) == 200 * 8  # no user picks an item twice
+    assert {i for _, i in pairs} <= set(range(1000))
+    with pytest.raises(ValueError, match="'candidates' must be in"):
+        make_synthetic(20, 30, interactions_per_user=6, candidates=5)
+    with pytest.raises(ValueError, match="'candidates' must be in"):
+        make_synthetic(20, 30, interactions_per_user=6, candidates=31)
+
+
+@pytest.mark.parametrize("size,high", [(5, 1000), (40, 50)])
+def test_distinct_draws_are_distinct_and_uniform(size, high):
+    from mde_pyg.data.synthetic import _distinct_draws
+    rng = np.random.default_rng(0)
+    out = _distinct_draws(rng, 4000, size, high)
+    assert out.shape == (4000, size)
+    assert all(len(set(row)) == size for row in out.tolist())
+    counts = np.bincount(out.ravel(), minlength=high)
+    expected = 4000 * size / high
+    # every value about equally often (within 6 standard deviations)
+    assert np.abs(counts - expected).max() < 6 * np.sqrt(expected)

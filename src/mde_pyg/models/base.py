@@ -78,8 +78,11 @@ def map_rows(fn: Callable[[Tensor], Tensor], x: Tensor,
     the device there.
 
     Under bfloat16 autocast, an :class:`~torch.nn.Linear` ``fn`` gathers
-    from a bfloat16 copy of ``x`` kept for the next call: the same
-    values, with half the gather and no per-step cast.
+    from a bfloat16 copy of ``x`` kept for the next call (half of ``x``'s
+    memory again, freed with ``x``): the same values, with half the
+    gather and no per-step cast. On CPU the distinct rows are then padded
+    to a multiple of 128 (or left as ``index``, if that is fewer), since
+    oneDNN builds a bfloat16 kernel for every new number of rows.
 
     Args:
         fn (Callable): A function applied to each row independently.

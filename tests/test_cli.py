@@ -112,6 +112,11 @@ def test_config_formats(folder, tmp_path, suffix):
     (["--ks", "5,100"], "fewer than the largest cut-off 100"),
     (["--dataset", "synthetic"], "exactly one of --data FOLDER or --dataset"),
     (["--config", "missing.toml"], "config file 'missing.toml' does not"),
+    (["--max-epochs", "0"], "--max-epochs: 'max_epochs' must be an integer"),
+    (["--lr", "-0.1"], "--lr: 'lr' must be > 0, got -0.1"),
+    (["--weight-decay", "-1"], "--weight-decay: 'weight_decay' must be >= 0"),
+    (["--k-item", "0"], "--k-item must be an integer >= 1, got 0"),
+    (["--set", "lr=0"], "model 'mostpop': 'lr' must be > 0, got 0"),
 ])
 def test_user_errors(folder, tmp_path, capsys, extra, message):
     args = tiny_args(folder, tmp_path / "x")
@@ -128,6 +133,27 @@ def test_user_errors(folder, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("mde-pyg: error:")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "embedding_dim=0"], "'embedding_dim' must be >= 1, got 0"),
+    (["--set", "num_layers=-1"], "'num_layers' must be >= 0, got -1"),
+    (["--grid", "lr=0.1,-1"], "grid configuration 1 {'lr': -1}: 'lr' must"),
+    (["--grid", "reg_weight=0,-1"], "grid configuration 1 {'reg_weight': -1}"),
+])
+def test_bad_model_values_fail_before_anything_is_written(folder, tmp_path,
+                                                          capsys, extra,
+                                                          message):
+    out = tmp_path / "out"
+    args = tiny_args(folder, out, *extra)
+    args[args.index("--model") + 1] = "lightgcn"
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "model 'lightgcn'" in err and "--set, --grid" in err
+    assert not out.exists()  # no folder, no run_000 of a half-done grid
 
 
 def test_missing_folder(tmp_path, capsys):

@@ -231,6 +231,18 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     if settings["modality"] and settings["dataset"] == "synthetic":
         raise UsageError("--modality needs --data FOLDER or an Amazon dataset")
+    from mde_pyg.train.trainer import check_trainer_args
+
+    for key in ("max_epochs", "patience", "batch_size", "lr", "weight_decay"):
+        try:
+            check_trainer_args(**{key: settings[key]})
+        except ValueError as error:
+            raise UsageError(f"--{key.replace('_', '-')}: {error}") from error
+    for key in ("k_user", "k_item"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be an integer "
+                             f">= 1, got {value!r}")
     ks = settings["ks"]
     if isinstance(ks, str):
         try:
@@ -472,7 +484,7 @@ def train_model(
         :func:`~mde_pyg.train.grid_search`).
     """
     from mde_pyg.models import build_model
-    from mde_pyg.train import Trainer, grid_search, seed_everything
+    from mde_pyg.train import Trainer, check_grid, grid_search, seed_everything
     from mde_pyg.train.grid import split_params
     from mde_pyg.train.trainer import atomic_write_json
 
@@ -484,6 +496,18 @@ def train_model(
         raise UsageError(MATPLOTLIB_MISSING)
     trainer_kwargs = {**trainer_kwargs, **fixed_trainer}
     output = Path(output)
+    # Bad values fail here, before the output folder exists or a run trains.
+    try:
+        if grid:
+            check_grid(model, data, grid, fixed=model_kwargs, **trainer_kwargs)
+        else:
+            seed_everything(trainer_kwargs.get("seed", 0))
+            recommender = build_model(model, data, **model_kwargs)
+            trainer = Trainer(recommender, data, output_dir=output,
+                              **trainer_kwargs)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"model '{model}': {error} (fix the value given "
+                         f"with --set, --grid or the config file)") from error
     output.mkdir(parents=True, exist_ok=True)
 
     if grid:
@@ -491,10 +515,7 @@ def train_model(
                              output_dir=output, resume=resume,
                              **trainer_kwargs)
     else:
-        seed_everything(trainer_kwargs.get("seed", 0))
-        recommender = build_model(model, data, **model_kwargs)
-        result = Trainer(recommender, data, output_dir=output,
-                         **trainer_kwargs).fit(resume=resume)
+        result = trainer.fit(resume=resume)
 
     config = {**result["config"], "hparams": dict(model_kwargs),
               **(extra_config or {})}

@@ -119,3 +119,32 @@ def test_map_rows_keeps_no_copy_outside_bf16_autocast_or_linear():
         got = map_rows(torch.tanh, x, index)  # not a Linear
     assert torch.equal(got, torch.tanh(x[index]))
     assert id(x) not in base._BF16_COPIES
+
+
+@pytest.mark.parametrize("name, hparams, message", [
+    ("mde", {"tau": 0.0}, "'tau' must be > 0, got 0.0"),
+    ("mde", {"embedding_dim": 0}, "'embedding_dim' must be >= 1, got 0"),
+    ("mde", {"embedding_dim": 2.5}, "'embedding_dim' must be an integer"),
+    ("lightgcn", {"num_layers": -1}, "'num_layers' must be >= 0, got -1"),
+    ("sand", {"reg_weight": -1e-4}, "'reg_weight' must be >= 0"),
+    ("slmrec", {"ssl_temp": 0}, "'ssl_temp' must be > 0"),
+    ("freedom", {"fused": "yes"}, "'fused' must be True or False"),
+    ("vbpr", {"reg_weight": True}, "'reg_weight' must be a number"),
+])
+def test_build_model_names_the_bad_hyper_parameter(data, name, hparams,
+                                                   message):
+    from mde_pyg.models import build_model
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        build_model(name, data, **hparams)
+
+
+def test_check_hparams_accepts_numpy_numbers_and_bounds(data):
+    import numpy as np
+
+    from mde_pyg.models import build_model
+
+    model = build_model("lightgcn", data, embedding_dim=np.int64(8),
+                        num_layers=0, reg_weight=np.float32(0.0))
+    assert model.embedding.weight.shape == (100 + 80, 8)
+    assert model.num_layers == 0

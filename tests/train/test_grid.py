@@ -118,3 +118,15 @@ def test_best_index_takes_the_first_of_equal_valid_scores():
     assert best_index(runs[:1]) == 0
     with pytest.raises(ValueError, match="at least one result"):
         best_index([])
+
+
+def test_a_bad_value_in_a_later_configuration_fails_before_any_run(data,
+                                                                   tmp_path):
+    out = tmp_path / "grid"
+    with pytest.raises(ValueError, match=r"grid configuration 1 \{'lr': -1"):
+        grid_search(MF, data, {"lr": [0.1, -1.0]}, output_dir=out,
+                    max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="grid configuration 1 .*'dim'"):
+        grid_search(MF, data, {"dim": [2, -3]}, output_dir=out,
+                    max_epochs=1, progress=False)
+    assert not out.exists()  # nothing trained, nothing written

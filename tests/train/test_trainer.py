@@ -334,3 +334,23 @@ def test_train_epoch_max_batches_runs_the_first_batches(data):
     assert int(state["step"]) == 2
     with pytest.raises(ValueError, match="'max_batches'"):
         part.train_epoch(max_batches=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": 0.0}, "'lr' must be > 0, got 0.0"),
+    ({"lr": float("nan")}, "'lr' must be > 0, got nan"),
+    ({"weight_decay": -1e-4}, "'weight_decay' must be >= 0"),
+    ({"batch_size": 0}, "'batch_size' must be an integer >= 1, got 0"),
+    ({"max_epochs": 2.5}, "'max_epochs' must be an integer >= 1, got 2.5"),
+    ({"patience": "3"}, "'patience' must be a number, got '3'"),
+    ({"precision": "fp16"}, "'precision' must be one of"),
+])
+def test_trainer_arguments_are_checked_before_training(data, kwargs, message):
+    from mde_pyg.train import check_trainer_args
+
+    with pytest.raises(ValueError, match=message):
+        check_trainer_args(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        train(data, **kwargs)
+    check_trainer_args(lr=1e-3, weight_decay=0, batch_size=np.int64(8),
+                       max_epochs=1, patience=1)  # valid values pass

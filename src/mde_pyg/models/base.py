@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
+
+#: Ranges of the hyper-parameters several models share, checked by
+#: :meth:`Recommender.check_hparams`: name -> (bound, whether the bound
+#: itself is allowed).
+HPARAM_RANGES: dict[str, tuple[float, bool]] = {
+    **dict.fromkeys(
+        ("embedding_dim", "latent_dim", "distance_dim", "head_hidden_dim",
+         "head_out_dim", "estimator_hidden_dim", "num_hyperedges", "k_user"),
+        (1, True)),
+    **dict.fromkeys(
+        ("num_layers", "item_graph_layers", "num_ui_layers", "num_mm_layers",
+         "num_hyper_layers", "num_routing"),
+        (0, True)),
+    **dict.fromkeys(
+        ("reg_weight", "cl_weight", "lambda_1", "lambda_2", "ssl_alpha",
+         "ureg"),
+        (0, True)),
+    **dict.fromkeys(("tau", "temperature", "ssl_temp"), (0, False)),
+}
 
 
 def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:
@@ -140,8 +161,47 @@ class Recommender(nn.Module):
     def from_data(cls, data: HeteroData, **hparams: Any) -> Recommender:
         """Build the model for the graphs in ``data`` (see
         :class:`mde_pyg.transforms.MultiModalGraphs`).
+
+        The hyper-parameters are checked first (:meth:`check_hparams`).
         """
+        cls.check_hparams(hparams)
         return cls(data, **hparams)
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Raise a :class:`ValueError` naming the first bad value in
+        ``hparams``, before anything is built.
+
+        A value must have the type of its constructor default (:obj:`True`
+        or :obj:`False` for a flag, an integer for an integer, a number for
+        a float) and lie in its range of :data:`HPARAM_RANGES` (a positive
+        ``embedding_dim``, a positive ``tau``, ``num_layers >= 0``, ...).
+        Names the constructor does not take are left to it.
+
+        Args:
+            hparams (Mapping[str, Any]): Constructor keyword arguments.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        for name, value in hparams.items():
+            default = params[name].default if name in params else None
+            flag = isinstance(default, bool)
+            integer = isinstance(default, int) and not flag
+            numeric = integer or isinstance(default, float) or (
+                name in HPARAM_RANGES)
+            if flag and not isinstance(value, bool):
+                raise ValueError(
+                    f"'{name}' must be True or False, got {value!r}")
+            if numeric and (isinstance(value, bool)
+                            or not isinstance(value, numbers.Real)):
+                raise ValueError(f"'{name}' must be a number, got {value!r}")
+            if integer and not isinstance(value, numbers.Integral):
+                raise ValueError(f"'{name}' must be an integer, got {value!r}")
+            if name in HPARAM_RANGES:
+                bound, inclusive = HPARAM_RANGES[name]
+                if not (value >= bound if inclusive else value > bound):
+                    sign = ">=" if inclusive else ">"
+                    raise ValueError(
+                        f"'{name}' must be {sign} {bound}, got {value}")
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         """Return the final ``(user, item)`` representations."""

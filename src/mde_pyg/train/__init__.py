@@ -1,15 +1,17 @@
 """Training machinery: negative sampling, evaluation, training, grid search."""
 
 from mde_pyg.train.evaluator import Evaluator
-from mde_pyg.train.grid import best_index, grid_search
+from mde_pyg.train.grid import best_index, check_grid, grid_search
 from mde_pyg.train.sampler import NegativeSampler
-from mde_pyg.train.trainer import Trainer, seed_everything
+from mde_pyg.train.trainer import Trainer, check_trainer_args, seed_everything
 
 __all__ = [
     "NegativeSampler",
     "Evaluator",
     "Trainer",
     "best_index",
+    "check_grid",
+    "check_trainer_args",
     "grid_search",
     "seed_everything",
 ]

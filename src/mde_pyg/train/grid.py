@@ -14,7 +14,12 @@ from sklearn.model_selection import ParameterGrid
 from torch_geometric.data import HeteroData
 
 from mde_pyg.models.base import Recommender
-from mde_pyg.train.trainer import Trainer, atomic_write_text, seed_everything
+from mde_pyg.train.trainer import (
+    Trainer,
+    atomic_write_text,
+    check_trainer_args,
+    seed_everything,
+)
 
 #: Keyword arguments of :class:`Trainer` a grid may vary (``lr``, ...);
 #: every other grid key goes to the model.
@@ -88,6 +93,63 @@ def best_index(results: Sequence[Mapping[str, Any]],
     return best
 
 
+def check_grid(
+    model: str | ModelFactory,
+    data: HeteroData,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
+    fixed: Mapping[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Check every configuration of ``grid`` before any of them trains.
+
+    Each configuration's :class:`Trainer` arguments are checked with
+    :func:`~mde_pyg.train.trainer.check_trainer_args`, and its model is
+    built once and discarded (once per distinct set of model arguments), so
+    that a bad value in the last configuration fails in seconds rather
+    than after the others have trained. :func:`grid_search` calls it first.
+
+    Args:
+        model (str or Callable): As for :func:`grid_search`.
+        data (torch_geometric.data.HeteroData): The dataset.
+        grid (Mapping or Sequence[Mapping]): As for :func:`grid_search`.
+        fixed (Mapping[str, Any], optional): Model keyword arguments shared
+            by every configuration. (default: :obj:`None`)
+        **trainer_kwargs: Further :class:`Trainer` arguments for every run.
+
+    Returns:
+        The configurations, in the order :func:`grid_search` trains them.
+
+    Raises:
+        ValueError: Naming the configuration and the argument at fault
+            (the error of the model's constructor is chained).
+    """
+    build = _factory(model)
+    configs = list(ParameterGrid(grid))
+    if len(configs) == 0:
+        raise ValueError("The grid is empty; give at least one value per key")
+    unknown = set(trainer_kwargs) - TRAINER_KEYS
+    if unknown:
+        raise ValueError(
+            f"Unknown Trainer arguments {sorted(unknown)}; choose from "
+            f"{sorted(TRAINER_KEYS)}"
+        )
+    built: set[str] = set()
+    for index, params in enumerate(configs):
+        model_kwargs, run_kwargs = split_params(params)
+        model_kwargs = {**(fixed or {}), **model_kwargs}
+        key = repr(sorted(model_kwargs.items()))
+        try:
+            check_trainer_args(**{**trainer_kwargs, **run_kwargs})
+            if key not in built:
+                build(data, **model_kwargs)  # on the CPU, then dropped
+                built.add(key)
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ValueError(
+                f"grid configuration {index} {params}: {error}"
+            ) from error
+    return configs
+
+
 def grid_search(
     model: str | ModelFactory,
     data: HeteroData,
@@ -143,15 +205,7 @@ def grid_search(
         per configuration, as in ``grid.csv``).
     """
     build = _factory(model)
-    configs = list(ParameterGrid(grid))
-    if len(configs) == 0:
-        raise ValueError("The grid is empty; give at least one value per key")
-    unknown = set(trainer_kwargs) - TRAINER_KEYS
-    if unknown:
-        raise ValueError(
-            f"Unknown Trainer arguments {sorted(unknown)}; choose from "
-            f"{sorted(TRAINER_KEYS)}"
-        )
+    configs = check_grid(build, data, grid, fixed, **trainer_kwargs)
     out = None if output_dir is None else Path(output_dir)
     seed = trainer_kwargs.get("seed", 0)
     metric = trainer_kwargs.get("eval_metric", "recall@20")

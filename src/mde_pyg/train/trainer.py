@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import random
 import tempfile
@@ -97,6 +98,47 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
         path (str or os.PathLike): Destination file.
     """
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def check_trainer_args(**kwargs: Any) -> None:
+    """Check the :class:`Trainer` arguments in ``kwargs`` without building
+    one; raise a :class:`ValueError` naming the first invalid one.
+
+    Only the arguments given are checked, so a grid search can check every
+    configuration before its first run trains.
+
+    .. code-block:: python
+
+        check_trainer_args(lr=0.0)  # ValueError: 'lr' must be > 0, got 0.0
+
+    Args:
+        **kwargs: :class:`Trainer` keyword arguments (``lr``,
+            ``batch_size``, ``max_epochs``, ``patience``,
+            ``eval_batch_size``, ``weight_decay``, ``precision``; others
+            are not checked here).
+    """
+    def number(name: str) -> float | None:
+        value = kwargs.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"'{name}' must be a number, got {value!r}")
+        return value
+
+    if "precision" in kwargs and kwargs["precision"] not in PRECISIONS:
+        raise ValueError(f"'precision' must be one of {PRECISIONS}, got "
+                         f"'{kwargs['precision']}'")
+    for name in ("batch_size", "max_epochs", "patience", "eval_batch_size"):
+        value = number(name)
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or value < 1):
+            raise ValueError(f"'{name}' must be an integer >= 1, got {value}")
+    lr = number("lr")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"'lr' must be > 0, got {lr}")
+    weight_decay = number("weight_decay")
+    if weight_decay is not None and not weight_decay >= 0:
+        raise ValueError(f"'weight_decay' must be >= 0, got {weight_decay}")
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -246,19 +288,11 @@ class Trainer:
         eval_batch_size: int = 4096,
         callbacks: Iterable[EpochCallback] = (),
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(
-                f"'precision' must be one of {PRECISIONS}, got '{precision}'"
-            )
-        for name, value in (
-            ("batch_size", batch_size),
-            ("max_epochs", max_epochs),
-            ("patience", patience),
-        ):
-            if value < 1:
-                raise ValueError(f"'{name}' must be >= 1, got {value}")
-        if lr <= 0:
-            raise ValueError(f"'lr' must be > 0, got {lr}")
+        check_trainer_args(
+            lr=lr, batch_size=batch_size, max_epochs=max_epochs,
+            patience=patience, precision=precision, weight_decay=weight_decay,
+            eval_batch_size=eval_batch_size,
+        )
 
         self.device = (
             _model_device(model) if device is None else torch.device(device)

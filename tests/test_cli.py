@@ -116,7 +116,7 @@ def test_config_formats(folder, tmp_path, suffix):
     (["--lr", "-0.1"], "--lr: 'lr' must be > 0, got -0.1"),
     (["--weight-decay", "-1"], "--weight-decay: 'weight_decay' must be >= 0"),
     (["--k-item", "0"], "--k-item must be an integer >= 1, got 0"),
-    (["--set", "lr=0"], "model 'mostpop': 'lr' must be > 0, got 0"),
+    (["--set", "lr=0"], "cannot train 'mostpop': 'lr' must be > 0, got 0"),
 ])
 def test_user_errors(folder, tmp_path, capsys, extra, message):
     args = tiny_args(folder, tmp_path / "x")
@@ -152,8 +152,22 @@ def test_bad_model_values_fail_before_anything_is_written(folder, tmp_path,
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert "model 'lightgcn'" in err and "--set, --grid" in err
+    assert "cannot train 'lightgcn'" in err
     assert not out.exists()  # no folder, no run_000 of a half-done grid
+
+
+def test_a_split_without_interactions_is_a_usage_error(folder, tmp_path,
+                                                       capsys):
+    inter = folder / "tiny.inter"
+    lines = inter.read_text().splitlines()
+    inter.write_text("\n".join(r for r in lines if not r.endswith("\t2"))
+                     + "\n")  # no test rows left
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(tiny_args(folder, out))
+    err = capsys.readouterr().err
+    assert f"the test split of '{folder}' has no interaction" in err
+    assert "rows with x_label 2" in err and not out.exists()
 
 
 def test_missing_folder(tmp_path, capsys):

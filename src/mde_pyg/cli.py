@@ -486,7 +486,7 @@ def train_model(
     from mde_pyg.models import build_model
     from mde_pyg.train import Trainer, check_grid, grid_search, seed_everything
     from mde_pyg.train.grid import split_params
-    from mde_pyg.train.trainer import atomic_write_json
+    from mde_pyg.train.trainer import atomic_write_json, check_trainer_args
 
     model = model.lower()
     model_kwargs, fixed_trainer = split_params(hparams or {})
@@ -498,23 +498,23 @@ def train_model(
     output = Path(output)
     # Bad values fail here, before the output folder exists or a run trains.
     try:
+        check_trainer_args(**trainer_kwargs)
         if grid:
             check_grid(model, data, grid, fixed=model_kwargs, **trainer_kwargs)
         else:
             seed_everything(trainer_kwargs.get("seed", 0))
             recommender = build_model(model, data, **model_kwargs)
-            trainer = Trainer(recommender, data, output_dir=output,
-                              **trainer_kwargs)
     except (ValueError, TypeError) as error:
-        raise UsageError(f"model '{model}': {error} (fix the value given "
-                         f"with --set, --grid or the config file)") from error
-    output.mkdir(parents=True, exist_ok=True)
-
+        raise UsageError(f"cannot train '{model}': {error}") from error
     if grid:
+        output.mkdir(parents=True, exist_ok=True)
         result = grid_search(model, data, grid, fixed=model_kwargs,
                              output_dir=output, resume=resume,
                              **trainer_kwargs)
     else:
+        trainer = Trainer(recommender, data, output_dir=output,
+                          **trainer_kwargs)
+        output.mkdir(parents=True, exist_ok=True)
         result = trainer.fit(resume=resume)
 
     config = {**result["config"], "hparams": dict(model_kwargs),
@@ -650,6 +650,15 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         k_item=settings["k_item"],
         feature_norm=settings["feature_norm"],
     )
+    from mde_pyg.train.evaluator import split_edges
+
+    source = settings["data"] or settings["dataset"]
+    for label, split in enumerate(("train", "valid", "test")):
+        if split_edges(data, split).size(1) == 0:
+            raise UsageError(
+                f"the {split} split of '{source}' has no interaction; the "
+                f".inter file needs rows with x_label {label} ({split})"
+            )
     num_items = int(data["item"].num_nodes)
     if max(settings["ks"]) > num_items:
         raise UsageError(

@@ -170,6 +170,19 @@ def test_a_split_without_interactions_is_a_usage_error(folder, tmp_path,
     assert "rows with x_label 2" in err and not out.exists()
 
 
+def test_resume_under_other_settings_is_a_usage_error(folder, tmp_path,
+                                                      capsys):
+    out = tmp_path / "out"
+    args = tiny_args(folder, out, "--max-epochs", "1")
+    args[args.index("--model") + 1] = "lightgcn"
+    assert main(args) == 0
+    with pytest.raises(SystemExit):
+        main(args + ["--resume", "--set", "num_layers=1", "--lr", "0.01"])
+    err = capsys.readouterr().err
+    assert "cannot --resume:" in err and "Traceback" not in err
+    assert "lr 0.001 -> 0.01; model_hparams.num_layers 3 -> 1" in err
+
+
 def test_missing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--model", "mostpop", "--data", str(tmp_path / "no"),

@@ -484,7 +484,13 @@ def train_model(
         :func:`~mde_pyg.train.grid_search`).
     """
     from mde_pyg.models import build_model
-    from mde_pyg.train import Trainer, check_grid, grid_search, seed_everything
+    from mde_pyg.train import (
+        ResumeMismatchError,
+        Trainer,
+        check_grid,
+        grid_search,
+        seed_everything,
+    )
     from mde_pyg.train.grid import split_params
     from mde_pyg.train.trainer import atomic_write_json, check_trainer_args
 
@@ -506,16 +512,19 @@ def train_model(
             recommender = build_model(model, data, **model_kwargs)
     except (ValueError, TypeError) as error:
         raise UsageError(f"cannot train '{model}': {error}") from error
-    if grid:
-        output.mkdir(parents=True, exist_ok=True)
-        result = grid_search(model, data, grid, fixed=model_kwargs,
-                             output_dir=output, resume=resume,
-                             **trainer_kwargs)
-    else:
-        trainer = Trainer(recommender, data, output_dir=output,
-                          **trainer_kwargs)
-        output.mkdir(parents=True, exist_ok=True)
-        result = trainer.fit(resume=resume)
+    try:
+        if grid:
+            output.mkdir(parents=True, exist_ok=True)
+            result = grid_search(model, data, grid, fixed=model_kwargs,
+                                 output_dir=output, resume=resume,
+                                 **trainer_kwargs)
+        else:
+            trainer = Trainer(recommender, data, output_dir=output,
+                              **trainer_kwargs)
+            output.mkdir(parents=True, exist_ok=True)
+            result = trainer.fit(resume=resume)
+    except ResumeMismatchError as error:  # raised before anything trains
+        raise UsageError(f"cannot --resume: {error}") from error
 
     config = {**result["config"], "hparams": dict(model_kwargs),
               **(extra_config or {})}

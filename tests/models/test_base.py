@@ -148,3 +148,18 @@ def test_check_hparams_accepts_numpy_numbers_and_bounds(data):
                         num_layers=0, reg_weight=np.float32(0.0))
     assert model.embedding.weight.shape == (100 + 80, 8)
     assert model.num_layers == 0
+
+
+def test_from_data_keeps_every_hyper_parameter_as_plain_values(data):
+    import numpy as np
+
+    from mde_pyg.models import build_model
+    from mde_pyg.models.base import plain_values
+
+    model = build_model("lightgcn", data, embedding_dim=np.int64(8))
+    assert model.hparams == {"embedding_dim": 8, "num_layers": 3,
+                             "reg_weight": 1e-4, "fused": True}
+    assert type(model.hparams["embedding_dim"]) is int
+    assert plain_values({"w": (np.float32(0.5), None), 1: {"b": np.bool_(1)},
+                         "f": len}) == {"w": [0.5, None], "1": {"b": True},
+                                        "f": repr(len)}

@@ -354,3 +354,36 @@ def test_trainer_arguments_are_checked_before_training(data, kwargs, message):
         train(data, **kwargs)
     check_trainer_args(lr=1e-3, weight_decay=0, batch_size=np.int64(8),
                        max_epochs=1, patience=1)  # valid values pass
+
+
+def test_resume_refuses_other_settings(data, tmp_path):
+    from mde_pyg.train import ResumeMismatchError
+
+    run = tmp_path / "run"
+    train(data, run, max_epochs=1).fit()
+    saved = (run / "last.pt").read_bytes()
+    with pytest.raises(ResumeMismatchError, match=r"\(lr 0.05 -> 0.1\)"):
+        train(data, run, max_epochs=2, lr=0.1).fit(resume=True)
+    assert (run / "last.pt").read_bytes() == saved  # nothing trained
+    # max_epochs (and device) may change: the run continues
+    resumed = train(data, run, max_epochs=2).fit(resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+
+
+def test_resume_refuses_other_model_hparams(synthetic_graphs, tmp_path):
+    from mde_pyg.models import build_model
+    from mde_pyg.train import ResumeMismatchError
+
+    def trainer(**hparams):
+        model = build_model("lightgcn", synthetic_graphs, **hparams)
+        return Trainer(model, synthetic_graphs, max_epochs=2, progress=False,
+                       ks=(5,), eval_metric="recall@5",
+                       output_dir=tmp_path)
+
+    trainer().fit()
+    with pytest.raises(ResumeMismatchError,
+                       match="model_hparams.num_layers 3 -> 2"):
+        trainer(num_layers=2).fit(resume=True)
+    # the default given explicitly is the same run
+    assert trainer(num_layers=3).fit(resume=True)["config"][
+        "model_hparams"]["num_layers"] == 3

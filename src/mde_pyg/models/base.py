@@ -32,6 +32,32 @@ HPARAM_RANGES: dict[str, tuple[float, bool]] = {
 }
 
 
+def plain_values(value: Any) -> Any:
+    """Return ``value`` with NumPy scalars, 0-d tensors and other numbers
+    made Python ``bool``, ``int`` or ``float``, tuples made lists, and
+    objects other than strings, ``None``, lists and string-keyed dicts made
+    their ``repr``:
+    values that JSON and ``torch.load(weights_only=True)`` both read back
+    equal.
+
+    Args:
+        value (Any): Hyper-parameters, e.g. ``{"tau": np.float32(0.2)}``.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return plain_values(value.item())  # a NumPy scalar, a 0-d tensor
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_values(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): plain_values(v) for k, v in value.items()}
+    return repr(value)
+
+
 def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:
     """Return the rows of ``x`` at each of ``index``, in one gather.
 
@@ -163,9 +189,18 @@ class Recommender(nn.Module):
         :class:`mde_pyg.transforms.MultiModalGraphs`).
 
         The hyper-parameters are checked first (:meth:`check_hparams`).
+        All of the constructor's, the defaults filled in, are kept as
+        plain Python values in the model's ``hparams`` attribute, which
+        :class:`~mde_pyg.train.Trainer` records in its checkpoints (a
+        resumed run must have the same ones).
         """
         cls.check_hparams(hparams)
-        return cls(data, **hparams)
+        model = cls(data, **hparams)
+        params = list(inspect.signature(cls.__init__).parameters.values())
+        defaults = {p.name: p.default for p in params[2:]  # self, data
+                    if p.default is not inspect.Parameter.empty}
+        model.hparams = plain_values({**defaults, **hparams})
+        return model
 
     @classmethod
     def check_hparams(cls, hparams: Mapping[str, Any]) -> None:

@@ -3,12 +3,18 @@
 from mde_pyg.train.evaluator import Evaluator
 from mde_pyg.train.grid import best_index, check_grid, grid_search
 from mde_pyg.train.sampler import NegativeSampler
-from mde_pyg.train.trainer import Trainer, check_trainer_args, seed_everything
+from mde_pyg.train.trainer import (
+    ResumeMismatchError,
+    Trainer,
+    check_trainer_args,
+    seed_everything,
+)
 
 __all__ = [
     "NegativeSampler",
     "Evaluator",
     "Trainer",
+    "ResumeMismatchError",
     "best_index",
     "check_grid",
     "check_trainer_args",

@@ -27,6 +27,16 @@ from mde_pyg.train.sampler import NegativeSampler
 #: Precision settings of :class:`Trainer`.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
+#: :attr:`Trainer.config` keys a resumed run may change.
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device"})
+
+
+class ResumeMismatchError(ValueError):
+    """``fit(resume=True)`` found a checkpoint written under other
+    settings; raised before anything is loaded or trained.
+    """
+
+
 #: File names written into :obj:`Trainer.output_dir`.
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -219,10 +229,13 @@ class Trainer:
     With ``output_dir`` set, ``last.pt`` (model, optimisers, every RNG
     state, history and early-stopping state), ``best.pt`` (best weights and
     their metrics) and ``history.json`` are written there atomically after
-    every epoch; ``fit(resume=True)`` continues an interrupted run and
-    reaches exactly the results of an uninterrupted one on CPU (on CUDA,
-    kernels with atomic additions, such as sparse products, already make
-    two runs of the same seed differ in the last bits).
+    every epoch; ``fit(resume=True)`` continues an interrupted run (under
+    the settings it started with: :attr:`config`, the model's
+    hyper-parameters included, may differ only in ``max_epochs`` and
+    ``device``, else :class:`ResumeMismatchError`) and reaches exactly the
+    results of an uninterrupted one on CPU (on CUDA, kernels with atomic
+    additions, such as sparse products, already make two runs of the same
+    seed differ in the last bits).
 
     .. code-block:: python
 
@@ -346,7 +359,11 @@ class Trainer:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The training settings, as JSON-serialisable values."""
+        """The training settings, as JSON-serialisable values, with the
+        model's ``hparams`` (set by
+        :meth:`~mde_pyg.models.Recommender.from_data`; :obj:`None` for a
+        model built otherwise) as ``model_hparams``.
+        """
         return {
             "model_class": self.model.__class__.__name__,
             "lr": self.lr,
@@ -359,6 +376,7 @@ class Trainer:
             "device": str(self.device),
             "precision": self.precision,
             "weight_decay": self.weight_decay,
+            "model_hparams": getattr(self.model, "hparams", None),
         }
 
     def _reset_state(self) -> None:
@@ -556,8 +574,9 @@ class Trainer:
             resume (bool, optional): Continue from ``output_dir/last.pt``
                 when it exists (a new run starts otherwise). A run that
                 stopped early stays finished; one that reached an earlier
-                ``max_epochs`` continues up to the current one.
-                (default: :obj:`False`)
+                ``max_epochs`` continues up to the current one. Other
+                settings than the checkpoint's (see :attr:`config`) raise
+                :class:`ResumeMismatchError`. (default: :obj:`False`)
 
         Returns:
             A dict with ``model`` (the model, best weights loaded),
@@ -571,9 +590,9 @@ class Trainer:
             raise ValueError("'resume=True' needs an 'output_dir'")
         self._reset_state()
         if resume and last is not None and last.exists():
-            self.load_state_dict(
-                torch.load(last, map_location="cpu", weights_only=True)
-            )
+            state = torch.load(last, map_location="cpu", weights_only=True)
+            self._check_resume(state.get("config", {}), last)
+            self.load_state_dict(state)
         else:
             seed_everything(self.seed)
             self.generator.manual_seed(self.seed)
@@ -597,6 +616,29 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self._result()
+
+    def _check_resume(self, saved: dict[str, Any], path: Path) -> None:
+        """Refuse to continue a run under other settings than it started
+        with (only ``max_epochs`` and ``device`` may change).
+        """
+        current = self.config
+        changed = []
+        for key, value in current.items():
+            if key in RESUMABLE_CHANGES or key not in saved:
+                continue
+            old = saved[key]
+            if isinstance(old, dict) and isinstance(value, dict):
+                changed += [f"{key}.{k} {old.get(k)!r} -> {value.get(k)!r}"
+                            for k in sorted({*old, *value})
+                            if old.get(k) != value.get(k)]
+            elif old != value:
+                changed.append(f"{key} {old!r} -> {value!r}")
+        if changed:
+            raise ResumeMismatchError(
+                f"'{path}' was written under other settings ("
+                f"{'; '.join(changed)}); resume with the settings it was "
+                f"started with, or train into another output folder"
+            )
 
     def _run_epoch(self, bar: tqdm) -> None:
         epoch = self.epoch

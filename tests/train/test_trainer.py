@@ -365,6 +365,13 @@ def test_resume_refuses_other_settings(data, tmp_path):
     with pytest.raises(ResumeMismatchError, match=r"\(lr 0.05 -> 0.1\)"):
         train(data, run, max_epochs=2, lr=0.1).fit(resume=True)
     assert (run / "last.pt").read_bytes() == saved  # nothing trained
+    fewer = data.clone()
+    store = fewer["user", "rates", "item"]
+    store.edge_index = store.edge_index[:, 1:]
+    num = store.edge_index.size(1)
+    with pytest.raises(ResumeMismatchError,
+                       match=rf"\(data_sizes.train {num + 1} -> {num}\)"):
+        train(fewer, run, max_epochs=2).fit(resume=True)
     # max_epochs (and device) may change: the run continues
     resumed = train(data, run, max_epochs=2).fit(resume=True)
     assert [h["epoch"] for h in resumed["history"]] == [0, 1]

@@ -335,6 +335,12 @@ class Trainer:
 
         train = split_edges(data, "train").cpu().long()
         self.train_user, self.train_item = train[0], train[1]
+        self.data_sizes = {
+            "users": int(data["user"].num_nodes),
+            "items": int(data["item"].num_nodes),
+            **{split: int(split_edges(data, split).size(1))
+               for split in ("train", "valid", "test")},
+        }
         self.generator = torch.Generator()
         self.sampler = NegativeSampler(
             train,
@@ -362,7 +368,9 @@ class Trainer:
         """The training settings, as JSON-serialisable values, with the
         model's ``hparams`` (set by
         :meth:`~mde_pyg.models.Recommender.from_data`; :obj:`None` for a
-        model built otherwise) as ``model_hparams``.
+        model built otherwise) as ``model_hparams``, and the numbers of
+        users, items and train / valid / test interactions as
+        ``data_sizes``.
         """
         return {
             "model_class": self.model.__class__.__name__,
@@ -377,6 +385,7 @@ class Trainer:
             "precision": self.precision,
             "weight_decay": self.weight_decay,
             "model_hparams": getattr(self.model, "hparams", None),
+            "data_sizes": self.data_sizes,
         }
 
     def _reset_state(self) -> None:

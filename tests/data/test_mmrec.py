@@ -41,6 +41,21 @@ def test_read_mmrec_layout(tmp_path):
     assert rev.tolist() == [[0, 1, 2], [0, 0, 1]]
 
 
+def test_held_out_pairs_that_are_train_pairs_are_kept_with_a_warning(
+        tmp_path):
+    lines = GOOD[:4] + ["0\t0\t1\t4\t1",   # valid (0, 0) is a train pair
+                        "0\t1\t1\t5\t2",   # test (0, 1) too
+                        "1\t2\t1\t6\t2"]   # test (1, 2) too
+    with pytest.warns(UserWarning) as record:
+        data = read_mmrec(write_folder(tmp_path, lines))
+    messages = [str(w.message) for w in record]
+    assert any("1 valid interaction(s) are also train" in m for m in messages)
+    assert any("2 test interaction(s) are also train" in m for m in messages)
+    store = data["user", "rates", "item"]
+    assert store.val_edge_index.tolist() == [[0], [0]]  # kept, as in MMRec
+    assert store.test_edge_index.tolist() == [[0, 1], [1, 2]]
+
+
 def test_lfm2k(lfm2k_path):
     data = read_mmrec(lfm2k_path, modalities=LFM2K_MODALITIES)
     assert data["item"].num_nodes == 1425

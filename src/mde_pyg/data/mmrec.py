@@ -181,7 +181,9 @@ def read_mmrec(
     interactions and ``val_edge_index`` / ``test_edge_index`` the held-out
     ones; and the reverse type ``('item', 'rated_by', 'user')``. Duplicate
     interactions are kept once. Valid and test rows of users without a
-    train interaction are dropped, with a warning that counts them.
+    train interaction are dropped, with a warning that counts them; valid
+    or test pairs that are also train pairs are kept, with a warning (the
+    evaluation masks them, so no model can hit them).
 
     Args:
         folder (str): The dataset folder.
@@ -237,6 +239,17 @@ def read_mmrec(
     store.test_edge_index = _edge_index(user[keep["test"]],
                                         item[keep["test"]], num_items)
     data[RATED_BY].edge_index = store.edge_index.flip(0)
+    train_keys = store.edge_index[0] * num_items + store.edge_index[1]
+    for split, held_out in (("valid", store.val_edge_index),
+                            ("test", store.test_edge_index)):
+        seen = torch.isin(held_out[0] * num_items + held_out[1], train_keys)
+        if seen.any():
+            warnings.warn(
+                f"{path}: {int(seen.sum())} {split} interaction(s) are also "
+                f"train interactions; evaluation masks train items, so they "
+                f"count as misses that no model can hit (as in MMRec); remove "
+                f"them from the {split} rows for metrics that can reach 1",
+                stacklevel=2)
     return data
 
 

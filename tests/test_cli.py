@@ -183,6 +183,29 @@ def test_resume_under_other_settings_is_a_usage_error(folder, tmp_path,
     assert "lr 0.001 -> 0.01; model_hparams.num_layers 3 -> 1" in err
 
 
+def test_interrupt_then_resume(folder, tmp_path, capsys, monkeypatch):
+    from mde_pyg.train import Trainer
+
+    out = tmp_path / "out"
+    args = tiny_args(folder, out, "--max-epochs", "3")
+    args[args.index("--model") + 1] = "lightgcn"
+    run_epoch = Trainer._run_epoch
+
+    def interrupted(self, bar):
+        if self.epoch == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second epoch
+        run_epoch(self, bar)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", interrupted)
+    assert main(args) == 130
+    assert "rerun the same command with --resume" in capsys.readouterr().err
+    assert (out / "last.pt").exists() and not (out / "results.json").exists()
+    monkeypatch.setattr(Trainer, "_run_epoch", run_epoch)
+    assert main(args + ["--resume"]) == 0
+    history = json.loads((out / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+
 def test_missing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--model", "mostpop", "--data", str(tmp_path / "no"),

@@ -723,6 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_train(args)
     except UsageError as error:
         parser.error(str(error))  # one line on stderr, exit status 2
+    except KeyboardInterrupt:
+        print("mde-pyg: interrupted; the checkpoints hold the last finished "
+              "epoch: rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return 130  # the shell's status for SIGINT
     return 0
 
 

@@ -158,3 +158,32 @@ def baby_shape_data(folder: str, seed: int = 0, graphs: bool = True):
     if graphs:
         data = MultiModalGraphs()(data)
     return data, time.perf_counter() - start
+
+
+def write_results(out: str, text: str, ok: int, failed: list,
+                  script: str) -> None:
+    """Write a results table atomically, unless every row failed.
+
+    With no row measured, ``out`` is left as it was (a committed table is
+    never replaced by one of failures). When some rows failed (marked
+    ``failed`` in ``text``), the file is written and the script exits with
+    status 1 naming them, so that a run with failures never looks clean.
+
+    Args:
+        out (str): The results file.
+        text (str): Its content.
+        ok (int): Number of rows measured.
+        failed (list): Labels of the rows that failed.
+        script (str): The script's name, for the messages.
+    """
+    import sys
+
+    if ok == 0:
+        sys.exit(f"{script}: every row failed ({', '.join(failed)}); their "
+                 f"errors are printed above; '{out}' is left as it was")
+    write_atomic(out, text)
+    print(f"wrote {out}")
+    if failed:
+        sys.exit(f"{script}: {len(failed)} row(s) failed ({', '.join(failed)})"
+                 f", marked 'failed' in '{out}'; their errors are printed "
+                 f"above")

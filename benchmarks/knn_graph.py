@@ -93,10 +93,10 @@ def main() -> None:
                                  args.method)))
         return
 
-    from _common import machine_header, markdown_table, run_child, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_results
 
     methods = list(args.precision) + ([BASELINE] if args.baseline else [])
-    rows = []
+    rows, failed = [], []
     for num in args.items:
         for method in methods:
             cmd = [sys.executable, __file__, "--child", str(num), "--dim",
@@ -106,6 +106,9 @@ def main() -> None:
                 cmd += ["--threads", str(args.threads)]
             res = run_child(cmd, f"{method} @ {num:,}")
             if res is None:
+                failed.append(f"{method} @ {num:,}")
+                rows.append([f"{num:,}", method, "failed", "", ""]
+                            + ([""] if args.device.startswith("cuda") else []))
                 continue
             row = [f"{num:,}", method, f"{res['seconds']:.2f}",
                    f"{res['peak_rss_mib']:.0f}",
@@ -126,8 +129,7 @@ def main() -> None:
             f"{4 * args.items[-1] ** 2 / 2**30:,.0f} GiB.\n")
     out = args.output or osp.join(HERE, "results",
                                   f"knn_graph_{args.device}.md")
-    write_atomic(out, text)
-    print(f"wrote {out}")
+    write_results(out, text, len(rows) - len(failed), failed, "knn_graph.py")
 
 
 if __name__ == "__main__":

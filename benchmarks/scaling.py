@@ -39,6 +39,9 @@ import sys
 import time
 
 HERE = osp.dirname(osp.abspath(__file__))
+#: Fewest interactions a row may ask for: 50 users (the least
+#: :func:`run_one` draws) x 20 interactions each.
+MIN_INTERACTIONS = 1_000
 sys.path.insert(0, HERE)
 
 
@@ -133,6 +136,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
+    if min(args.interactions) < MIN_INTERACTIONS:
+        parser.error(f"--interactions must be >= {MIN_INTERACTIONS:,} "
+                     f"(the smallest synthetic set: 50 users x 20), got "
+                     f"{min(args.interactions)}")
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run
@@ -146,9 +153,9 @@ def main() -> None:
                                  args.max_steps, args.candidates)))
         return
 
-    from _common import machine_header, markdown_table, run_child, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_results
 
-    results = []
+    results, failed = [], []
     for size in args.interactions:
         for name in args.models:
             cmd = [sys.executable, __file__, "--child", name, str(size),
@@ -161,6 +168,7 @@ def main() -> None:
                 cmd.append("--system-malloc")
             res = run_child(cmd, f"{name} @ {size}")
             if res is None:
+                failed.append(f"{name} @ {size:,}")
                 continue
             results.append(res)
             print(json.dumps(res), flush=True)
@@ -170,6 +178,8 @@ def main() -> None:
              f"{r['epoch']:.2f}", _timed_cell(r), f"{r['graphs']:.1f}",
              f"{r.get('peak_gpu_mib', r['peak_rss_mib']):.0f}"]
             for r in results]
+    rows += [[label.split(" @ ")[0], label.split(" @ ")[1], "failed"]
+             + [""] * 6 for label in failed]
     header = ["model", "interactions", "users", "items", "train edges",
               "s / epoch", "batches timed", "graph build s",
               "peak GPU MiB" if args.device.startswith("cuda")
@@ -178,7 +188,8 @@ def main() -> None:
                     f"scaling_{args.device.split(':')[0]}")
     out = args.output or f"{stem}.md"
     png = osp.splitext(out)[0] + ".png"
-    plot(results, png, args.device)
+    if results:
+        plot(results, png, args.device)
     machine = machine_header(args.device, args.system_malloc,
                              code=args.code)
     text = (f"# Scaling with the number of interactions ({args.device})\n\n"
@@ -191,8 +202,7 @@ def main() -> None:
             f"{_partial_note(args.max_steps)}.\n\n"
             f"{markdown_table(header, rows)}\n\n![scaling]"
             f"({osp.basename(png)})\n")
-    write_atomic(out, text)
-    print(f"wrote {out} and {png}")
+    write_results(out, text, len(results), failed, "scaling.py")
 
 
 def _timed_cell(result: dict) -> str:

@@ -542,9 +542,10 @@ def main() -> None:
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run
-    if not osp.isdir(args.data):
-        sys.exit(f"The Baby graph folder '{args.data}' is absent: pass "
-                 f"--data FOLDER holding baby_graph.inter")
+    if not osp.isfile(osp.join(args.data, "baby_graph.inter")):
+        sys.exit(f"'{osp.join(args.data, 'baby_graph.inter')}' is absent: "
+                 f"pass --data FOLDER holding the Baby graph's "
+                 f"baby_graph.inter")
 
     if not args.system_malloc:
         from mde_pyg import tune_cpu_allocator
@@ -559,9 +560,9 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
 
-    from _common import machine_header, markdown_table, run_child, write_atomic
+    from _common import machine_header, markdown_table, run_child, write_results
 
-    rows, products = [], []
+    rows, products, failed = [], [], []
     for name in args.models:
         cmd = [sys.executable, __file__, "--child", name, "--data",
                args.data, "--device", args.device, "--precision",
@@ -572,6 +573,7 @@ def main() -> None:
         res = run_child(cmd, name)
         if res is None:
             rows.append([name, "failed"] + [""] * 8)
+            failed.append(name)
             continue
         products.append(f"- {name}: {res['products']}")
         memory = (f"{res['peak_gpu_mib']:.0f} (GPU)" if "peak_gpu_mib" in res
@@ -616,8 +618,7 @@ def main() -> None:
     out = args.output or osp.join(
         HERE, "results", f"speed_{args.device.split(':')[0]}_"
         f"{args.precision}.md")
-    write_atomic(out, text)
-    print(f"wrote {out}")
+    write_results(out, text, len(rows) - len(failed), failed, "speed.py")
 
 
 if __name__ == "__main__":

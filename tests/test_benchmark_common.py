@@ -64,3 +64,19 @@ def test_machine_header_names_the_threads_the_work_ran_with():
     pool = common.machine_header(code="x",
                                  threads="1 per run, 2 runs at a time")
     assert "cores, torch threads 1 per run, 2 runs at a time\n" in pool
+
+
+def test_write_results_never_replaces_a_table_by_failures(tmp_path, capsys):
+    out = tmp_path / "table.md"
+    out.write_text("committed\n")
+    with pytest.raises(SystemExit, match="every row failed \\(a, b\\)"):
+        common.write_results(str(out), "| a | failed |\n", 0, ["a", "b"], "x")
+    assert out.read_text() == "committed\n"  # left as it was
+    with pytest.raises(SystemExit, match="1 row\\(s\\) failed \\(b\\)"):
+        common.write_results(str(out), "| a | 1.0 |\n| b | failed |\n", 1,
+                             ["b"], "x")
+    assert out.read_text() == "| a | 1.0 |\n| b | failed |\n"
+    common.write_results(str(out), "| a | 2.0 |\n", 1, [], "x")  # no exit
+    assert out.read_text() == "| a | 2.0 |\n"
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]

@@ -38,6 +38,15 @@ def test_max_steps_below_one_is_refused():
     assert "--max-steps must be >= 1, got 0" in out.stderr
 
 
+def test_fewer_interactions_than_the_smallest_set_are_refused(tmp_path):
+    out = subprocess.run([sys.executable, scaling.__file__, "--interactions",
+                          "0", "--output", str(tmp_path / "s.md")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--interactions must be >= 1,000" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_candidates_reach_the_synthetic_draw(monkeypatch):
     import mde_pyg.data
 

@@ -68,6 +68,7 @@ def test_train_mostpop_on_folder(folder, tmp_path, capsys):
         "text": "text.npy", "image": "image.npy"}
     assert result["config"]["ks"] == [1, 2, 3]
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob(".*tmp*"))  # written through a renamed file
     assert "recall" in capsys.readouterr().out
 
 

@@ -405,7 +405,10 @@ def plot_curve(
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"valid {metric}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same format
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)  # never a half-written image
 
 
 def format_metrics(

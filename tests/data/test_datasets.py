@@ -44,6 +44,16 @@ def test_offline_error_names_files(tmp_path):
                        r"'image_feat.npy', 'text_feat.npy'\]"):
         AmazonBaby(str(tmp_path), url="http://127.0.0.1:9/baby.zip")
     assert not (tmp_path / "download.tmp").exists()
+    assert list(tmp_path.iterdir()) == []  # the empty raw/ PyG made: gone
+    root = tmp_path / "new" / "baby"
+    with pytest.raises(RuntimeError, match="Could not download 'baby'"):
+        AmazonBaby(str(root), url="http://127.0.0.1:9/baby.zip")
+    assert list(tmp_path.iterdir()) == []  # root and its new parent too
+    (tmp_path / "new" / "baby" / "raw").mkdir(parents=True)
+    (tmp_path / "new" / "baby" / "raw" / "baby.inter").write_text("")
+    with pytest.raises(RuntimeError, match="Could not download"):
+        AmazonBaby(str(root), url="http://127.0.0.1:9/baby.zip")
+    assert (root / "raw" / "baby.inter").exists()  # a user's file stays
 
 
 def test_download_from_local_server(tmp_path):

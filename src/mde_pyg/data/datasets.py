@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,8 +57,20 @@ class MMRecDataset(InMemoryDataset):
         self.modalities: dict[str, str] = dict(
             DEFAULT_MODALITIES if modalities is None else modalities)
         self.url = url
-        super().__init__(root, transform, pre_transform,
-                         force_reload=force_reload)
+        # folders PyG creates before a download; removed again, if still
+        # empty, when the download fails
+        fresh, folder = [], osp.join(osp.abspath(root), "raw")
+        while not osp.isdir(folder) and folder != osp.dirname(folder):
+            fresh.append(folder)  # innermost first
+            folder = osp.dirname(folder)
+        try:
+            super().__init__(root, transform, pre_transform,
+                             force_reload=force_reload)
+        except Exception:
+            for folder in fresh:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only ever removes an empty folder
+            raise
         self.load(self.processed_paths[0], data_cls=HeteroData)
 
     @property

@@ -195,6 +195,18 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    from mde_pyg.data.mmrec import find_inter_file
+    from mde_pyg.models import available_models
+
+    unknown = [m for m in args.models if m not in available_models()]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from "
+                     f"{available_models()}")
+
+    try:  # once here, rather than once per failing run
+        find_inter_file(args.data)
+    except (OSError, ValueError) as error:
+        parser.error(f"--data: {error}")
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run

@@ -105,3 +105,22 @@ def test_a_failed_row_fails_the_run(tmp_path, monkeypatch, capsys):
                      "--output", str(tmp_path / "t.md"), *COMMON[:4])
     assert "fewer than the largest cut-off 50" in capsys.readouterr().out
     assert not (tmp_path / "t.md").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.mkdir(), "found no '*.inter' file"),
+])
+def test_bad_data_or_models_fail_before_any_run(tmp_path, monkeypatch, capsys,
+                                                make, message):
+    data = tmp_path / "data"
+    make(data)
+    with pytest.raises(SystemExit):
+        run_accuracy(monkeypatch, "--data", str(data), "--work",
+                     str(tmp_path / "work"))
+    err = capsys.readouterr().err
+    assert "accuracy.py: error: --data: " in err and message in err
+    with pytest.raises(SystemExit):
+        run_accuracy(monkeypatch, "--data", str(data), "--models", "nope")
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

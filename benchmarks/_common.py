@@ -187,3 +187,15 @@ def write_results(out: str, text: str, ok: int, failed: list,
         sys.exit(f"{script}: {len(failed)} row(s) failed ({', '.join(failed)})"
                  f", marked 'failed' in '{out}'; their errors are printed "
                  f"above")
+
+
+def check_models(parser, models: list) -> None:
+    """Exit through ``parser.error`` when a name in ``models`` is not a
+    registered model, before any run starts.
+    """
+    from mde_pyg.models import available_models
+
+    unknown = [m for m in models if m not in available_models()]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from "
+                     f"{available_models()}")

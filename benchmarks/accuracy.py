@@ -195,13 +195,10 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    from _common import check_models
     from mde_pyg.data.mmrec import find_inter_file
-    from mde_pyg.models import available_models
 
-    unknown = [m for m in args.models if m not in available_models()]
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; choose from "
-                     f"{available_models()}")
+    check_models(parser, args.models)
 
     try:  # once here, rather than once per failing run
         find_inter_file(args.data)

@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--system-malloc", action="store_true",
                         help="do not call mde_pyg.tune_cpu_allocator")
     args = parser.parse_args()
+    from _common import check_models
+
+    check_models(parser, args.models)
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
     if min(args.interactions) < MIN_INTERACTIONS:

@@ -536,6 +536,9 @@ def main() -> None:
                              "instead of timing (prints, writes nothing)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from _common import check_models
+
+    check_models(parser, args.models)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error(f"--epochs and --batch-size must be >= 1, got "
                      f"{args.epochs} and {args.batch_size}")

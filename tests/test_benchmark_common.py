@@ -80,3 +80,14 @@ def test_write_results_never_replaces_a_table_by_failures(tmp_path, capsys):
     assert out.read_text() == "| a | 2.0 |\n"
     assert f"wrote {out}" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+
+
+def test_check_models_names_the_unknown_ones(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="x.py")
+    common.check_models(parser, ["mde", "lightgcn"])  # registered: no exit
+    with pytest.raises(SystemExit) as info:
+        common.check_models(parser, ["mde", "nope", "dragn"])
+    assert info.value.code == 2
+    assert "unknown model(s) ['nope', 'dragn']" in capsys.readouterr().err

@@ -394,3 +394,11 @@ def test_resume_refuses_other_model_hparams(synthetic_graphs, tmp_path):
     # the default given explicitly is the same run
     assert trainer(num_layers=3).fit(resume=True)["config"][
         "model_hparams"]["num_layers"] == 3
+    # a model built directly has no recorded hparams: nothing to compare
+    from mde_pyg.models import LightGCN
+
+    direct = Trainer(LightGCN(synthetic_graphs), synthetic_graphs,
+                     max_epochs=3, progress=False, ks=(5,),
+                     eval_metric="recall@5", output_dir=tmp_path)
+    assert [h["epoch"] for h in direct.fit(resume=True)["history"]] == [0, 1,
+                                                                         2]

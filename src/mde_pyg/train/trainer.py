@@ -585,7 +585,9 @@ class Trainer:
                 stopped early stays finished; one that reached an earlier
                 ``max_epochs`` continues up to the current one. Other
                 settings than the checkpoint's (see :attr:`config`) raise
-                :class:`ResumeMismatchError`. (default: :obj:`False`)
+                :class:`ResumeMismatchError`; one unknown on either side
+                (``model_hparams`` of a model not built by ``from_data``)
+                is not compared. (default: :obj:`False`)
 
         Returns:
             A dict with ``model`` (the model, best weights loaded),
@@ -636,6 +638,8 @@ class Trainer:
             if key in RESUMABLE_CHANGES or key not in saved:
                 continue
             old = saved[key]
+            if old is None or value is None:
+                continue  # unknown on one side (a model not from from_data)
             if isinstance(old, dict) and isinstance(value, dict):
                 changed += [f"{key}.{k} {old.get(k)!r} -> {value.get(k)!r}"
                             for k in sorted({*old, *value})

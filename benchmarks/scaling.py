@@ -171,7 +171,7 @@ def main() -> None:
                 cmd.append("--system-malloc")
             res = run_child(cmd, f"{name} @ {size}")
             if res is None:
-                failed.append(f"{name} @ {size:,}")
+                failed.append((name, size))
                 continue
             results.append(res)
             print(json.dumps(res), flush=True)
@@ -181,8 +181,8 @@ def main() -> None:
              f"{r['epoch']:.2f}", _timed_cell(r), f"{r['graphs']:.1f}",
              f"{r.get('peak_gpu_mib', r['peak_rss_mib']):.0f}"]
             for r in results]
-    rows += [[label.split(" @ ")[0], label.split(" @ ")[1], "failed"]
-             + [""] * 6 for label in failed]
+    rows += [[name, f"{size:,}", "failed"] + [""] * 6
+             for name, size in failed]
     header = ["model", "interactions", "users", "items", "train edges",
               "s / epoch", "batches timed", "graph build s",
               "peak GPU MiB" if args.device.startswith("cuda")
@@ -205,7 +205,9 @@ def main() -> None:
             f"{_partial_note(args.max_steps)}.\n\n"
             f"{markdown_table(header, rows)}\n\n![scaling]"
             f"({osp.basename(png)})\n")
-    write_results(out, text, len(results), failed, "scaling.py")
+    write_results(out, text, len(results),
+                  [f"{name} @ {size:,}" for name, size in failed],
+                  "scaling.py")
 
 
 def _timed_cell(result: dict) -> str:

@@ -488,14 +488,14 @@ def train_model(
     """
     from mde_pyg.models import build_model
     from mde_pyg.train import (
+        GridConfigError,
         ResumeMismatchError,
         Trainer,
-        check_grid,
         grid_search,
         seed_everything,
     )
     from mde_pyg.train.grid import split_params
-    from mde_pyg.train.trainer import atomic_write_json, check_trainer_args
+    from mde_pyg.train.trainer import atomic_write_json
 
     model = model.lower()
     model_kwargs, fixed_trainer = split_params(hparams or {})
@@ -505,27 +505,24 @@ def train_model(
         raise UsageError(MATPLOTLIB_MISSING)
     trainer_kwargs = {**trainer_kwargs, **fixed_trainer}
     output = Path(output)
-    # Bad values fail here, before the output folder exists or a run trains.
-    try:
-        check_trainer_args(**trainer_kwargs)
-        if grid:
-            check_grid(model, data, grid, fixed=model_kwargs, **trainer_kwargs)
-        else:
-            seed_everything(trainer_kwargs.get("seed", 0))
-            recommender = build_model(model, data, **model_kwargs)
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"cannot train '{model}': {error}") from error
+    # Bad values fail before anything is written (the checkpoints and
+    # results are written atomically, making the folder) or trains.
     try:
         if grid:
-            output.mkdir(parents=True, exist_ok=True)
             result = grid_search(model, data, grid, fixed=model_kwargs,
                                  output_dir=output, resume=resume,
-                                 **trainer_kwargs)
+                                 **trainer_kwargs)  # checks the grid first
         else:
-            trainer = Trainer(recommender, data, output_dir=output,
-                              **trainer_kwargs)
-            output.mkdir(parents=True, exist_ok=True)
+            try:
+                seed_everything(trainer_kwargs.get("seed", 0))
+                recommender = build_model(model, data, **model_kwargs)
+                trainer = Trainer(recommender, data, output_dir=output,
+                                  **trainer_kwargs)
+            except (ValueError, TypeError) as error:
+                raise UsageError(f"cannot train '{model}': {error}") from error
             result = trainer.fit(resume=resume)
+    except GridConfigError as error:
+        raise UsageError(f"cannot train '{model}': {error}") from error
     except ResumeMismatchError as error:  # raised before anything trains
         raise UsageError(f"cannot --resume: {error}") from error
 

@@ -122,7 +122,7 @@ def test_variants(synthetic_graphs):
     with pytest.raises(ValueError, match="'tradeoff' must be one of"):
         MDE(synthetic_graphs, tradeoff="nope")
     # built directly (not through build_model), the constructor checks too
-    with pytest.raises(ValueError, match="'tau' must be positive, got 0"):
+    with pytest.raises(ValueError, match="'tau' must be > 0, got 0"):
         MDE(synthetic_graphs, tau=0)
     with pytest.raises(ValueError, match="'lambda_2' must be >= 0, got -1"):
         MDE(synthetic_graphs, lambda_2=-1)

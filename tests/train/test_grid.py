@@ -130,3 +130,19 @@ def test_a_bad_value_in_a_later_configuration_fails_before_any_run(data,
         grid_search(MF, data, {"dim": [2, -3]}, output_dir=out,
                     max_epochs=1, progress=False)
     assert not out.exists()  # nothing trained, nothing written
+
+
+def test_check_grid_builds_each_distinct_model_once(data):
+    from mde_pyg.train import GridConfigError, check_grid
+
+    built = []
+
+    def factory(data, **hparams):
+        built.append(hparams)
+        return MF.from_data(data, **hparams)
+
+    configs = check_grid(factory, data, {"dim": [2, 3], "lr": [0.1, 0.2]})
+    assert len(configs) == 4  # lr varies the trainer only
+    assert sorted(b["dim"] for b in built) == [2, 3]
+    with pytest.raises(GridConfigError, match="Unknown Trainer arguments"):
+        check_grid(factory, data, {"dim": [2]}, learning_rate=0.1)

@@ -112,12 +112,9 @@ class MDE(Recommender):
         if tradeoff not in TRADEOFFS:
             raise ValueError(f"'tradeoff' must be one of {TRADEOFFS}, got "
                              f"'{tradeoff}'")
-        if not tau > 0:
-            raise ValueError(f"'tau' must be positive, got {tau}")
-        for name, value in (("num_layers", num_layers), ("lambda_1", lambda_1),
-                            ("lambda_2", lambda_2), ("reg_weight", reg_weight)):
-            if not value >= 0:
-                raise ValueError(f"'{name}' must be >= 0, got {value}")
+        self.check_hparams({  # also when built directly, not by from_data
+            "tau": tau, "num_layers": num_layers, "lambda_1": lambda_1,
+            "lambda_2": lambda_2, "reg_weight": reg_weight})
         dims = feature_buffers(self, data)
         self.modalities = list(dims)
         if len(self.modalities) < 2:

@@ -1,7 +1,12 @@
 """Training machinery: negative sampling, evaluation, training, grid search."""
 
 from mde_pyg.train.evaluator import Evaluator
-from mde_pyg.train.grid import best_index, check_grid, grid_search
+from mde_pyg.train.grid import (
+    GridConfigError,
+    best_index,
+    check_grid,
+    grid_search,
+)
 from mde_pyg.train.sampler import NegativeSampler
 from mde_pyg.train.trainer import (
     ResumeMismatchError,
@@ -15,6 +20,7 @@ __all__ = [
     "Evaluator",
     "Trainer",
     "ResumeMismatchError",
+    "GridConfigError",
     "best_index",
     "check_grid",
     "check_trainer_args",

@@ -33,6 +33,12 @@ GRID_FILE = "grid.csv"
 ModelFactory = Callable[..., Recommender]
 
 
+class GridConfigError(ValueError):
+    """A grid configuration that cannot train, found by :func:`check_grid`
+    before any run starts.
+    """
+
+
 def _factory(model: str | ModelFactory) -> ModelFactory:
     if isinstance(model, str):
         from mde_pyg.models import build_model
@@ -120,16 +126,17 @@ def check_grid(
         The configurations, in the order :func:`grid_search` trains them.
 
     Raises:
-        ValueError: Naming the configuration and the argument at fault
-            (the error of the model's constructor is chained).
+        GridConfigError: A :class:`ValueError` naming the configuration and
+            the argument at fault (the constructor's error is chained).
     """
     build = _factory(model)
     configs = list(ParameterGrid(grid))
     if len(configs) == 0:
-        raise ValueError("The grid is empty; give at least one value per key")
+        raise GridConfigError(
+            "The grid is empty; give at least one value per key")
     unknown = set(trainer_kwargs) - TRAINER_KEYS
     if unknown:
-        raise ValueError(
+        raise GridConfigError(
             f"Unknown Trainer arguments {sorted(unknown)}; choose from "
             f"{sorted(TRAINER_KEYS)}"
         )
@@ -144,7 +151,7 @@ def check_grid(
                 build(data, **model_kwargs)  # on the CPU, then dropped
                 built.add(key)
         except (ValueError, TypeError, RuntimeError) as error:
-            raise ValueError(
+            raise GridConfigError(
                 f"grid configuration {index} {params}: {error}"
             ) from error
     return configs

@@ -338,8 +338,9 @@ class Trainer:
         self.data_sizes = {
             "users": int(data["user"].num_nodes),
             "items": int(data["item"].num_nodes),
+            "train": train.size(1),
             **{split: int(split_edges(data, split).size(1))
-               for split in ("train", "valid", "test")},
+               for split in ("valid", "test")},
         }
         self.generator = torch.Generator()
         self.sampler = NegativeSampler(

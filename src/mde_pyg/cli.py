@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plot", action="store_const", const=True,
         help="save OUTPUT/curve.png (needs matplotlib)")
     add("--no-progress", dest="progress", action="store_const", const=False,
-        help="hide the progress bar")
+        help="hide the progress bar (the per-epoch lines when stderr "
+             "is not a terminal)")
     add("--output", metavar="DIR", help="output folder")
     add("--system-malloc", action="store_true",
         help="leave glibc's allocator as it is (by default freed memory is "

@@ -402,3 +402,56 @@ def test_resume_refuses_other_model_hparams(synthetic_graphs, tmp_path):
                      eval_metric="recall@5", output_dir=tmp_path)
     assert [h["epoch"] for h in direct.fit(resume=True)["history"]] == [0, 1,
                                                                          2]
+
+
+class FakeTerminal:
+    """A stderr that claims to be a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(data, capsys):
+    # pytest's captured stderr is not a terminal: one line per epoch with
+    # the epoch's values from the history, then the early stop's line.
+    trainer = train(data, max_epochs=50, patience=2)
+    trainer.progress = True
+    result = trainer.fit()
+    lines = capsys.readouterr().err.splitlines()
+    history = result["history"]
+    assert len(lines) == len(history) + 1
+    best_score, best_epoch = -1.0, -1
+    for line, entry in zip(lines, history):
+        score = entry["valid"]["recall@20"]
+        if score > best_score:
+            best_score, best_epoch = score, entry["epoch"]
+        assert line.startswith(f"MF epoch {entry['epoch']}/50: loss "
+                               f"{entry['loss']:.4f}, valid recall@20 "
+                               f"{score:.4f}, best {best_score:.4f} at "
+                               f"epoch {best_epoch}, ")
+    assert best_epoch == result["best_epoch"]
+    assert lines[-1] == (f"MF stopped early: no better valid recall@20 in 2 "
+                         f"epochs; best {best_score:.4f} at epoch "
+                         f"{best_epoch}")
+
+
+def test_progress_bar_on_a_terminal_and_none_when_off(data, capsys,
+                                                      monkeypatch):
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    trainer = train(data, max_epochs=3)
+    trainer.progress = True
+    trainer.fit()
+    assert "3/3" in terminal.text and "epoch 0/" not in terminal.text
+    monkeypatch.undo()
+    train(data, max_epochs=3).fit()  # progress=False
+    assert capsys.readouterr().err == ""

@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +45,22 @@ HISTORY_FILE = "history.json"
 
 #: Called after every epoch with ``(trainer, history_entry)``.
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def can_redraw(stream: Any) -> bool:
+    """Whether a :mod:`tqdm` bar can redraw itself on ``stream``: a
+    terminal, or a notebook (where :mod:`tqdm.auto` picked its widget).
+
+    Args:
+        stream: The stream the bar writes to, usually :obj:`sys.stderr`.
+    """
+    if any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def seed_everything(seed: int) -> None:
@@ -273,7 +290,11 @@ class Trainer:
         output_dir (str or os.PathLike, optional): Folder of the
             checkpoints and the history. (default: :obj:`None`: nothing is
             written)
-        progress (bool, optional): Show a :mod:`tqdm` progress bar.
+        progress (bool, optional): Report every epoch: a :mod:`tqdm`
+            progress bar on a terminal or in a notebook, otherwise (a log
+            file, a batch job) one line per epoch on :obj:`sys.stderr`
+            with the loss, the validation score and the best epoch so
+            far, and a last line when early stopping ends the run.
             (default: :obj:`True`)
         eval_batch_size (int, optional): Users ranked at once during
             evaluation. (default: :obj:`4096`)
@@ -322,6 +343,7 @@ class Trainer:
         self.weight_decay = weight_decay
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.progress = progress
+        self._log_lines = False  # set by fit: no bar can redraw on stderr
         self.callbacks = list(callbacks)
 
         self.valid_evaluator = Evaluator(data, "valid", ks, eval_batch_size)
@@ -612,10 +634,11 @@ class Trainer:
         if self.optimizer is None and self.estimator_optimizer is None:
             return self._evaluate_only()
 
+        self._log_lines = self.progress and not can_redraw(sys.stderr)
         bar = tqdm(
             total=self.max_epochs,
             initial=min(self.epoch, self.max_epochs),
-            disable=not self.progress,
+            disable=not self.progress or self._log_lines,
             desc=self.model.__class__.__name__,
             unit="epoch",
         )
@@ -697,8 +720,25 @@ class Trainer:
             }
         )
         bar.update(1)
+        if self._log_lines:
+            self._log_epoch(entry)
         for callback in self.callbacks:
             callback(self, entry)
+
+    def _log_epoch(self, entry: dict[str, Any]) -> None:
+        """Write the epoch's line (and the early stop's) to stderr."""
+        name, metric = self.model.__class__.__name__, self.eval_metric
+        best = f"{self.best['score']:.4f} at epoch {self.best['epoch']}"
+        lines = [
+            f"{name} epoch {entry['epoch']}/{self.max_epochs}: loss "
+            f"{entry['loss']:.4f}, valid {metric} "
+            f"{entry['valid'][metric]:.4f}, best {best}, "
+            f"{entry['seconds']:.2f} s"
+        ]
+        if self.best["stopped"]:
+            lines.append(f"{name} stopped early: no better valid {metric} "
+                         f"in {self.patience} epochs; best {best}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
 
     def __repr__(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +47,20 @@ def synthetic_graphs():
                                interactions_per_user=8,
                                pre_transform=MultiModalGraphs(k_user=5,
                                                               k_item=4))[0]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """A 4-user, 5-item folder in MMRec's layout with two modalities."""
+    # MMRec layout. Train popularity of items 0..4: 4, 3, 2, 1, 0.
+    rows = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (1, 0, 0), (1, 1, 0),
+            (1, 2, 0), (2, 0, 0), (2, 1, 0), (3, 0, 0),
+            (3, 2, 1), (2, 4, 1), (0, 4, 2)]
+    path = tmp_path / "tiny"
+    path.mkdir()
+    lines = ["userID\titemID\tx_label"] + [f"{u}\t{i}\t{s}" for u, i, s in rows]
+    (path / "tiny.inter").write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(0)
+    np.save(path / "text.npy", rng.normal(size=(5, 4)).astype(np.float32))
+    np.save(path / "image.npy", rng.normal(size=(5, 3)).astype(np.float32))
+    return path

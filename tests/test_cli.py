@@ -3,7 +3,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from mde_pyg.cli import main, parse_grid, parse_value
@@ -11,24 +10,8 @@ from mde_pyg.cli import main, parse_grid, parse_value
 L3 = 1.0 / math.log2(3)
 
 
-@pytest.fixture
-def folder(tmp_path):
-    # MMRec layout. Train popularity of items 0..4: 4, 3, 2, 1, 0.
-    rows = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (1, 0, 0), (1, 1, 0),
-            (1, 2, 0), (2, 0, 0), (2, 1, 0), (3, 0, 0),
-            (3, 2, 1), (2, 4, 1), (0, 4, 2)]
-    path = tmp_path / "tiny"
-    path.mkdir()
-    lines = ["userID\titemID\tx_label"] + [f"{u}\t{i}\t{s}" for u, i, s in rows]
-    (path / "tiny.inter").write_text("\n".join(lines) + "\n")
-    rng = np.random.default_rng(0)
-    np.save(path / "text.npy", rng.normal(size=(5, 4)).astype(np.float32))
-    np.save(path / "image.npy", rng.normal(size=(5, 3)).astype(np.float32))
-    return path
-
-
-def tiny_args(folder, out, *extra):
-    return ["train", "--model", "mostpop", "--data", str(folder),
+def tiny_args(tiny_folder, out, *extra):
+    return ["train", "--model", "mostpop", "--data", str(tiny_folder),
             "--modality", "text=text.npy", "--modality", "image=image.npy",
             "--ks", "1,2,3", "--eval-metric", "recall@3", "--k-user", "2",
             "--k-item", "2", "--no-progress", "--output", str(out), *extra]
@@ -50,12 +33,13 @@ def test_models(capsys):
     assert "mostpop" in names and "mde" in names
 
 
-def test_train_mostpop_on_folder(folder, tmp_path, capsys):
+def test_train_mostpop_on_folder(tiny_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(tiny_args(folder, out, "--plot")) == 0
+    assert main(tiny_args(tiny_folder, out, "--plot")) == 0
     result = json.loads((out / "results.json").read_text())
     assert set(result) == {"model", "best_epoch", "valid", "test", "config",
-                           "history"}
+                           "history", "checkpoint"}
+    assert result["checkpoint"] == "best.pt"
     assert result["model"] == "mostpop" and result["best_epoch"] == 0
     # valid: user 3 ranks [1, 2, 3] (target 2); user 2 ranks [2, 3, 4]
     # (target 4).
@@ -72,14 +56,14 @@ def test_train_mostpop_on_folder(folder, tmp_path, capsys):
     assert "recall" in capsys.readouterr().out
 
 
-def test_grid_and_config(folder, tmp_path):
+def test_grid_and_config(tiny_folder, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(
         'model = "mostpop"\nseed = 7\nbatch-size = 16\n'
         '[grid]\nlr = [0.1, 0.01]\n'
     )
     out = tmp_path / "grid"
-    args = tiny_args(folder, out, "--config", str(config),
+    args = tiny_args(tiny_folder, out, "--config", str(config),
                      "--batch-size", "32")
     args[args.index("--model") + 1] = "MostPop"  # names are case-insensitive
     assert main(args) == 0
@@ -93,9 +77,9 @@ def test_grid_and_config(folder, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", ["json", "yaml"])
-def test_config_formats(folder, tmp_path, suffix):
+def test_config_formats(tiny_folder, tmp_path, suffix):
     config = tmp_path / f"c.{suffix}"
-    content = {"model": "mostpop", "data": str(folder), "ks": "1,2",
+    content = {"model": "mostpop", "data": str(tiny_folder), "ks": "1,2",
                "eval_metric": "recall@2", "k_user": 2, "k_item": 2,
                "modality": {"text": "text.npy"}, "progress": False}
     config.write_text(json.dumps(content))  # JSON is valid YAML
@@ -119,8 +103,8 @@ def test_config_formats(folder, tmp_path, suffix):
     (["--k-item", "0"], "--k-item must be an integer >= 1, got 0"),
     (["--set", "lr=0"], "cannot train 'mostpop': 'lr' must be > 0, got 0"),
 ])
-def test_user_errors(folder, tmp_path, capsys, extra, message):
-    args = tiny_args(folder, tmp_path / "x")
+def test_user_errors(tiny_folder, tmp_path, capsys, extra, message):
+    args = tiny_args(tiny_folder, tmp_path / "x")
     if extra[0] == "--model":
         args[args.index("--model") + 1] = extra[1]
         extra = []
@@ -142,11 +126,11 @@ def test_user_errors(folder, tmp_path, capsys, extra, message):
     (["--grid", "lr=0.1,-1"], "grid configuration 1 {'lr': -1}: 'lr' must"),
     (["--grid", "reg_weight=0,-1"], "grid configuration 1 {'reg_weight': -1}"),
 ])
-def test_bad_model_values_fail_before_anything_is_written(folder, tmp_path,
+def test_bad_model_values_fail_before_anything_is_written(tiny_folder, tmp_path,
                                                           capsys, extra,
                                                           message):
     out = tmp_path / "out"
-    args = tiny_args(folder, out, *extra)
+    args = tiny_args(tiny_folder, out, *extra)
     args[args.index("--model") + 1] = "lightgcn"
     with pytest.raises(SystemExit) as info:
         main(args)
@@ -154,27 +138,27 @@ def test_bad_model_values_fail_before_anything_is_written(folder, tmp_path,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "cannot train 'lightgcn'" in err
-    assert not out.exists()  # no folder, no run_000 of a half-done grid
+    assert not out.exists()  # no tiny_folder, no run_000 of a half-done grid
 
 
-def test_a_split_without_interactions_is_a_usage_error(folder, tmp_path,
+def test_a_split_without_interactions_is_a_usage_error(tiny_folder, tmp_path,
                                                        capsys):
-    inter = folder / "tiny.inter"
+    inter = tiny_folder / "tiny.inter"
     lines = inter.read_text().splitlines()
     inter.write_text("\n".join(r for r in lines if not r.endswith("\t2"))
                      + "\n")  # no test rows left
     out = tmp_path / "out"
     with pytest.raises(SystemExit):
-        main(tiny_args(folder, out))
+        main(tiny_args(tiny_folder, out))
     err = capsys.readouterr().err
-    assert f"the test split of '{folder}' has no interaction" in err
+    assert f"the test split of '{tiny_folder}' has no interaction" in err
     assert "rows with x_label 2" in err and not out.exists()
 
 
-def test_resume_under_other_settings_is_a_usage_error(folder, tmp_path,
+def test_resume_under_other_settings_is_a_usage_error(tiny_folder, tmp_path,
                                                       capsys):
     out = tmp_path / "out"
-    args = tiny_args(folder, out, "--max-epochs", "1")
+    args = tiny_args(tiny_folder, out, "--max-epochs", "1")
     args[args.index("--model") + 1] = "lightgcn"
     assert main(args) == 0
     with pytest.raises(SystemExit):
@@ -184,11 +168,11 @@ def test_resume_under_other_settings_is_a_usage_error(folder, tmp_path,
     assert "lr 0.001 -> 0.01; model_hparams.num_layers 3 -> 1" in err
 
 
-def test_interrupt_then_resume(folder, tmp_path, capsys, monkeypatch):
+def test_interrupt_then_resume(tiny_folder, tmp_path, capsys, monkeypatch):
     from mde_pyg.train import Trainer
 
     out = tmp_path / "out"
-    args = tiny_args(folder, out, "--max-epochs", "3")
+    args = tiny_args(tiny_folder, out, "--max-epochs", "3")
     args[args.index("--model") + 1] = "lightgcn"
     run_epoch = Trainer._run_epoch
 

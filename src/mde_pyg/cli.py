@@ -1,9 +1,11 @@
-r"""The ``mde-pyg`` command line: train a registered model, list the models.
+r"""The ``mde-pyg`` command line: train a registered model, recommend with
+a trained run, list the models.
 
 .. code-block:: bash
 
     mde-pyg models
     mde-pyg train --model mde --dataset synthetic --output runs/mde
+    mde-pyg recommend runs/mde --k 10      # runs/mde/recommendations.tsv
     mde-pyg train --model mde --data data/baby \
         --modality image=image_feat.npy --modality text=text_feat.npy \
         --grid lambda_1=0.001,0.01,0.1 --grid tau=0.2,0.5 --output runs/baby
@@ -64,6 +66,15 @@ DATASETS: tuple[str, ...] = ("synthetic", "baby", "sports", "clothing")
 
 MATPLOTLIB_MISSING = "--plot needs matplotlib (pip install 'mde-pyg[plot]')"
 RESULTS_FILE = "results.json"
+RECOMMENDATIONS_FILE = "recommendations.tsv"
+
+#: ``recommend --exclude`` choices -> the splits whose items are left out.
+EXCLUDE: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "train+valid": ("train", "valid"),
+    "all": ("train", "valid", "test"),
+    "none": (),
+}
 CURVE_FILE = "curve.png"
 
 
@@ -460,7 +471,8 @@ def train_model(
     """Train ``model`` (or grid-search it) and write ``results.json``.
 
     ``output/results.json`` gets ``model``, ``best_epoch``, ``valid``,
-    ``test``, ``config`` and ``history`` (and with a grid ``params``, the
+    ``test``, ``config``, ``history`` and ``checkpoint`` (the best
+    weights, relative to ``output``; with a grid also ``params``, the
     winner's values; ``grid.csv`` lists every run). ``hparams`` and
     ``grid`` keys that are :class:`~mde_pyg.train.Trainer` arguments (such
     as ``lr``) go to the trainer, the others to the model.
@@ -495,7 +507,7 @@ def train_model(
         seed_everything,
     )
     from mde_pyg.train.grid import split_params
-    from mde_pyg.train.trainer import atomic_write_json
+    from mde_pyg.train.trainer import BEST_CHECKPOINT, atomic_write_json
 
     model = model.lower()
     model_kwargs, fixed_trainer = split_params(hparams or {})
@@ -540,6 +552,8 @@ def train_model(
     }
     if grid:
         summary["params"] = result["params"]
+    summary["checkpoint"] = (f"run_{result['index']:03d}/{BEST_CHECKPOINT}"
+                             if grid else BEST_CHECKPOINT)
     atomic_write_json(summary, output / RESULTS_FILE)
     if plot:
         plot_curve(result["history"], output / CURVE_FILE,
@@ -612,6 +626,31 @@ def build_parser() -> argparse.ArgumentParser:
     add("--system-malloc", action="store_true",
         help="leave glibc's allocator as it is (by default freed memory is "
              "kept for reuse: see mde_pyg.tune_cpu_allocator)")
+
+    rec = sub.add_parser(
+        "recommend",
+        help="write the top-k items per user of a trained run",
+        description="Rank all items for each user with the best weights of "
+        "an 'mde-pyg train' run (the data is loaded again as the run "
+        "loaded it) and write a TSV: userID, rank, itemID, score.",
+    )
+    add = rec.add_argument
+    add("run", metavar="RUN", help="the --output folder of the train run")
+    add("--k", type=int, default=20, metavar="K", help="default: 20")
+    add("--users", metavar="U1,U2",
+        help="user ids, comma separated (default: every user)")
+    add("--exclude", choices=tuple(EXCLUDE), default="train",
+        help="never recommend the user's items of these splits: 'all' "
+             "recommends only new items (default: train, as the "
+             "evaluation)")
+    add("--data", metavar="FOLDER",
+        help="where the run's data folder is now, if it moved")
+    add("--device", metavar="DEVICE",
+        help="cpu or cuda (default: cuda when available)")
+    add("--output", metavar="FILE",
+        help="default: RUN/recommendations.tsv")
+    add("--system-malloc", action="store_true",
+        help="leave glibc's allocator as it is")
     return parser
 
 
@@ -646,8 +685,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     device = _resolve_device(settings["device"])
     data_config = {
         key: settings[key]
-        for key in ("data", "dataset", "inter_file", "k_user", "k_item",
-                    "feature_norm")
+        for key in ("data", "dataset", "root", "inter_file", "k_user",
+                    "k_item", "feature_norm")
     }
     data_config["modality"] = settings["modality"]
     data = load_data(
@@ -702,6 +741,67 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_recommend(args: argparse.Namespace) -> Path:
+    """Run the ``recommend`` command; return the path written.
+
+    Args:
+        args (argparse.Namespace): Parsed ``recommend`` arguments.
+    """
+    import torch
+
+    from mde_pyg.runs import load_run
+    from mde_pyg.train.recommend import iter_recommend
+    from mde_pyg.train.trainer import atomic_write
+
+    users = None
+    if args.users is not None:
+        try:
+            users = torch.tensor([int(u) for u in args.users.split(",")])
+        except ValueError as error:
+            raise UsageError(
+                f"--users must be user ids separated by commas, got "
+                f"'{args.users}'") from error
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+    device = _resolve_device(args.device)
+    try:
+        model, data = load_run(args.run, data_folder=args.data,
+                               device=device)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load the run '{args.run}': {error}") \
+            from error
+    output = (Path(args.run) / RECOMMENDATIONS_FILE if args.output is None
+              else Path(args.output))
+    batches = iter_recommend(model, data, users, args.k,
+                             EXCLUDE[args.exclude])
+    try:
+        first = next(batches)  # checks users and k before writing
+    except ValueError as error:
+        raise UsageError(str(error).replace("'user'", "--users")
+                         .replace("'k'", "--k")) from error
+    count = 0
+
+    def write(f: Any) -> None:
+        nonlocal count
+        f.write("userID\trank\titemID\tscore\n")
+        for user, item, score in (first, *batches):
+            count += user.numel()
+            for u, items, scores in zip(user.tolist(), item.tolist(),
+                                        score.tolist()):
+                f.writelines(f"{u}\t{rank}\t{i}\t{s:.6g}\n"
+                             for rank, (i, s) in enumerate(
+                                 zip(items, scores), start=1) if i >= 0)
+
+    atomic_write(output, write)
+    left_out = {"train": "their train items",
+                "train+valid": "their train and valid items",
+                "all": "every item they interacted with",
+                "none": "nothing"}[args.exclude]
+    print(f"top-{args.k} items of {count} users (leaving out {left_out}) "
+          f"written to {output}")
+    return output
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mde-pyg``; return the exit status.
 
@@ -721,7 +821,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tune_cpu_allocator()
     try:
-        run_train(args)
+        if args.command == "recommend":
+            run_recommend(args)
+        else:
+            run_train(args)
     except UsageError as error:
         parser.error(str(error))  # one line on stderr, exit status 2
     except KeyboardInterrupt:

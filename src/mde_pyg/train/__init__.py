@@ -1,4 +1,4 @@
-"""Training machinery: negative sampling, evaluation, training, grid search."""
+"""Negative sampling, evaluation, training, grid search, recommendation."""
 
 from mde_pyg.train.evaluator import Evaluator
 from mde_pyg.train.grid import (
@@ -7,6 +7,7 @@ from mde_pyg.train.grid import (
     check_grid,
     grid_search,
 )
+from mde_pyg.train.recommend import iter_recommend, recommend
 from mde_pyg.train.sampler import NegativeSampler
 from mde_pyg.train.trainer import (
     ResumeMismatchError,
@@ -25,5 +26,7 @@ __all__ = [
     "check_grid",
     "check_trainer_args",
     "grid_search",
+    "iter_recommend",
+    "recommend",
     "seed_everything",
 ]

@@ -56,6 +56,56 @@ def split_edges(data: HeteroData, split: str) -> Tensor:
     return store[attr]
 
 
+class SeenItems:
+    """The items each user has interacted with, to leave out of a ranking.
+
+    Stored once as CSR (``indptr`` over all users, ``indices`` the distinct
+    items), copied to each device it is asked for.
+
+    Args:
+        edge_index (torch.Tensor): ``[2, E]`` (user, item) pairs; repeated
+            pairs count once.
+        num_users (int): The number of users.
+    """
+
+    def __init__(self, edge_index: Tensor, num_users: int) -> None:
+        self.num_users = num_users
+        self.indptr, self.indices = _csr(edge_index, num_users)
+        self._device_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._device_cache:
+            self._device_cache[device] = (
+                self.indptr.to(device), self.indices.to(device))
+        return self._device_cache[device]
+
+    def pairs(self, user: Tensor, device: torch.device | None = None
+              ) -> Tensor:
+        """Return the ``[2, M]`` (row in ``user``, seen item) pairs.
+
+        Args:
+            user (torch.Tensor): User ids of a batch, shape ``[B]``.
+            device (torch.device, optional): Where to build the pairs.
+                (default: :obj:`None`: the device of ``user``)
+        """
+        device = user.device if device is None else device
+        indptr, indices = self._on(device)
+        user = user.to(device)
+        start = indptr[user]
+        count = indptr[user + 1] - start
+        row = torch.repeat_interleave(
+            torch.arange(user.numel(), device=device), count
+        )
+        # Position of each masked entry within its user's segment:
+        offset = torch.arange(row.numel(), device=device)
+        offset = offset - (count.cumsum(0) - count)[row]
+        return torch.stack([row, indices[start[row] + offset]])
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.num_users} users, "
+                f"{self.indices.numel()} pairs)")
+
+
 class Evaluator:
     r"""Full-ranking evaluation over all items (the MMRec protocol).
 
@@ -115,10 +165,8 @@ class Evaluator:
                 f"({self.num_items}); choose smaller 'ks'"
             )
 
-        # Training items to mask, as CSR over all users:
-        self.mask_ptr, self.mask_index = _csr(
-            split_edges(data, "train"), self.num_users
-        )
+        # Training items to mask:
+        self.seen = SeenItems(split_edges(data, "train"), self.num_users)
         # Held-out items of the evaluated users:
         ptr, index = _csr(split_edges(data, self.split), self.num_users)
         count = ptr[1:] - ptr[:-1]
@@ -132,20 +180,11 @@ class Evaluator:
         self.targets: list[Tensor] = list(
             torch.split(index, count[self.users].tolist())
         )
-        self._device_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @property
     def max_k(self) -> int:
         """The number of items ranked per user, ``max(ks)``."""
         return self.metric.max_k
-
-    def _mask_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        if device not in self._device_cache:
-            self._device_cache[device] = (
-                self.mask_ptr.to(device),
-                self.mask_index.to(device),
-            )
-        return self._device_cache[device]
 
     def mask_pairs(
         self, user: Tensor, device: torch.device | None = None
@@ -157,18 +196,7 @@ class Evaluator:
             device (torch.device, optional): Where to build the pairs.
                 (default: :obj:`None`: the device of ``user``)
         """
-        device = user.device if device is None else device
-        indptr, indices = self._mask_on(device)
-        user = user.to(device)
-        start = indptr[user]
-        count = indptr[user + 1] - start
-        row = torch.repeat_interleave(
-            torch.arange(user.numel(), device=device), count
-        )
-        # Position of each masked entry within its user's segment:
-        offset = torch.arange(row.numel(), device=device)
-        offset = offset - (count.cumsum(0) - count)[row]
-        return torch.stack([row, indices[start[row] + offset]])
+        return self.seen.pairs(user, device)
 
     def _rank(
         self,

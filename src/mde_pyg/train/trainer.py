@@ -74,11 +74,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None],
+                 mode: str = "w") -> None:
     """Write ``path`` through a temporary file in the same folder.
 
     The file appears under its name only once fully written
-    (:func:`os.replace`), so a crash leaves the previous version intact.
+    (:func:`os.replace`), so a crash or an error leaves the previous
+    version (or nothing) in place.
+
+    Args:
+        path (str or os.PathLike): Destination file.
+        write (Callable): Called with the open temporary file.
+        mode (str, optional): ``"w"`` (text) or ``"wb"``.
+            (default: ``"w"``)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +112,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         obj (Any): What to save.
         path (str or os.PathLike): Destination file.
     """
-    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
+    atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
@@ -114,7 +122,7 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
         text (str): File content.
         path (str or os.PathLike): Destination file.
     """
-    _atomic_write(Path(path), lambda f: f.write(text), "w")
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
@@ -125,6 +133,22 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
         path (str or os.PathLike): Destination file.
     """
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def data_sizes(data: HeteroData) -> dict[str, int]:
+    """Return the numbers of users, items and train / valid / test
+    interactions of ``data``, as :attr:`Trainer.config` records them.
+
+    Args:
+        data (torch_geometric.data.HeteroData): A dataset of
+            :mod:`mde_pyg.data`.
+    """
+    return {
+        "users": int(data["user"].num_nodes),
+        "items": int(data["item"].num_nodes),
+        **{split: int(split_edges(data, split).size(1))
+           for split in ("train", "valid", "test")},
+    }
 
 
 def check_trainer_args(**kwargs: Any) -> None:
@@ -357,13 +381,7 @@ class Trainer:
 
         train = split_edges(data, "train").cpu().long()
         self.train_user, self.train_item = train[0], train[1]
-        self.data_sizes = {
-            "users": int(data["user"].num_nodes),
-            "items": int(data["item"].num_nodes),
-            "train": train.size(1),
-            **{split: int(split_edges(data, split).size(1))
-               for split in ("valid", "test")},
-        }
+        self.data_sizes = data_sizes(data)
         self.generator = torch.Generator()
         self.sampler = NegativeSampler(
             train,

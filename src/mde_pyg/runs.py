@@ -1,0 +1,150 @@
+"""Reload what ``mde-pyg train`` trained: the data, the model, its weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch_geometric.data import HeteroData
+
+from mde_pyg.cli import RESULTS_FILE, load_data
+from mde_pyg.models.base import Recommender
+
+
+def _read_summary(run: Path) -> dict[str, Any]:
+    path = run / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{run}' holds no {RESULTS_FILE}; give the --output folder of a "
+            f"finished 'mde-pyg train' run")
+    try:
+        summary = json.loads(path.read_text())
+        summary["config"]["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"'{path}' is not the {RESULTS_FILE} of an 'mde-pyg train' run "
+            f"({error})") from error
+    return summary
+
+
+def _checkpoint(run: Path, summary: dict[str, Any]) -> Path:
+    """The best weights of the run (of the selected run of a grid)."""
+    if "checkpoint" in summary:
+        path = run / summary["checkpoint"]
+    elif "params" not in summary:
+        path = run / "best.pt"
+    else:  # a grid written before results.json named its checkpoint
+        grid = run / "grid.csv"
+        chosen = []
+        if grid.is_file():
+            with open(grid, newline="") as f:
+                chosen = [row["run"] for row in csv.DictReader(f)
+                          if row.get("selected") == "True"]
+        if not chosen:
+            raise FileNotFoundError(
+                f"'{grid}' names no selected run; train the grid again")
+        path = run / f"run_{int(chosen[0]):03d}" / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{path}', the run's best weights, is missing; train the run "
+            f"again (or restore the file)")
+    return path
+
+
+def _model_hparams(summary: dict[str, Any]) -> dict[str, Any]:
+    from mde_pyg.train.grid import split_params
+
+    config = summary["config"]
+    if config.get("model_hparams") is not None:
+        return dict(config["model_hparams"])
+    # Written before the config recorded every constructor argument:
+    return {**config.get("hparams", {}),
+            **split_params(summary.get("params", {}))[0]}
+
+
+def load_run(
+    run: str | os.PathLike,
+    data: HeteroData | None = None,
+    data_folder: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Recommender, HeteroData]:
+    """Rebuild the model an ``mde-pyg train`` run selected, with the
+    weights of its best validation epoch.
+
+    The run's ``results.json`` names the model, its hyper-parameters and
+    how the data was loaded (folder or dataset, modalities, ``k_user``,
+    ``k_item``, feature normalisation); the data is loaded again the same
+    way and checked against the numbers of users, items and interactions
+    the run was trained on. For a grid, the selected configuration is
+    rebuilt.
+
+    .. code-block:: python
+
+        from mde_pyg.runs import load_run
+        from mde_pyg.train.recommend import recommend
+
+        model, data = load_run("out/lfm2k_mde")
+        items, scores = recommend(model, data, k=10)
+
+    Args:
+        run (str or os.PathLike): The ``--output`` folder of the run.
+        data (torch_geometric.data.HeteroData, optional): The data, with its
+            graphs, instead of loading it again. (default: :obj:`None`)
+        data_folder (str or os.PathLike, optional): Where the run's data
+            folder is now, if not where (relative to the working directory)
+            ``mde-pyg train`` read it. (default: :obj:`None`)
+        device (torch.device or str, optional): Where to put the model.
+            (default: :obj:`None`: the CPU)
+
+    Returns:
+        ``(model, data)``, the model in evaluation mode.
+    """
+    from mde_pyg.models import build_model
+    from mde_pyg.train.trainer import data_sizes
+
+    run = Path(run)
+    summary = _read_summary(run)
+    config = summary["config"]
+    checkpoint = _checkpoint(run, summary)
+    if data is None:
+        source = dict(config["data"])
+        if data_folder is not None:
+            if source.get("data") is None:
+                raise ValueError(
+                    f"'data_folder' was given, but the run read the "
+                    f"'{source.get('dataset')}' dataset, not a folder")
+            source["data"] = data_folder
+        elif (source.get("data") is not None
+              and not Path(source["data"]).is_dir()):
+            raise FileNotFoundError(
+                f"'{source['data']}', the data folder '{run}' was trained "
+                f"on, is not there (relative to {Path.cwd()}); give where "
+                f"it is now as 'data_folder' (mde-pyg recommend --data)")
+        data = load_data(
+            data=source.get("data"),
+            dataset=source.get("dataset"),
+            modalities=source.get("modality") or None,
+            inter_file=source.get("inter_file"),
+            root=source.get("root"),
+            k_user=source.get("k_user", 40),
+            k_item=source.get("k_item", 10),
+            feature_norm=source.get("feature_norm", "none"),
+        )
+    trained_on = config.get("data_sizes")
+    if trained_on is not None:
+        sizes = data_sizes(data)
+        changed = [f"{key} {trained_on[key]} -> {sizes[key]}"
+                   for key in trained_on if sizes.get(key) != trained_on[key]]
+        if changed:
+            raise ValueError(
+                f"The data differs from what '{run}' was trained on "
+                f"({'; '.join(changed)}); give the run's data")
+
+    model = build_model(summary["model"], data, **_model_hparams(summary))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.to(device or "cpu").eval(), data

@@ -1,0 +1,163 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from mde_pyg.cli import load_data, main
+from mde_pyg.runs import load_run
+from mde_pyg.train import Evaluator
+from mde_pyg.train.evaluator import split_edges
+from mde_pyg.train.recommend import recommend
+
+SYNTHETIC = ["--dataset", "synthetic", "--max-epochs", "2", "--no-progress"]
+
+
+def train(out, model="mde", *extra):
+    assert main(["train", "--model", model, *SYNTHETIC, "--output", str(out),
+                 *extra]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def evaluate(model, data, split, ks):
+    return Evaluator(data, split, ks)(model)
+
+
+@pytest.fixture(scope="module")
+def mde_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mde"
+    return out, train(out, "mde", "--set", "lambda_1=0.1")
+
+
+def test_load_run_gives_the_recorded_best_epoch(mde_run):
+    out, result = mde_run
+    model, data = load_run(out)
+    assert not model.training and model.lambda_1 == 0.1
+    ks = result["config"]["ks"]
+    # The reloaded weights give exactly the metrics recorded at the best
+    # validation epoch.
+    assert evaluate(model, data, "valid", ks) == result["valid"]
+    assert evaluate(model, data, "test", ks) == result["test"]
+
+
+def test_load_run_of_a_grid_rebuilds_the_selected_run(tmp_path):
+    out = tmp_path / "grid"
+    result = train(out, "lightgcn", "--grid", "num_layers=1,3")
+    selected = result["params"]["num_layers"]
+    assert result["checkpoint"] == (
+        f"run_{[1, 3].index(selected):03d}/best.pt")
+    model, data = load_run(out)
+    assert model.num_layers == selected
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        result["valid"]
+    # results.json written before it named the checkpoint: grid.csv does.
+    old = {k: v for k, v in result.items() if k != "checkpoint"}
+    (out / "results.json").write_text(json.dumps(old))
+    model, data = load_run(out, data=data)
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        result["valid"]
+
+
+def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
+    out, _ = mde_run
+    with pytest.raises(ValueError, match=r"users 300 -> 60; items 200 -> 40"):
+        load_run(out, data=synthetic_graphs)
+    with pytest.raises(FileNotFoundError, match="holds no results.json"):
+        load_run(out.parent)
+
+
+def test_recommend_against_a_brute_force_ranking(mde_run):
+    out, _ = mde_run
+    model, data = load_run(out)
+    user = torch.tensor([0, 5, 7, 299])
+    item, score = recommend(model, data, user, k=10, batch_size=3)
+    with torch.no_grad():
+        full = model.scorer()(user)
+    train_u, train_i = split_edges(data, "train")
+    for row, u in enumerate(user.tolist()):
+        seen = train_i[train_u == u]
+        expected = full[row].clone()
+        expected[seen] = float("-inf")
+        top, index = expected.topk(10)
+        assert item[row].tolist() == index.tolist()
+        assert torch.allclose(score[row], top)
+    # exclude every split: no recommended item is one the user has seen
+    item, _ = recommend(model, data, user, k=10,
+                        exclude=("train", "valid", "test"))
+    for row, u in enumerate(user.tolist()):
+        seen = set()
+        for split in ("train", "valid", "test"):
+            us, it = split_edges(data, split)
+            seen |= set(it[us == u].tolist())
+        assert not seen & set(item[row].tolist())
+
+
+def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
+    from mde_pyg.models import build_model
+
+    data = load_data(tiny_folder, modalities={"text": "text.npy"},
+                     k_user=2, k_item=2)
+    # MostPop scores the popularity order: items 0..4 score 5, 4, ..., 1.
+    model = build_model("mostpop", data)
+    # user 0 saw items 0-3 in train, 4 in test; user 3 saw item 0 only.
+    item, score = recommend(model, data, torch.tensor([0, 3]), k=3)
+    assert item.tolist() == [[4, -1, -1], [1, 2, 3]]
+    assert score[0, 1:].tolist() == [float("-inf")] * 2
+    assert score[0, 0] == 1.0 and score[1].tolist() == [4.0, 3.0, 2.0]
+    item, _ = recommend(model, data, torch.tensor([0]), k=3, exclude=())
+    assert item.tolist() == [[0, 1, 2]]
+    with pytest.raises(ValueError, match=r"outside \[0, 4\): \[4\]"):
+        recommend(model, data, torch.tensor([4]), k=2)
+    with pytest.raises(TypeError, match=r"\('train',\)"):
+        recommend(model, data, k=2, exclude="train")
+    with pytest.raises(ValueError, match="unknown splits"):
+        recommend(model, data, k=2, exclude=("seen",))
+
+
+def read_tsv(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "userID\trank\titemID\tscore"
+    return [line.split("\t") for line in lines[1:]]
+
+
+def test_recommend_command(mde_run, capsys):
+    out, _ = mde_run
+    assert main(["recommend", str(out), "--k", "4", "--users", "3,1"]) == 0
+    rows = read_tsv(out / "recommendations.tsv")
+    model, data = load_run(out)
+    item, score = recommend(model, data, torch.tensor([3, 1]), k=4)
+    assert [(int(u), int(r), int(i)) for u, r, i, _ in rows] == [
+        (u, r + 1, item[n, r].item()) for n, u in enumerate([3, 1])
+        for r in range(4)]
+    assert [float(s) for *_, s in rows] == pytest.approx(
+        score.view(-1).tolist(), rel=1e-5)
+    assert "top-4 items of 2 users" in capsys.readouterr().out
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_recommend_command_errors(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mostpop", "--data", str(tiny_folder),
+                 "--modality", "text=text.npy", "--ks", "1,2", "--eval-metric",
+                 "recall@2",
+                 "--no-progress", "--output", str(out)]) == 0
+    for args, message in [
+        (["--users", "1,x"], "--users must be user ids"),
+        (["--users", "9", "--k", "2"], "--users has ids outside [0, 4): [9]"),
+        (["--k", "9"], "--k must be in [1, 5]"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(["recommend", str(out), *args])
+        assert message in capsys.readouterr().err
+        assert not (out / "recommendations.tsv").exists()
+    # The data folder moved: the error says so, --data says where it is.
+    moved = tmp_path / "moved"
+    shutil.move(tiny_folder, moved)
+    with pytest.raises(SystemExit):
+        main(["recommend", str(out)])
+    assert "is not there" in capsys.readouterr().err
+    assert main(["recommend", str(out), "--data", str(moved), "--k", "2",
+                 "--exclude", "none"]) == 0
+    rows = read_tsv(out / "recommendations.tsv")
+    assert [(u, i) for u, _, i, _ in rows] == [
+        (str(u), str(i)) for u in range(4) for i in (0, 1)]

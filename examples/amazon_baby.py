@@ -27,7 +27,7 @@ from pathlib import Path
 from mde_pyg.cli import (
     UsageError,
     format_metrics,
-    load_data,
+    load_data_source,
     parse_assignments,
     train_model,
 )
@@ -86,12 +86,14 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.data is None:
-        data = load_data(dataset="baby", root=args.root, k_user=40,
-                         k_item=10, feature_norm=args.feature_norm or "none")
+        source = dict(dataset="baby", root=args.root,
+                      feature_norm=args.feature_norm or "none")
     else:
-        data = load_data(data=args.data, modalities=args.modality or None,
-                         inter_file=args.inter_file, k_user=40, k_item=10,
-                         feature_norm=args.feature_norm or "standardize")
+        source = dict(data=args.data, modality=args.modality,
+                      inter_file=args.inter_file,
+                      feature_norm=args.feature_norm or "standardize")
+    source.update(k_user=40, k_item=10)
+    data = load_data_source(source)
     print(data)
 
     hparams = dict(
@@ -107,6 +109,7 @@ def main() -> None:
         plot=args.plot, lr=args.lr, batch_size=args.batch_size,
         max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
         device=device, precision=args.precision,
+        extra_config={"data": source},  # for mde-pyg recommend / load_run
     )
 
     print(f"\nbest epoch {result['best_epoch']} "

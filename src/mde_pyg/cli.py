@@ -351,6 +351,28 @@ def load_data(
         raise UsageError(str(error)) from error
 
 
+def load_data_source(source: Mapping[str, Any]) -> HeteroData:
+    """Load the data that ``source`` describes, as recorded under
+    ``config["data"]`` in ``results.json``: the keys ``data``, ``dataset``,
+    ``root``, ``modality``, ``inter_file``, ``k_user``, ``k_item`` and
+    ``feature_norm``, the arguments of :func:`load_data` (``modality`` is
+    its ``modalities``); missing keys take their defaults.
+
+    Args:
+        source (Mapping[str, Any]): The description.
+    """
+    return load_data(
+        data=source.get("data"),
+        dataset=source.get("dataset"),
+        modalities=source.get("modality") or None,
+        inter_file=source.get("inter_file"),
+        root=source.get("root"),
+        k_user=source.get("k_user", 40),
+        k_item=source.get("k_item", 10),
+        feature_norm=source.get("feature_norm", "none"),
+    )
+
+
 def check_hparams(model: str, hparams: Mapping[str, Any]) -> None:
     """Raise a :class:`UsageError` naming any unknown model argument.
 
@@ -685,20 +707,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     device = _resolve_device(settings["device"])
     data_config = {
         key: settings[key]
-        for key in ("data", "dataset", "root", "inter_file", "k_user",
-                    "k_item", "feature_norm")
+        for key in ("data", "dataset", "root", "modality", "inter_file",
+                    "k_user", "k_item", "feature_norm")
     }
-    data_config["modality"] = settings["modality"]
-    data = load_data(
-        data=settings["data"],
-        dataset=settings["dataset"],
-        modalities=settings["modality"],
-        inter_file=settings["inter_file"],
-        root=settings["root"],
-        k_user=settings["k_user"],
-        k_item=settings["k_item"],
-        feature_norm=settings["feature_norm"],
-    )
+    data = load_data_source(data_config)
     from mde_pyg.train.evaluator import split_edges
 
     source = settings["data"] or settings["dataset"]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch_geometric.data import HeteroData
 
-from mde_pyg.cli import RESULTS_FILE, load_data
+from mde_pyg.cli import RESULTS_FILE, load_data_source
 from mde_pyg.models.base import Recommender
 
 
@@ -124,16 +124,7 @@ def load_run(
                 f"'{source['data']}', the data folder '{run}' was trained "
                 f"on, is not there (relative to {Path.cwd()}); give where "
                 f"it is now as 'data_folder' (mde-pyg recommend --data)")
-        data = load_data(
-            data=source.get("data"),
-            dataset=source.get("dataset"),
-            modalities=source.get("modality") or None,
-            inter_file=source.get("inter_file"),
-            root=source.get("root"),
-            k_user=source.get("k_user", 40),
-            k_item=source.get("k_item", 10),
-            feature_norm=source.get("feature_norm", "none"),
-        )
+        data = load_data_source(source)
     trained_on = config.get("data_sizes")
     if trained_on is not None:
         sizes = data_sizes(data)

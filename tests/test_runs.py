@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mde_pyg.cli import load_data, main
+from mde_pyg.models import available_models
 from mde_pyg.runs import load_run
 from mde_pyg.train import Evaluator
 from mde_pyg.train.evaluator import split_edges
@@ -161,3 +162,13 @@ def test_recommend_command_errors(tiny_folder, tmp_path, capsys):
     rows = read_tsv(out / "recommendations.tsv")
     assert [(u, i) for u, _, i, _ in rows] == [
         (str(u), str(i)) for u in range(4) for i in (0, 1)]
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_model_reloads_to_its_recorded_metrics(name, tmp_path):
+    # Buffers that change during training (FREEDOM's pruned graph, ...)
+    # and every constructor argument come back with the weights.
+    result = train(tmp_path / name, name)
+    model, data = load_run(tmp_path / name)
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        result["valid"]

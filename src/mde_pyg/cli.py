@@ -773,8 +773,6 @@ def run_recommend(args: argparse.Namespace) -> Path:
             raise UsageError(
                 f"--users must be user ids separated by commas, got "
                 f"'{args.users}'") from error
-    if args.k < 1:
-        raise UsageError(f"--k must be >= 1, got {args.k}")
     device = _resolve_device(args.device)
     try:
         model, data = load_run(args.run, data_folder=args.data,
@@ -782,21 +780,23 @@ def run_recommend(args: argparse.Namespace) -> Path:
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot load the run '{args.run}': {error}") \
             from error
+    if not 1 <= args.k <= model.num_items:
+        raise UsageError(f"--k must be in [1, {model.num_items}] (the "
+                         f"number of items), got {args.k}")
+    if users is not None:
+        bad = [u for u in users.tolist() if not 0 <= u < model.num_users]
+        if bad:
+            raise UsageError(f"--users has ids outside [0, "
+                             f"{model.num_users}): {bad[:5]}")
     output = (Path(args.run) / RECOMMENDATIONS_FILE if args.output is None
               else Path(args.output))
-    batches = iter_recommend(model, data, users, args.k,
-                             EXCLUDE[args.exclude])
-    try:
-        first = next(batches)  # checks users and k before writing
-    except ValueError as error:
-        raise UsageError(str(error).replace("'user'", "--users")
-                         .replace("'k'", "--k")) from error
     count = 0
 
-    def write(f: Any) -> None:
+    def write(f: Any) -> None:  # one batch of users at a time
         nonlocal count
         f.write("userID\trank\titemID\tscore\n")
-        for user, item, score in (first, *batches):
+        for user, item, score in iter_recommend(model, data, users, args.k,
+                                                EXCLUDE[args.exclude]):
             count += user.numel()
             for u, items, scores in zip(user.tolist(), item.tolist(),
                                         score.tolist()):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -53,27 +52,17 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None,
     ``threads`` describes the threads the measured work ran with where
     that is not this process's (children run in a pool, say).
     """
-    import torch_geometric
+    from mde_pyg.env import environment
 
-    from mde_pyg.typing import WITH_TORCH_SPARSE
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    env = environment(device)
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [
         f"- date: {now:%Y-%m-%d %H:%M} UTC",
-        f"- machine: {cpu}, {os.cpu_count()} cores, torch threads "
-        f"{threads or torch.get_num_threads()}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, "
-        f"torch_geometric {torch_geometric.__version__}, torch_sparse "
-        f"{'yes' if WITH_TORCH_SPARSE else 'no'}",
+        f"- machine: {env['cpu']}, {env['cores']} cores, torch threads "
+        f"{threads or env['torch_threads']}",
+        f"- python {env['python']}, torch {env['torch']}, "
+        f"torch_geometric {env['torch_geometric']}, torch_sparse "
+        f"{'yes' if env['torch_sparse'] else 'no'}",
         f"- command: `{' '.join(['python'] + sys.argv)}`",
         f"- code: git {code or code_version()}",
     ]
@@ -81,8 +70,8 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None,
         lines.append("- host allocator: " + (
             "glibc defaults (--system-malloc)" if system_malloc else
             "glibc keeping freed memory (mde_pyg.tune_cpu_allocator)"))
-    if device.startswith("cuda") and torch.cuda.is_available():
-        lines.append(f"- GPU: {torch.cuda.get_device_name()}")
+    if "gpu" in env:
+        lines.append(f"- GPU: {env['gpu']}")
     return "\n".join(lines)
 
 

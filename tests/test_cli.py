@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mde_pyg.cli import main, parse_grid, parse_value
 
@@ -38,8 +39,9 @@ def test_train_mostpop_on_folder(tiny_folder, tmp_path, capsys):
     assert main(tiny_args(tiny_folder, out, "--plot")) == 0
     result = json.loads((out / "results.json").read_text())
     assert set(result) == {"model", "best_epoch", "valid", "test", "config",
-                           "history", "checkpoint"}
+                           "history", "checkpoint", "environment"}
     assert result["checkpoint"] == "best.pt"
+    assert result["environment"]["torch"] == torch.__version__
     assert result["model"] == "mostpop" and result["best_epoch"] == 0
     # valid: user 3 ranks [1, 2, 3] (target 2); user 2 ranks [2, 3, 4]
     # (target 4).

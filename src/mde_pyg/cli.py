@@ -493,9 +493,11 @@ def train_model(
     """Train ``model`` (or grid-search it) and write ``results.json``.
 
     ``output/results.json`` gets ``model``, ``best_epoch``, ``valid``,
-    ``test``, ``config``, ``history`` and ``checkpoint`` (the best
-    weights, relative to ``output``; with a grid also ``params``, the
-    winner's values; ``grid.csv`` lists every run). ``hparams`` and
+    ``test``, ``config``, ``history``, ``checkpoint`` (the best weights,
+    relative to ``output``) and ``environment``
+    (:func:`mde_pyg.env.environment`: versions, processor, GPU); with a
+    grid also ``params``, the winner's values (``grid.csv`` lists every
+    run). ``hparams`` and
     ``grid`` keys that are :class:`~mde_pyg.train.Trainer` arguments (such
     as ``lr``) go to the trainer, the others to the model.
 
@@ -520,6 +522,7 @@ def train_model(
         The result dict of :meth:`~mde_pyg.train.Trainer.fit` (or of
         :func:`~mde_pyg.train.grid_search`).
     """
+    from mde_pyg.env import environment
     from mde_pyg.models import build_model
     from mde_pyg.train import (
         GridConfigError,
@@ -576,6 +579,7 @@ def train_model(
         summary["params"] = result["params"]
     summary["checkpoint"] = (f"run_{result['index']:03d}/{BEST_CHECKPOINT}"
                              if grid else BEST_CHECKPOINT)
+    summary["environment"] = environment(result["config"]["device"])
     atomic_write_json(summary, output / RESULTS_FILE)
     if plot:
         plot_curve(result["history"], output / CURVE_FILE,

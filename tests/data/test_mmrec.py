@@ -102,7 +102,8 @@ def test_bad_features(tmp_path):
         bad = np.ones((3, 4))
         bad[1, 2] = np.nan
         np.save(tmp_path / "image_feat.npy", bad)
-        with pytest.raises(ValueError, match="image_feat.npy, row 1: 1 NaN"):
+        with pytest.raises(ValueError, match=r"image_feat.npy has 1 NaN or "
+                           r"infinite value\(s\), the first in row 1 "):
             read_mmrec(folder)
         with pytest.raises(ValueError, match="missing.npy' does not exist"):
             read_mmrec(folder, modalities={"image": "missing.npy"})

@@ -152,8 +152,9 @@ def read_features(path: str, num_items: int) -> Tensor:
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
         raise ValueError(
-            f"{path}, row {row}: {int(bad.sum())} NaN or infinite value(s) in "
-            f"all; replace them (e.g. with zeros) before loading"
+            f"{path} has {int(bad.sum())} NaN or infinite value(s), the first "
+            f"in row {row} (itemID {row}); replace them (e.g. with zeros) "
+            f"before loading"
         )
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 

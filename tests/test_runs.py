@@ -11,6 +11,7 @@ from mde_pyg.train import Evaluator
 from mde_pyg.train.evaluator import split_edges
 from mde_pyg.train.recommend import recommend
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SYNTHETIC = ["--dataset", "synthetic", "--max-epochs", "2", "--no-progress"]
 
 
@@ -172,3 +173,19 @@ def test_every_model_reloads_to_its_recorded_metrics(name, tmp_path):
     model, data = load_run(tmp_path / name)
     assert evaluate(model, data, "valid", result["config"]["ks"]) == \
         result["valid"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_recommend_on_each_device(mde_run, device):
+    out, result = mde_run
+    model, data = load_run(out, device=device)
+    assert next(model.parameters()).device.type == device
+    # On CUDA, other summation orders may swap near-tied items:
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        pytest.approx(result["valid"], abs=1e-6 if device == "cpu" else 0.01)
+    item, score = recommend(model, data, k=10, batch_size=128)
+    cpu_model, _ = load_run(out, data=data)
+    cpu_item, cpu_score = recommend(cpu_model, data, k=10)
+    assert torch.allclose(score, cpu_score, atol=1e-4)
+    # Ties aside (scores within 1e-4), the same items in the same order:
+    assert (item == cpu_item).float().mean() > 0.99

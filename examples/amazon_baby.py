@@ -21,6 +21,7 @@ most 1000 epochs), test metrics of the best validation epoch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def main() -> None:
         plot=args.plot, lr=args.lr, batch_size=args.batch_size,
         max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
         device=device, precision=args.precision,
-        extra_config={"data": source},  # for mde-pyg recommend / load_run
+        # for mde-pyg recommend and load_run:
+        extra_config={"data": {**source, "cwd": os.getcwd()}},
     )
 
     print(f"\nbest epoch {result['best_epoch']} "

@@ -189,3 +189,20 @@ def test_recommend_on_each_device(mde_run, device):
     assert torch.allclose(score, cpu_score, atol=1e-4)
     # Ties aside (scores within 1e-4), the same items in the same order:
     assert (item == cpu_item).float().mean() > 0.99
+
+
+def test_load_run_finds_a_relative_data_folder_from_where_it_started(
+        tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_folder.parent)
+    assert main(["train", "--model", "mostpop", "--data", "tiny",
+                 "--modality", "text=text.npy", "--ks", "1,2",
+                 "--eval-metric", "recall@2", "--no-progress",
+                 "--output", "run"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model, data = load_run(tiny_folder.parent / "run")  # 'tiny' is not here
+    assert data["item"].num_nodes == 5
+    result = json.loads((tiny_folder.parent / "run" / "results.json")
+                        .read_text())
+    assert evaluate(model, data, "test", [1, 2]) == result["test"]

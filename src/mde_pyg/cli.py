@@ -715,6 +715,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
                     "k_user", "k_item", "feature_norm")
     }
     data = load_data_source(data_config)
+    data_config["cwd"] = os.getcwd()  # where relative paths start
     from mde_pyg.train.evaluator import split_edges
 
     source = settings["data"] or settings["dataset"]

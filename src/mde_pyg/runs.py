@@ -55,6 +55,25 @@ def _checkpoint(run: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def _resolve_paths(source: dict[str, Any]) -> dict[str, Any]:
+    """Find a relative data folder (or Amazon root) from the working
+    directory the run started in when it is not found from this one.
+    """
+    started = source.get("cwd")
+    if started is None:
+        return source
+    if source.get("dataset") not in (None, "synthetic") and \
+            source.get("root") is None:
+        source["root"] = f"data/{source['dataset']}"  # load_data's default
+    for key in ("data", "root"):
+        path = source.get(key)
+        if path is None or Path(path).exists() or Path(path).is_absolute():
+            continue
+        if (Path(started) / path).exists():
+            source[key] = str(Path(started) / path)
+    return source
+
+
 def _model_hparams(summary: dict[str, Any]) -> dict[str, Any]:
     from mde_pyg.train.grid import split_params
 
@@ -78,9 +97,10 @@ def load_run(
     The run's ``results.json`` names the model, its hyper-parameters and
     how the data was loaded (folder or dataset, modalities, ``k_user``,
     ``k_item``, feature normalisation); the data is loaded again the same
-    way and checked against the numbers of users, items and interactions
-    the run was trained on. For a grid, the selected configuration is
-    rebuilt.
+    way (a relative folder is looked for from here, then from where the run
+    started) and checked against the numbers of users, items and
+    interactions the run was trained on. For a grid, the selected
+    configuration is rebuilt.
 
     .. code-block:: python
 
@@ -111,7 +131,7 @@ def load_run(
     config = summary["config"]
     checkpoint = _checkpoint(run, summary)
     if data is None:
-        source = dict(config["data"])
+        source = _resolve_paths(dict(config["data"]))
         if data_folder is not None:
             if source.get("data") is None:
                 raise ValueError(
@@ -122,7 +142,8 @@ def load_run(
               and not Path(source["data"]).is_dir()):
             raise FileNotFoundError(
                 f"'{source['data']}', the data folder '{run}' was trained "
-                f"on, is not there (relative to {Path.cwd()}); give where "
+                f"on, is not there (relative to {Path.cwd()} or to "
+                f"{source.get('cwd')}, where the run started); give where "
                 f"it is now as 'data_folder' (mde-pyg recommend --data)")
         data = load_data_source(source)
     trained_on = config.get("data_sizes")

@@ -66,6 +66,7 @@ DATASETS: tuple[str, ...] = ("synthetic", "baby", "sports", "clothing")
 
 MATPLOTLIB_MISSING = "--plot needs matplotlib (pip install 'mde-pyg[plot]')"
 RESULTS_FILE = "results.json"
+CURVE_FILE = "curve.png"
 RECOMMENDATIONS_FILE = "recommendations.tsv"
 
 #: ``recommend --exclude`` choices -> the splits whose items are left out.
@@ -75,7 +76,6 @@ EXCLUDE: dict[str, tuple[str, ...]] = {
     "all": ("train", "valid", "test"),
     "none": (),
 }
-CURVE_FILE = "curve.png"
 
 
 class UsageError(ValueError):

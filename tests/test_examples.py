@@ -48,3 +48,21 @@ def test_custom_model_example_beats_its_baselines():
     parts = results["custom"]["history"][0]["parts"]
     assert set(parts) == {"bpr", "mda", "msa", "reg"}
     assert 0 < parts["mda"] < 0.01 and 0 < parts["msa"]  # lambda_1 = 0.01
+
+
+def test_swap_losses_example_only_adds_the_losses():
+    # With both weights at zero the "mde" variant is exactly "content"
+    # (same seed, batches and negatives); with MDE's weights it differs.
+    import argparse
+
+    example = load_example("swap_losses")
+    args = argparse.Namespace(
+        data=None, modality=[], epochs=4, eval_every=2, batch_size=2048,
+        dim=16, layers=2, lr=1e-2, reg=1e-4, lambda_1=0.0, lambda_2=0.0,
+        tau=0.2, device="cpu", seed=0)
+    data = example.load(args)
+    content = example.run("content", data, args)
+    assert example.run("mde", data, args) == content
+    args.lambda_1 = args.lambda_2 = 0.5
+    assert example.run("mde", data, args) != content
+    assert 0 < content["recall@20"] <= 1

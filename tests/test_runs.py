@@ -9,7 +9,7 @@ from mde_pyg.models import available_models
 from mde_pyg.runs import load_run
 from mde_pyg.train import Evaluator
 from mde_pyg.train.evaluator import split_edges
-from mde_pyg.train.recommend import recommend
+from mde_pyg.train.recommend import iter_recommend, recommend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SYNTHETIC = ["--dataset", "synthetic", "--max-epochs", "2", "--no-progress"]
@@ -92,6 +92,20 @@ def test_recommend_against_a_brute_force_ranking(mde_run):
             us, it = split_edges(data, split)
             seen |= set(it[us == u].tolist())
         assert not seen & set(item[row].tolist())
+
+
+def test_iter_recommend_leaves_the_caller_its_modes(mde_run):
+    out, _ = mde_run
+    model, data = load_run(out)
+    model.train()
+    batches = iter_recommend(model, data, k=5, batch_size=100)
+    first = next(batches)
+    # Between two batches the caller trains as before:
+    assert torch.is_grad_enabled() and model.training
+    rest = list(batches)
+    assert model.training
+    item, _ = recommend(model.eval(), data, k=5)
+    assert torch.equal(torch.cat([first[1]] + [b[1] for b in rest]), item)
 
 
 def test_recommend_pads_users_with_fewer_items_left(tiny_folder):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -101,9 +102,44 @@ class SeenItems:
         offset = offset - (count.cumsum(0) - count)[row]
         return torch.stack([row, indices[start[row] + offset]])
 
+    def top_k(self, score: Callable[[Tensor], Tensor], user: Tensor,
+              k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Score ``user`` over all items, leave out their seen items and
+        return the top ``k`` ``(values, indices)``, best first.
+
+        Args:
+            score (Callable): A :meth:`~mde_pyg.models.Recommender.scorer`;
+                its score matrix is masked in place, so it must return a
+                fresh tensor.
+            user (torch.Tensor): User ids of a batch, shape ``[B]``.
+            k (int): Items per user.
+            device (torch.device): Where the model scores.
+        """
+        scores = score(user.to(device)).float()
+        mask = self.pairs(user, device)
+        scores[mask[0], mask[1]] = float("-inf")
+        return scores.topk(k, dim=-1)
+
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_users} users, "
                 f"{self.indices.numel()} pairs)")
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.device]:
+    """Run the block with ``model`` in evaluation mode and without
+    gradients, restoring its mode after; yield the model's device.
+
+    Args:
+        model (torch.nn.Module): The model.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield _model_device(model)
+    finally:
+        model.train(was_training)
 
 
 class Evaluator:
@@ -198,18 +234,6 @@ class Evaluator:
         """
         return self.seen.pairs(user, device)
 
-    def _rank(
-        self,
-        score: Callable[[Tensor], Tensor],
-        user: Tensor,
-        device: torch.device,
-    ) -> Tensor:
-        scores = score(user.to(device)).float()
-        mask = self.mask_pairs(user, device)
-        scores[mask[0], mask[1]] = float("-inf")
-        return scores.topk(self.max_k, dim=-1).indices
-
-    @torch.no_grad()
     def top_items(self, model: Recommender, user: Tensor) -> Tensor:
         """Return the top ``max(ks)`` unseen items of every user in ``user``.
 
@@ -217,34 +241,25 @@ class Evaluator:
             model (Recommender): The model to rank with.
             user (torch.Tensor): User ids, shape ``[B]``.
         """
-        device = _model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            return self._rank(model.scorer(), user, device)
-        finally:
-            model.train(was_training)
+        with evaluation_mode(model) as device:
+            return self.seen.top_k(model.scorer(), user, self.max_k,
+                                   device).indices
 
-    @torch.no_grad()
     def __call__(self, model: Recommender) -> dict[str, float]:
         """Evaluate ``model`` and return the averaged metrics.
 
         Args:
             model (Recommender): The model to evaluate.
         """
-        device = _model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluation_mode(model) as device:
             score = model.scorer()
             self.metric.reset()
             for start in range(0, self.users.numel(), self.batch_size):
                 end = start + self.batch_size
-                top = self._rank(score, self.users[start:end], device)
+                top = self.seen.top_k(score, self.users[start:end],
+                                      self.max_k, device).indices
                 self.metric.update(top.cpu(), self.targets[start:end])
             return self.metric.compute()
-        finally:
-            model.train(was_training)
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mde_pyg.models.base import Recommender
-from mde_pyg.train.evaluator import SeenItems, _model_device, split_edges
+from mde_pyg.train.evaluator import SeenItems, evaluation_mode, split_edges
 
 #: The splits whose items :func:`recommend` may leave out.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -77,25 +77,19 @@ def iter_recommend(
     seen = seen_items(data, exclude)
     unseen = num_items - (seen.indptr[1:] - seen.indptr[:-1])
 
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model) as device:
+        score = model.scorer()  # the embeddings, once, in evaluation mode
+    for start in range(0, user.numel(), batch_size):
+        batch = user[start:start + batch_size]
+        # no_grad per batch, not around the yield, so that the caller's
+        # code between two batches keeps its gradients
         with torch.no_grad():
-            score = model.scorer()
-            for start in range(0, user.numel(), batch_size):
-                batch = user[start:start + batch_size]
-                scores = score(batch.to(device)).float()
-                mask = seen.pairs(batch, device)
-                scores[mask[0], mask[1]] = float("-inf")
-                top, item = scores.topk(k, dim=-1)
-                top, item = top.cpu(), item.cpu()
-                # Positions past a user's unseen items hold seen ones:
-                past = torch.arange(k) >= unseen[batch].view(-1, 1)
-                item[past], top[past] = -1, float("-inf")
-                yield batch, item, top
-    finally:
-        model.train(was_training)
+            top, item = seen.top_k(score, batch, k, device)
+        top, item = top.cpu(), item.cpu()
+        # Positions past a user's unseen items hold seen ones:
+        past = torch.arange(k) >= unseen[batch].view(-1, 1)
+        item[past], top[past] = -1, float("-inf")
+        yield batch, item, top
 
 
 def recommend(

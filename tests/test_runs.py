@@ -66,6 +66,14 @@ def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
         load_run(out, data=synthetic_graphs)
     with pytest.raises(FileNotFoundError, match="holds no results.json"):
         load_run(out.parent)
+    other = out.parent / "other"
+    other.mkdir()
+    for text, message in (("[1, 2]", "has no config.data"),
+                          ('{"config": {}}', "has no config.data"),
+                          ("{", "is not JSON")):
+        (other / "results.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_run(other)
 
 
 def test_recommend_against_a_brute_force_ranking(mde_run):

@@ -810,10 +810,8 @@ def run_recommend(args: argparse.Namespace) -> Path:
                                  zip(items, scores), start=1) if i >= 0)
 
     atomic_write(output, write)
-    left_out = {"train": "their train items",
-                "train+valid": "their train and valid items",
-                "all": "every item they interacted with",
-                "none": "nothing"}[args.exclude]
+    splits = EXCLUDE[args.exclude]
+    left_out = f"their {', '.join(splits)} items" if splits else "nothing"
     print(f"top-{args.k} items of {count} users (leaving out {left_out}) "
           f"written to {output}")
     return output

@@ -23,11 +23,14 @@ def _read_summary(run: Path) -> dict[str, Any]:
             f"finished 'mde-pyg train' run")
     try:
         summary = json.loads(path.read_text())
-        summary["config"]["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except json.JSONDecodeError as error:
+        raise ValueError(f"'{path}' is not JSON ({error})") from error
+    config = summary.get("config") if isinstance(summary, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("data"),
+                                                      dict):
         raise ValueError(
             f"'{path}' is not the {RESULTS_FILE} of an 'mde-pyg train' run "
-            f"({error})") from error
+            f"(it has no config.data, how the data was loaded)")
     return summary
 
 

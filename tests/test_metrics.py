@@ -103,3 +103,15 @@ def test_errors(example):
         ranking_metrics(top[0], targets, ks=(2,))
     with pytest.raises(ValueError, match="at least one"):
         RankingMetrics(ks=())
+
+
+def test_empty_positions_never_hit():
+    # -1 marks a position with no item (fewer rankable items than K)
+    top = torch.tensor([[3, -1, -1], [2, 0, -1]])
+    out = ranking_metrics(top, [torch.tensor([3, 0]), torch.tensor([0])],
+                          ks=(3,))
+    assert out["recall@3"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["precision@3"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        ranking_metrics(torch.tensor([[-2, 0]]), [torch.tensor([0])],
+                        ks=(2,))

@@ -63,8 +63,11 @@ def _hit_matrix(
     items = torch.cat([t.reshape(-1) for t in targets]).to(device, torch.long)
     if items.numel() == 0:
         return top_items.new_zeros(top_items.size(), dtype=torch.bool), counts
-    if items.min() < 0 or top_items.min() < 0:
-        raise ValueError("Item ids must be non-negative")
+    if items.min() < 0 or top_items.min() < -1:
+        raise ValueError("Item ids must be non-negative (-1 in 'top_items' "
+                         "marks an empty position)")
+    empty = top_items < 0  # never a hit
+    top_items = top_items.clamp(min=0)
 
     # Encode (user, item) pairs as user * stride + item, sort the targets and
     # look every ranked pair up with a binary search.
@@ -80,7 +83,7 @@ def _hit_matrix(
     pos = torch.searchsorted(target_key, pred_key)
     pos = pos.clamp(max=target_key.numel() - 1)
     hits = (target_key[pos] == pred_key).view(num_users, max_k)
-    return hits, counts
+    return hits & ~empty, counts
 
 
 def per_user_metrics(
@@ -97,7 +100,8 @@ def per_user_metrics(
     Args:
         top_items (torch.Tensor): Ranked item ids of each user, shape
             ``[U, max_k]`` with ``max_k >= max(ks)``, best first, no
-            repeated id within a row.
+            repeated id within a row; ``-1`` marks an empty position (a
+            user with fewer than ``max_k`` rankable items), never a hit.
         targets (Sequence[torch.Tensor]): ``U`` tensors; ``targets[u]`` holds
             the held-out item ids of user ``u`` (duplicates count once).
         ks (Sequence[int], optional): Cut-offs :math:`K`.

@@ -83,6 +83,11 @@ def test_lfm2k(lfm2k_path):
     (["userID\titemID\tx_label", "0\t0\t1", "0\t1\t2"],
      r"no train interactions"),
     (["userID\titemID\tx_label", "0\t0 0"], r"line 2: 2 fields"),
+    # blank lines are skipped but still counted
+    (["userID\titemID\tx_label", "0\t0\t0", "", "", "0\tx\t0"],
+     r"line 5: column 'itemID' holds 'x'"),
+    (["userID\titemID\tx_label", "", "0\t0\t0", "0\t1"],
+     r"line 4: 2 fields"),
 ])
 def test_bad_inter(tmp_path, lines, match):
     folder = write_folder(tmp_path, lines, {
@@ -120,3 +125,11 @@ def test_inter_file_choice(tmp_path):
     assert data["item"].num_nodes == 3
     with pytest.raises(ValueError, match="does not exist"):
         read_mmrec(str(tmp_path / "nowhere"))
+
+
+def test_byte_order_mark(tmp_path):
+    folder = write_folder(tmp_path, ["\ufeffuserID\titemID\tx_label",
+                                     "0\t0\t0", "0\t1\t1", "0\t1\t2"], {
+        "image_feat.npy": np.ones((2, 4)), "text_feat.npy": np.ones((2, 4))})
+    data = read_mmrec(folder)
+    assert data["user", "rates", "item"].edge_index.tolist() == [[0], [0]]

@@ -103,3 +103,26 @@ def test_errors(tiny):
         Evaluator(data, "train")
     with pytest.raises(ValueError, match="exceeds the number of items"):
         Evaluator(data, "valid", ks=(10,))
+
+
+def test_user_with_fewer_unseen_items_than_k():
+    # User 0 has 2 unseen items (4, 5) of 6; its test item 0 is also a
+    # train item, so no ranking can hit it. The masked items must not fill
+    # the positions past the unseen ones.
+    data = make_data(train=[(0, 0), (0, 1), (0, 2), (0, 3)], valid=[(0, 5)],
+                     test=[(0, 0), (0, 4)], num_users=1, num_items=6)
+    model = FixedScores(torch.tensor([[1, 2, 3, 4, 5, 6]]))
+    evaluator = Evaluator(data, "test", ks=(5,))
+    top = evaluator.top_items(model, torch.tensor([0]))
+    assert top.tolist() == [[5, 4, -1, -1, -1]]
+    # one hit (item 4, rank 2) of two targets; IDCG over min(2, 5) ranks
+    assert evaluator(model) == pytest.approx({
+        "recall@5": 0.5, "precision@5": 0.2, "map@5": 0.25,
+        "ndcg@5": L3 / (1 + L3)})
+
+
+def test_nan_scores_are_an_error(tiny):
+    data, model = tiny
+    model.scores[1, 4] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN for 1 of 2 users"):
+        Evaluator(data, "valid", ks=(2,))(model)

@@ -55,7 +55,9 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
     return osp.join(folder, found[0])
 
 
-def _parse_int_column(values: np.ndarray, name: str, path: str) -> np.ndarray:
+def _parse_int_column(values: np.ndarray, name: str, path: str,
+                      line: np.ndarray) -> np.ndarray:
+    """Parse one id column; ``line`` holds each row's line in the file."""
     try:
         out = values.astype(np.int64)
     except ValueError:
@@ -64,7 +66,7 @@ def _parse_int_column(values: np.ndarray, name: str, path: str) -> np.ndarray:
                 int(value)
             except ValueError:
                 raise ValueError(
-                    f"{path}, line {row + 2}: column '{name}' holds "
+                    f"{path}, line {line[row]}: column '{name}' holds "
                     f"'{value}', which is not an integer id; ids must be "
                     f"0-based integers (remap them first)"
                 ) from None
@@ -72,7 +74,7 @@ def _parse_int_column(values: np.ndarray, name: str, path: str) -> np.ndarray:
     bad = np.flatnonzero(out < 0)
     if bad.size:
         raise ValueError(
-            f"{path}, line {bad[0] + 2}: column '{name}' holds the negative "
+            f"{path}, line {line[bad[0]]}: column '{name}' holds the negative "
             f"id {out[bad[0]]}; ids must be 0-based non-negative integers"
         )
     return out
@@ -88,7 +90,7 @@ def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns:
         ``(user, item, split)`` as :obj:`int64` arrays.
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark too
         lines = f.read().splitlines()
     if not lines:
         raise ValueError(f"{path} is empty; expected a tab-separated header "
@@ -101,25 +103,29 @@ def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             f"MMRec '.inter' file is tab separated with columns "
             f"{list(_REQUIRED)} (rating and timestamp optional)"
         )
-    rows = [line.split("\t") for line in lines[1:] if line.strip()]
+    # Blank lines are skipped; ``line`` keeps each row's line number.
+    kept = [(n, text) for n, text in enumerate(lines[1:], start=2)
+            if text.strip()]
+    line = np.array([n for n, _ in kept], dtype=np.int64)
+    rows = [text.split("\t") for _, text in kept]
     widths = np.fromiter((len(r) for r in rows), dtype=np.int64,
                          count=len(rows))
     bad = np.flatnonzero(widths != len(header))
     if bad.size:
         raise ValueError(
-            f"{path}, line {bad[0] + 2}: {widths[bad[0]]} fields, but the "
+            f"{path}, line {line[bad[0]]}: {widths[bad[0]]} fields, but the "
             f"header has {len(header)}; the file must be tab separated"
         )
     table = np.array(rows, dtype=object).reshape(len(rows), len(header))
     cols = {name: table[:, header.index(name)].astype(str) for name in
             _REQUIRED}
-    user = _parse_int_column(cols["userID"], "userID", path)
-    item = _parse_int_column(cols["itemID"], "itemID", path)
-    split = _parse_int_column(cols["x_label"], "x_label", path)
+    user = _parse_int_column(cols["userID"], "userID", path, line)
+    item = _parse_int_column(cols["itemID"], "itemID", path, line)
+    split = _parse_int_column(cols["x_label"], "x_label", path, line)
     unknown = np.flatnonzero(~np.isin(split, list(_SPLITS)))
     if unknown.size:
         raise ValueError(
-            f"{path}, line {unknown[0] + 2}: x_label {split[unknown[0]]} is "
+            f"{path}, line {line[unknown[0]]}: x_label {split[unknown[0]]} is "
             f"not one of 0 (train), 1 (valid), 2 (test)"
         )
     return user, item, split

@@ -297,6 +297,10 @@ class Recommender(nn.Module):
             exclude (torch.Tensor, optional): Pairs ``[2, E]`` of
                 (position in ``user``, item id) never to recommend, e.g. the
                 users' training items. (default: :obj:`None`)
+
+        A user with fewer than ``k`` items left after ``exclude`` gets
+        excluded ones in the last positions; :func:`mde_pyg.train.recommend`
+        marks those positions ``-1`` instead.
         """
         if k < 1 or k > self.num_items:
             raise ValueError(

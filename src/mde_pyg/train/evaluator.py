@@ -105,7 +105,9 @@ class SeenItems:
     def top_k(self, score: Callable[[Tensor], Tensor], user: Tensor,
               k: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Score ``user`` over all items, leave out their seen items and
-        return the top ``k`` ``(values, indices)``, best first.
+        return the top ``k`` ``(values, indices)``, best first. A user with
+        fewer than ``k`` unseen items gets index ``-1`` and value ``-inf``
+        in the positions past them (never a seen item).
 
         Args:
             score (Callable): A :meth:`~mde_pyg.models.Recommender.scorer`;
@@ -115,10 +117,23 @@ class SeenItems:
             k (int): Items per user.
             device (torch.device): Where the model scores.
         """
-        scores = score(user.to(device)).float()
+        user = user.to(device)
+        scores = score(user).float()
+        nan = scores.isnan().any(dim=-1)
+        if nan.any():  # torch.topk would rank NaN first
+            raise FloatingPointError(
+                f"The model scored NaN for {int(nan.sum())} of "
+                f"{user.numel()} users (e.g. user {int(user[nan][0])}); its "
+                f"weights have diverged: lower the learning rate or check "
+                f"the input features for NaN")
         mask = self.pairs(user, device)
         scores[mask[0], mask[1]] = float("-inf")
-        return scores.topk(k, dim=-1)
+        values, indices = scores.topk(k, dim=-1)
+        indptr = self._on(device)[0]
+        unseen = scores.size(1) - (indptr[user + 1] - indptr[user])
+        past = torch.arange(k, device=device) >= unseen.view(-1, 1)
+        indices[past], values[past] = -1, float("-inf")
+        return values, indices
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_users} users, "
@@ -235,7 +250,8 @@ class Evaluator:
         return self.seen.pairs(user, device)
 
     def top_items(self, model: Recommender, user: Tensor) -> Tensor:
-        """Return the top ``max(ks)`` unseen items of every user in ``user``.
+        """Return the top ``max(ks)`` unseen items of every user in ``user``
+        (``-1`` past the last unseen item of a user with fewer).
 
         Args:
             model (Recommender): The model to rank with.
@@ -243,7 +259,7 @@ class Evaluator:
         """
         with evaluation_mode(model) as device:
             return self.seen.top_k(model.scorer(), user, self.max_k,
-                                   device).indices
+                                   device)[1]
 
     def __call__(self, model: Recommender) -> dict[str, float]:
         """Evaluate ``model`` and return the averaged metrics.
@@ -257,7 +273,7 @@ class Evaluator:
             for start in range(0, self.users.numel(), self.batch_size):
                 end = start + self.batch_size
                 top = self.seen.top_k(score, self.users[start:end],
-                                      self.max_k, device).indices
+                                      self.max_k, device)[1]
                 self.metric.update(top.cpu(), self.targets[start:end])
             return self.metric.compute()
 

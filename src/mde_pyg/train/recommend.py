@@ -75,7 +75,6 @@ def iter_recommend(
             f"'user' has ids outside [0, {num_users}): "
             f"{bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''}")
     seen = seen_items(data, exclude)
-    unseen = num_items - (seen.indptr[1:] - seen.indptr[:-1])
 
     with evaluation_mode(model) as device:
         score = model.scorer()  # the embeddings, once, in evaluation mode
@@ -85,11 +84,7 @@ def iter_recommend(
         # code between two batches keeps its gradients
         with torch.no_grad():
             top, item = seen.top_k(score, batch, k, device)
-        top, item = top.cpu(), item.cpu()
-        # Positions past a user's unseen items hold seen ones:
-        past = torch.arange(k) >= unseen[batch].view(-1, 1)
-        item[past], top[past] = -1, float("-inf")
-        yield batch, item, top
+        yield batch, item.cpu(), top.cpu()
 
 
 def recommend(

@@ -67,15 +67,65 @@ VARIANTS = {
     "mde w/o MDA": ("mde", {"use_mda": False}, {}),
     "mde w/o MSA": ("mde", {"use_msa": False}, {}),
     "mde w/o NLT": ("mde", {"use_nlt": False}, {}),
-    "mde variant A (global pref.)": ("mde", {"tradeoff": "global"}, {}),
     "mde variant B (learned trade-off)": ("mde", {"tradeoff": "learned"},
                                           {}),
     "grcn, MMRec routing (num_routing=0)": ("grcn", {"num_routing": 0},
                                             GRIDS["grcn"]),
 }
 
+#: MDE's Fig. 2 variant A, one row per weight: the first modality's fixed
+#: preference ``w`` for every node, the others sharing ``1 - w`` (the paper
+#: sweeps the text modality's weight). With two modalities, 0.5 is the
+#: equal preference, where the gap and so MDA's weight are 0.
+VARIANT_A_WEIGHTS = (0.2, 0.4, 0.5, 0.6, 0.8)
+
 METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "precision@10",
            "precision@20", "map@10", "map@20"]
+
+
+def stale(cached: dict, args, model: str, seed: int,
+          params: dict) -> str | None:
+    """Say how a cached ``results.json`` differs from the run asked for
+    (model, seed, data, modalities, feature norm, precision, epochs,
+    patience, hyper-parameters), or return :obj:`None` if it is that run.
+    """
+    config = cached.get("config", {})
+    source = config.get("data", {})
+    folder = source.get("data")
+    if folder is not None:
+        folder = osp.abspath(osp.join(source.get("cwd", "."), folder))
+    modality = dict(item.split("=", 1) for item in args.modality or [])
+    asked = {"model": (cached.get("model"), model),
+             "seed": (config.get("seed"), seed),
+             "data": (folder, osp.abspath(args.data)),
+             "modalities": (source.get("modality") or {}, modality),
+             "feature norm": (source.get("feature_norm"), args.feature_norm),
+             "precision": (config.get("precision"),
+                           args.precision or "fp32"),
+             "max epochs": (config.get("max_epochs"), args.max_epochs),
+             "patience": (config.get("patience"), args.patience)}
+    hparams = config.get("model_hparams", {})
+    for key, value in params.items():
+        asked[key] = (hparams.get(key, config.get(key)), value)
+    for what, (was, want) in asked.items():
+        if was != want:
+            return f"has {what} {was!r}, not {want!r}"
+    return None
+
+
+def variant_a_rows(names: list[str]) -> dict:
+    """The variant A rows of :data:`VARIANT_A_WEIGHTS` for the modalities
+    ``names`` (in data order), as :data:`VARIANTS` entries.
+    """
+    first, rest = names[0], names[1:]
+    rows = {}
+    for w in VARIANT_A_WEIGHTS:
+        preference = {first: w, **{m: round((1 - w) / len(rest), 6)
+                                   for m in rest}}
+        rows[f"mde variant A ({first} {w})"] = (
+            "mde", {"tradeoff": "global", "global_preference": preference},
+            {})
+    return rows
 
 
 def train(args, model: str, output: str, seed: int, params: dict) -> dict:
@@ -85,7 +135,11 @@ def train(args, model: str, output: str, seed: int, params: dict) -> dict:
     path = osp.join(output, "results.json")
     if osp.exists(path) and not args.rerun:
         with open(path) as f:
-            return json.load(f)
+            cached = json.load(f)
+        reason = stale(cached, args, model, seed, params)
+        if reason is None:
+            return cached
+        print(f"re-training {output}: its results.json {reason}", flush=True)
     cmd = [sys.executable, "-m", "mde_pyg", "train", "--model", model,
            "--data", args.data, "--seed", str(seed), "--output", output,
            "--no-progress", "--feature-norm", args.feature_norm,
@@ -98,7 +152,8 @@ def train(args, model: str, output: str, seed: int, params: dict) -> dict:
     for item in args.modality or []:
         cmd += ["--modality", item]
     for key, value in params.items():
-        cmd += ["--set", f"{key}={value}"]
+        text = json.dumps(value) if isinstance(value, (dict, list)) else value
+        cmd += ["--set", f"{key}={text}"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -178,6 +233,8 @@ def main() -> None:
                         metavar="MODEL",
                         help="also run the ablations and variants in "
                              "VARIANTS (of the MODELs named, else all)")
+    parser.add_argument("--rows", default=None, metavar="REGEX",
+                        help="run only the rows whose label matches")
     parser.add_argument("--no-grid", action="store_true",
                         help="defaults only (no grid search)")
     parser.add_argument("--grids", choices=["small", "paper"],
@@ -207,8 +264,7 @@ def main() -> None:
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run
-    if args.seeds[0] != 0:
-        args.seeds = [0] + [s for s in args.seeds if s != 0]
+    args.seeds = list(dict.fromkeys([0, *args.seeds]))  # 0 first, once
 
     grids = dict(GRIDS)
     if args.grids == "paper":
@@ -216,9 +272,18 @@ def main() -> None:
     jobs = [(m, m, {}, {} if args.no_grid else grids.get(m, {}))
             for m in args.models]
     if args.variants is not None:
+        from mde_pyg.data.mmrec import DEFAULT_MODALITIES
+
+        names = ([item.split("=", 1)[0] for item in args.modality]
+                 if args.modality else list(DEFAULT_MODALITIES))
+        variants = {**VARIANTS, **variant_a_rows(names)}
         jobs += [(label, model, fixed, {} if args.no_grid else grid)
-                 for label, (model, fixed, grid) in VARIANTS.items()
+                 for label, (model, fixed, grid) in variants.items()
                  if not args.variants or model in args.variants]
+    if args.rows is not None:
+        jobs = [job for job in jobs if re.search(args.rows, job[0])]
+        if not jobs:
+            parser.error(f"--rows '{args.rows}' matches no row")
     rows = [ModelRuns(args, *job) for job in jobs]
     done = []
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -124,3 +124,30 @@ def test_bad_data_or_models_fail_before_any_run(tmp_path, monkeypatch, capsys,
         run_accuracy(monkeypatch, "--data", str(data), "--models", "nope")
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_cached_runs_are_reused_only_for_the_same_run(folder, tmp_path,
+                                                      monkeypatch, capsys):
+    work = tmp_path / "work"
+
+    def run(*extra):
+        run_accuracy(monkeypatch, "--data", str(folder), "--models",
+                     "lightgcn", "--seeds", "0", "1", "1", "--work",
+                     str(work), "--output", str(tmp_path / "t.md"),
+                     *COMMON, *extra)
+        return json.loads((work / "lightgcn" / "seed1" /
+                           "results.json").read_text())
+
+    first = run()
+    assert "re-training" not in capsys.readouterr().out
+    # the repeated seed trains once: 2 grid points + seed 1
+    assert len(list(work.rglob("results.json"))) == 3
+    assert run() == first  # the same request reuses every run
+    assert "re-training" not in capsys.readouterr().out
+    # a different budget must not be answered from the cache
+    second = run("--max-epochs", "2")
+    out = capsys.readouterr().out
+    assert out.count("re-training") == 3
+    assert "has max epochs 3, not 2" in out
+    assert second["config"]["max_epochs"] == 2
+    assert len(second["history"]) == 2

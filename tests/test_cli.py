@@ -24,6 +24,11 @@ def test_parse_value():
     assert parse_value("True") is True and parse_value("false") is False
     assert parse_value("none") is None
     assert parse_value("concat") == "concat"
+    assert parse_value('{"text": 0.8, "image": 0.2}') == {"text": 0.8,
+                                                          "image": 0.2}
+    assert parse_value("[0.8, 0.2]") == [0.8, 0.2]
+    with pytest.raises(ValueError, match="starts like a JSON list or object"):
+        parse_value("{text: 0.8}")
     assert parse_grid({"lr": "1e-3,1e-4", "tau": [0.2]}) == {
         "lr": [1e-3, 1e-4], "tau": [0.2]}
 

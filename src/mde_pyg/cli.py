@@ -85,12 +85,23 @@ class UsageError(ValueError):
 # Parsing ######################################################################
 
 
-def parse_value(text: str) -> bool | int | float | str | None:
-    """Parse ``text`` as a bool, int, float or ``None``, else keep the string.
+def parse_value(text: str) -> Any:
+    """Parse ``text`` as a bool, int, float, ``None`` or a JSON list or
+    object (``[0.8, 0.2]``, ``{"text": 0.8, "image": 0.2}``), else keep the
+    string.
 
     Args:
         text (str): A value from the command line, e.g. ``"1e-3"``.
     """
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f"'{text}' starts like a JSON list or object but is not "
+                f"one ({error.msg} at character {error.pos}); quote it for "
+                f"the shell, e.g. --set 'key={{\"text\": 0.8}}'"
+            ) from None
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"

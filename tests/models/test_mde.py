@@ -128,6 +128,35 @@ def test_variants(synthetic_graphs):
         MDE(synthetic_graphs, lambda_2=-1)
 
 
+def test_variant_a_preference_by_name(synthetic_graphs):
+    from mde_pyg.losses import mda_loss
+    u, p, n = batch(synthetic_graphs)
+    names = MDE(synthetic_graphs).modalities
+    weights = {names[0]: 0.8, names[1]: 0.2}
+    torch.manual_seed(0)
+    by_name = MDE(synthetic_graphs, tradeoff="global", lambda_1=1.0,
+                  global_preference=dict(reversed(weights.items())))
+    torch.manual_seed(0)
+    by_order = MDE(synthetic_graphs, tradeoff="global", lambda_1=1.0,
+                   global_preference=[0.8, 0.2])
+    assert torch.equal(by_name.item_fusion.fixed, by_order.item_fusion.fixed)
+    parts = by_name.loss(u, p, n)[1]
+    assert parts["mda"] == by_order.loss(u, p, n)[1]["mda"]
+    # every node's gap is |0.8 - 0.2|: MDA is 0.6 x the unweighted term
+    users, items = by_name.modality_embedding()
+    plain = mda_loss({m: x[u] for m, x in users.items()}) + mda_loss(
+        {m: x[p] for m, x in items.items()})
+    assert parts["mda"].item() == pytest.approx(0.6 * plain.item(), rel=1e-5)
+    # equal preferences: no gap, no MDA term
+    equal = MDE(synthetic_graphs, tradeoff="global", lambda_1=1.0)
+    assert equal.loss(u, p, n)[1]["mda"].item() == 0.0
+    with pytest.raises(ValueError, match="must name each modality"):
+        MDE(synthetic_graphs, tradeoff="global",
+            global_preference={names[0]: 1.0})
+    with pytest.raises(ValueError, match="with tradeoff='node' the"):
+        MDE(synthetic_graphs, global_preference=[0.5, 0.5])
+
+
 def test_needs_two_modalities(synthetic_graphs):
     data = synthetic_graphs.clone()
     del data["item"].x_text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -68,8 +68,13 @@ class MDE(Recommender):
             preference ``global_preference`` for every node, used for fusion
             and trade-off) or ``"learned"`` (variant B: independent
             learnable node-level trade-off weights). (default: ``"node"``)
-        global_preference (Sequence[float], optional): The fixed preference
-            of variant A, one value per modality. (default: equal)
+        global_preference (Mapping[str, float] or Sequence[float],
+            optional): The fixed preference of variant A, per modality name
+            (``{"text": 0.8, "image": 0.2}``) or one value per modality in
+            data order, summing to 1. At the default, equal preferences,
+            the gap :math:`\delta` and so MDA's weight :math:`w_d` are 0
+            for every node; the paper's Fig. 2 sweeps the text modality's
+            weight. (default: equal)
         detach_tradeoff (bool, optional): **[choice]** the trade-off weights
             carry no gradient into the preferences. (default: :obj:`True`)
         symmetric_msa (bool, optional): **[choice]** average both InfoNCE
@@ -143,9 +148,13 @@ class MDE(Recommender):
 
         fixed = None
         if tradeoff == "global":
-            num = len(self.modalities)
-            fixed = (list(global_preference) if global_preference is not None
-                     else [1.0 / num] * num)
+            fixed = self._global_preference(global_preference)
+        elif global_preference is not None:
+            raise ValueError(
+                f"'global_preference' is the fixed preference of "
+                f"tradeoff='global' (variant A); with tradeoff='{tradeoff}' "
+                f"the preferences are learned. Pass tradeoff='global' or "
+                f"leave 'global_preference' out")
         self.user_fusion = PreferenceFusion(self.num_users, self.modalities,
                                             fusion, fixed)
         self.item_fusion = PreferenceFusion(self.num_items, self.modalities,
@@ -154,6 +163,22 @@ class MDE(Recommender):
         if tradeoff == "learned":
             self.user_tradeoff = LearnableTradeoff(self.num_users)
             self.item_tradeoff = LearnableTradeoff(self.num_items)
+
+    def _global_preference(
+        self, value: Mapping[str, float] | Sequence[float] | None
+    ) -> list[float]:
+        """Variant A's preference as one value per modality, in order."""
+        num = len(self.modalities)
+        if value is None:
+            return [1.0 / num] * num
+        if isinstance(value, Mapping):
+            names = set(value)
+            if names != set(self.modalities):
+                raise ValueError(
+                    f"'global_preference' must name each modality "
+                    f"{self.modalities} once, got {sorted(names)}")
+            return [float(value[m]) for m in self.modalities]
+        return [float(v) for v in value]
 
     @property
     def features(self) -> dict[str, Tensor]:

@@ -10,7 +10,8 @@ from mde_pyg.train import Trainer
 
 
 def test_loss_ignores_negatives(data):
-    model = build_model("bm3", data, embedding_dim=8)
+    # batch-scoped reg: the default "all" reaches every embedding
+    model = build_model("bm3", data, embedding_dim=8, reg_scope="batch")
     assert isinstance(model, BM3)
     assert model.uses_negatives is False
     u, p = torch.tensor([1, 2, 3]), torch.tensor([3, 4, 5])
@@ -51,8 +52,18 @@ def test_embedding_and_loss_by_hand(data):
         f = model.projection[m](data["item"][f"x_{m}"][p])
         cl = cl + c(pred(f), ei) + c(pred(f), f)
     assert parts["cl"].item() == pytest.approx(0.5 * cl.item(), rel=1e-5)
-    reg = (eu.pow(2).sum().sqrt() + ei.pow(2).sum().sqrt()) / 3  # EmbLoss
+    # EmbLoss over all online embeddings, divided by the number of items
+    reg = (online_user.pow(2).sum().sqrt()
+           + online_item.pow(2).sum().sqrt()) / 80
     assert parts["reg"].item() == pytest.approx(0.1 * reg.item(), rel=1e-5)
+    batch = BM3(data, embedding_dim=8, dropout=0.0, reg_weight=0.1,
+                reg_scope="batch")
+    batch.load_state_dict(model.state_dict())
+    reg = (eu.pow(2).sum().sqrt() + ei.pow(2).sum().sqrt()) / 3  # B rows
+    assert batch.loss(u, p, p)[1]["reg"].item() == pytest.approx(
+        0.1 * reg.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="'reg_scope' must be"):
+        BM3(data, reg_scope="none")
 
 
 def test_loss_decreases(data):
@@ -113,7 +124,9 @@ def test_loss_with_dropout_matches_terms(data):
              for f, t in zip(feats, targets[2:]))
     assert parts["cl"].item() == pytest.approx(0.7 * cl.item(), rel=1e-5)
     # and the same gradients, reg term included
-    total = ui + 0.7 * cl + model.reg_weight * embedding_norm_reg(eu, ei)
+    all_u, all_i = model.online()
+    total = ui + 0.7 * cl + model.reg_weight * embedding_norm_reg(all_u,
+                                                                  all_i)
     for grad, expected in zip(grads, torch.autograd.grad(total, params)):
         assert expected.abs().sum() > 0
         assert torch.allclose(grad, expected, atol=1e-6)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mde_pyg.losses import neg_l2_distance, solo_sim_loss
+from mde_pyg.losses import club_upper_bound, neg_l2_distance, solo_sim_loss
 from mde_pyg.nn import (
     CLUBEstimator,
     GenericUniqueSplit,
@@ -81,7 +81,10 @@ def test_separate_align_distance_losses():
 
     # Hand composition of the same terms.
     z = {m: sand.heads[m](split_halves(x_split[m])[0]) for m in dims}
+    # text anchors, as the authors' Solosimloss(t_proj, v_proj)
     assert parts["solosim"].item() == pytest.approx(
+        0.5 * solo_sim_loss(z["text"], z["image"], 0.2).item(), rel=1e-5)
+    assert parts["solosim"].item() != pytest.approx(
         0.5 * solo_sim_loss(z["image"], z["text"], 0.2).item(), rel=1e-5)
     dist = []
     for m in dims:
@@ -105,15 +108,27 @@ def test_separate_align_distance_club_estimator_isolated():
     sand = SeparateAlignDistance(dims, distance="club")
     x_split = sand.split(x)
     est = {id(p) for p in sand.estimator_parameters()}
-    assert len(est) == 2 * 8  # two estimators, two 2-layer heads each
+    assert len(est) == 8  # one shared estimator, two 2-layer heads
+    assert sand.estimator("image") is sand.estimator("text")
+    assert sand.estimator("text").mu[0].out_features == 8
 
     sand.estimator_loss(x_split).backward()
     for p in sand.parameters():
         assert (p.grad is not None) == (id(p) in est)
 
     sand.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
     parts = sand.losses(x_split)
-    assert parts["distance"].item() >= 0
+    # ureg x the mean over modalities of half the bound, as the authors'
+    # clamp(bound / 2) with their permutation drawn per call
+    torch.manual_seed(1)
+    halves = []
+    for m, (a, b) in sand.distance_pairs(x_split).items():
+        perm = torch.randperm(a.size(0))
+        halves.append(0.5 * club_upper_bound(
+            *sand.estimator(m).gaussian(a), b, perm))
+    assert parts["distance"].item() == pytest.approx(
+        0.006 * (halves[0] + halves[1]).item() / 2, rel=1e-5)
     sum(parts.values()).backward()
     assert sand.splitter.linear["image"].weight.grad is not None
     assert sand.generic_map["text"].weight.grad is not None
@@ -121,3 +136,7 @@ def test_separate_align_distance_club_estimator_isolated():
         SeparateAlignDistance(dims, distance="mmd")
     with pytest.raises(ValueError, match="two"):
         SeparateAlignDistance({"image": 4})
+    # one estimator per modality on request
+    apart = SeparateAlignDistance(dims, shared_estimator=False)
+    assert len(list(apart.estimator_parameters())) == 2 * 8
+    assert apart.estimator("image") is not apart.estimator("text")

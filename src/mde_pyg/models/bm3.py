@@ -36,8 +36,14 @@ class BM3(LightGCN):
         + \lambda_{cl} \sum_m \big[c(p(\mathbf{f}_{m,i}),
         \tilde{\mathbf{e}}_i) + c(p(\mathbf{f}_{m,i}),
         \tilde{\mathbf{f}}_{m,i})\big]
-        + \frac{\lambda}{B} \big(\lVert \mathbf{E}_{B_u} \rVert_F +
-        \lVert \mathbf{E}_{B_i} \rVert_F\big)
+        + \frac{\lambda}{|\mathcal{I}|} \big(\lVert \mathbf{E}_U
+        \rVert_F + \lVert \mathbf{E}_I \rVert_F\big)
+
+    the last term MMRec's ``EmbLoss`` over all online user and item
+    embeddings, as the authors' code (``reg_scope="batch"``: over the
+    batch's rows, divided by :math:`B`). The authors' code also leaves the
+    raw features trainable (``nn.Embedding.from_pretrained(freeze=False)``);
+    here they are fixed buffers, as in every model of the package.
 
     No negative items are needed (``uses_negatives = False``); the score
     is :math:`\langle p(\mathbf{e}_u), p(\mathbf{e}_i) \rangle`.
@@ -51,9 +57,10 @@ class BM3(LightGCN):
         dropout (float, optional): Target dropout (MMRec grid: 0.3, 0.5).
             (default: :obj:`0.3`)
         reg_weight (float, optional): :math:`\lambda` of
-            :func:`~mde_pyg.losses.embedding_norm_reg` (MMRec's ``EmbLoss``
-            on the batch's online embeddings; MMRec grid: 0.1, 0.01).
-            (default: :obj:`0.1`)
+            :func:`~mde_pyg.losses.embedding_norm_reg` (MMRec's ``EmbLoss``;
+            MMRec grid: 0.1, 0.01). (default: :obj:`0.1`)
+        reg_scope (str, optional): ``"all"`` online embeddings (the
+            authors') or the ``"batch"`` rows. (default: ``"all"``)
         cl_weight (float, optional): :math:`\lambda_{cl}`.
             (default: :obj:`2.0`)
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
@@ -70,10 +77,15 @@ class BM3(LightGCN):
         dropout: float = 0.3,
         reg_weight: float = 0.1,
         cl_weight: float = 2.0,
+        reg_scope: str = "all",
         fused: bool = True,
     ) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"'dropout' must be in [0, 1), got {dropout}")
+        if reg_scope not in ("all", "batch"):
+            raise ValueError(f"'reg_scope' must be 'all' or 'batch', got "
+                             f"'{reg_scope}'")
+        self.reg_scope = reg_scope
         super().__init__(data, embedding_dim, num_layers, reg_weight, fused)
         dims = feature_buffers(self, data)
         self.modalities = list(dims)
@@ -114,6 +126,13 @@ class BM3(LightGCN):
         keep = bits.random_() >= round(self.dropout * 2**31)
         return x * keep * (1.0 / (1.0 - self.dropout))
 
+    def _reg(self, out: Tensor, ego: Tensor, u: Tensor, i: Tensor) -> Tensor:
+        """EmbLoss over all online embeddings or the batch's rows."""
+        if self.reg_scope == "batch":
+            return embedding_norm_reg(u, i)
+        user, item = out.split([self.num_users, self.num_items])
+        return embedding_norm_reg(user, item + ego[self.num_users:])
+
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r"""Return the bootstrap objective of the pairs ``(user, pos)``.
@@ -150,5 +169,5 @@ class BM3(LightGCN):
         num_modal = len(feats)
         parts = {"ui": 2.0 - dots[:2].sum(),
                  "cl": self.cl_weight * 2 * num_modal - dots[2:].sum(),
-                 "reg": self.reg_weight * embedding_norm_reg(u, i)}
+                 "reg": self.reg_weight * self._reg(out, ego, u, i)}
         return self.sum_parts(parts)

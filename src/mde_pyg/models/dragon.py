@@ -53,6 +53,18 @@ class DRAGON(Recommender):
     :math:`\lambda` times :func:`~mde_pyg.losses.l2_reg` on the batch rows
     of :math:`\mathbf{P}_m` and :math:`\mathbf{W}_u`.
 
+    Where MMRec's DRAGON code differs: its BPR is in bits (``log2``, 1.44
+    times this one in nats); its L2 is the element mean,
+    ``(P_m[user] ** 2).mean()`` plus ``(W_u ** 2).mean()`` over all
+    users, so for the :math:`\mathbf{P}_m` rows its :math:`\lambda` is
+    :math:`d` times this one (its grid 0.1 ... 1e-5 is 1.6e-3 ... 1.6e-7
+    here at :math:`d = 64`); :math:`\mathbf{W}_u` is a raw parameter
+    there (a softmax of random values at initialisation, none in the
+    forward pass); and a user with fewer than 40 co-occurring users has
+    random ones repeated, drawn again every epoch (here they keep fewer
+    neighbours, as METHOD.md). With equal user weights and no repeated
+    neighbours, the representations are the same.
+
     Args:
         data (HeteroData): The dataset, with the graphs of
             :class:`mde_pyg.transforms.MultiModalGraphs`.
@@ -61,8 +73,8 @@ class DRAGON(Recommender):
         num_layers (int, optional): User-item hops. (default: :obj:`2`)
         item_graph_layers (int, optional): Item-graph hops :math:`L_m`.
             (default: :obj:`1`)
-        reg_weight (float, optional): :math:`\lambda` (MMRec grid: 0.1 ...
-            1e-5). (default: :obj:`1e-4`)
+        reg_weight (float, optional): :math:`\lambda` (on the scale of
+            :func:`~mde_pyg.losses.l2_reg`, see above). (default: 1e-4)
         modality_weights (Mapping[str, float], optional): Mixing weights of
             :math:`\mathbf{A}_{mm}` per modality name. (default:
             :func:`~mde_pyg.models.encoder.default_modality_weights`)

@@ -87,6 +87,12 @@ class FREEDOM(LightGCN):
         + \lambda \sum_m \mathcal{L}_{BPR}(\mathbf{e}_u,
         \mathbf{W}_m \mathbf{x}_{m,i})
 
+    MMRec's FREEDOM code also trains the raw features
+    :math:`\mathbf{x}_m` (``nn.Embedding.from_pretrained(freeze=False)``),
+    through that term only; here they are fixed buffers, as in every model
+    of the package. It keeps ``int`` rather than rounded :math:`(1 - p)
+    |E|` edges, at most one fewer.
+
     Args:
         data (HeteroData): The dataset, with the graphs of
             :class:`mde_pyg.transforms.MultiModalGraphs`.

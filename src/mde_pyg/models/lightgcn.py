@@ -36,7 +36,10 @@ class LightGCN(Recommender):
 
     (:func:`~mde_pyg.losses.l2_reg` on the batch rows). It computes the
     same embeddings as :class:`torch_geometric.nn.models.LightGCN` with
-    uniform layer weights :math:`1/(L+1)`.
+    uniform layer weights :math:`1/(L+1)`. MMRec's LightGCN regularises
+    with ``EmbLoss``, the unsquared Frobenius norms of the three batch
+    matrices over :math:`B` (:func:`~mde_pyg.losses.embedding_norm_reg`),
+    so its :math:`\lambda` is on another scale.
 
     Args:
         data (HeteroData): The dataset, with the normalised user-item graph

@@ -32,10 +32,17 @@ class SAND(DRAGON):
         \mathbf{g}_m, \mathbf{W}^b_m \mathbf{u}_m)
         + \alpha \mathcal{L}_{SoloSim}(\{P_m(\mathbf{g}_m)\}_m)
 
-    with :math:`D` the CLUB upper bound of the mutual information
-    (``distance="club"``) or the negative L2 distance (``"l2"``), and
-    :math:`\mathcal{L}_{SoloSim}` the one-directional InfoNCE between the
-    projected generic parts (modalities in data order; mean over pairs).
+    with :math:`D` half the CLUB upper bound of the mutual information
+    (``distance="club"``; the authors' estimator returns half) or the
+    negative L2 distance (``"l2"``), and :math:`\mathcal{L}_{SoloSim}` the
+    one-directional InfoNCE between the projected generic parts, anchored
+    on the text modality as the authors' (mean over pairs). The authors'
+    objective has no L2 term, hence ``reg_weight=0``; their BPR is in
+    bits (``log2``), 1.44 times this package's in nats, so at the same
+    :math:`\alpha` and :math:`u_{reg}` their BPR weighs 1.44 times more
+    against the SAND terms (Adam is invariant to the overall scale: pass
+    ``alpha=0.0083, ureg=0.0042`` for their exact balance). See
+    :class:`~mde_pyg.nn.SeparateAlignDistance`.
 
     With ``distance="club"``, the CLUB estimators are fitted by maximum
     likelihood in optimiser steps of their own: a trainer creates a second
@@ -49,7 +56,8 @@ class SAND(DRAGON):
         embedding_dim (int, optional): See :class:`DRAGON`.
         num_layers (int, optional): See :class:`DRAGON`.
         item_graph_layers (int, optional): See :class:`DRAGON`.
-        reg_weight (float, optional): See :class:`DRAGON`.
+        reg_weight (float, optional): See :class:`DRAGON`; the authors'
+            SAND has no L2 term. (default: :obj:`0.0`)
         modality_weights (Mapping[str, float], optional): See
             :class:`DRAGON`.
         use_user_graph (bool, optional): See :class:`DRAGON`; the authors'
@@ -71,8 +79,12 @@ class SAND(DRAGON):
             (default: :obj:`32`)
         distance_dim (int, optional): Width of the mapped generic and
             unique parts. (default: :obj:`32`)
-        estimator_hidden_dim (int, optional): CLUB hidden width.
-            (default: :obj:`16`)
+        estimator_hidden_dim (int, optional): CLUB hidden width (the
+            authors' 16, halved inside their estimator). (default: :obj:`8`)
+        shared_estimator (bool, optional): One CLUB estimator for all
+            modalities, as the authors. (default: :obj:`True`)
+        anchor (str, optional): SoloSim's anchor modality.
+            (default: ``"text"``)
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
             (default: :obj:`True`)
     """
@@ -83,7 +95,7 @@ class SAND(DRAGON):
         embedding_dim: int = 64,
         num_layers: int = 2,
         item_graph_layers: int = 1,
-        reg_weight: float = 1e-4,
+        reg_weight: float = 0.0,
         modality_weights: Mapping[str, float] | None = None,
         use_user_graph: bool = False,
         alpha: float = 0.012,
@@ -94,7 +106,9 @@ class SAND(DRAGON):
         head_hidden_dim: int = 64,
         head_out_dim: int = 32,
         distance_dim: int = 32,
-        estimator_hidden_dim: int = 16,
+        estimator_hidden_dim: int = 8,
+        shared_estimator: bool = True,
+        anchor: str | None = "text",
         fused: bool = True,
     ) -> None:
         if item_scope not in ITEM_SCOPES:
@@ -106,7 +120,8 @@ class SAND(DRAGON):
         self._split_cache: tuple[tuple, dict[str, Tensor]] | None = None
         self.sand = SeparateAlignDistance(
             self.feature_dims, alpha, ureg, tau, distance, head_hidden_dim,
-            head_out_dim, distance_dim, estimator_hidden_dim)
+            head_out_dim, distance_dim, estimator_hidden_dim,
+            shared_estimator, anchor)
 
     def input_features(self) -> dict[str, Tensor]:
         """Return the split item features fed to the backbone."""

@@ -32,11 +32,15 @@ class VBPR(Recommender):
         \lVert \mathbf{h}_{B_u} \rVert^2 + \lVert \mathbf{h}_{B_{i^+}}
         \rVert^2 + \lVert \mathbf{h}_{B_{i^-}} \rVert^2 \big)
 
+    (:func:`~mde_pyg.losses.l2_reg`; MMRec's VBPR takes ``EmbLoss``, the
+    unsquared Frobenius norms over :math:`B`, so its grid is on another
+    scale).
+
     Args:
         data (HeteroData): The dataset, with item features ``x_<m>``.
         embedding_dim (int, optional): :math:`d`. (default: :obj:`64`)
-        reg_weight (float, optional): :math:`\lambda` (MMRec grid:
-            2.0 ... 1e-5). (default: :obj:`1e-4`)
+        reg_weight (float, optional): :math:`\lambda`.
+            (default: :obj:`1e-4`)
     """
 
     def __init__(

@@ -193,12 +193,14 @@ class SeparateAlignDistance(nn.Module):
 
     with :math:`P_m` a :class:`ProjectionHead`, :math:`\mathcal{L}_{
     SoloSim}` :class:`~mde_pyg.losses.SoloSimLoss` (mean over modality
-    pairs, in the given order), :math:`\mathbf{W}^a_m, \mathbf{W}^b_m`
-    linear maps to ``distance_dim`` and :math:`D` either the CLUB bound
-    (:class:`CLUBEstimator`, one per modality) or
+    pairs; the ``anchor`` modality's rows are the anchors, as the authors'
+    text-to-image term), :math:`\mathbf{W}^a_m, \mathbf{W}^b_m` linear
+    maps to ``distance_dim`` and :math:`D` either half the CLUB bound
+    (:class:`CLUBEstimator`; the authors' code halves it) or
     :func:`~mde_pyg.losses.neg_l2_distance`. With ``distance="club"``
-    the estimators are fitted by :meth:`estimator_loss` in a separate
-    optimiser over :meth:`estimator_parameters`.
+    the estimator (one for all modalities, as the authors', or one per
+    modality) is fitted by :meth:`estimator_loss` in a separate optimiser
+    over :meth:`estimator_parameters`.
 
     .. code-block:: python
 
@@ -221,7 +223,14 @@ class SeparateAlignDistance(nn.Module):
         distance_dim (int, optional): Width of
             :math:`\mathbf{W}^a_m \mathbf{g}_m`. (default: :obj:`32`)
         estimator_hidden_dim (int, optional): Hidden width of the CLUB
-            heads. (default: :obj:`16`)
+            heads (the authors' ``hidden_size=16``, which their estimator
+            halves). (default: :obj:`8`)
+        shared_estimator (bool, optional): One CLUB estimator for all
+            modalities (the authors' code) instead of one per modality.
+            (default: :obj:`True`)
+        anchor (str, optional): The modality whose rows anchor SoloSim's
+            InfoNCE (the authors': text); when the data has none of that
+            name, the modalities pair in data order. (default: ``"text"``)
     """
 
     def __init__(
@@ -234,7 +243,9 @@ class SeparateAlignDistance(nn.Module):
         head_hidden_dim: int = 64,
         head_out_dim: int = 32,
         distance_dim: int = 32,
-        estimator_hidden_dim: int = 16,
+        estimator_hidden_dim: int = 8,
+        shared_estimator: bool = True,
+        anchor: str | None = "text",
     ) -> None:
         super().__init__()
         if distance not in DISTANCES:
@@ -245,6 +256,10 @@ class SeparateAlignDistance(nn.Module):
                              f"two, got {list(feature_dims)}")
         self.modalities = list(feature_dims)
         self.alpha, self.ureg, self.distance = alpha, ureg, distance
+        self.anchor = anchor
+        # SoloSim's order: the anchor first (a stable sort keeps the rest)
+        self.solo_sim_order = sorted(self.modalities,
+                                     key=lambda m: m != anchor)
         self.splitter = GenericUniqueSplit(feature_dims)
         gen = {m: dim // 2 for m, dim in feature_dims.items()}
         uni = {m: dim - dim // 2 for m, dim in feature_dims.items()}
@@ -256,10 +271,17 @@ class SeparateAlignDistance(nn.Module):
             m: nn.Linear(gen[m], distance_dim) for m in self.modalities})
         self.unique_map = nn.ModuleDict({
             m: nn.Linear(uni[m], distance_dim) for m in self.modalities})
+        self.shared_estimator = shared_estimator
+        names = ["shared"] if shared_estimator else self.modalities
         self.estimators = nn.ModuleDict({
-            m: CLUBEstimator(distance_dim, distance_dim,
-                             estimator_hidden_dim)
-            for m in self.modalities} if distance == "club" else {})
+            name: CLUBEstimator(distance_dim, distance_dim,
+                                estimator_hidden_dim)
+            for name in names} if distance == "club" else {})
+
+    def estimator(self, modality: str) -> CLUBEstimator:
+        """Return the CLUB estimator of ``modality``."""
+        return self.estimators["shared" if self.shared_estimator
+                               else modality]
 
     def split(self, x_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Return the split inputs per modality, see GenericUniqueSplit."""
@@ -288,10 +310,12 @@ class SeparateAlignDistance(nn.Module):
             x_split = {m: x_split[m].index_select(0, index)
                        for m in self.modalities}
         z = {m: self.heads[m](split_halves(x_split[m])[0])
-             for m in self.modalities}
+             for m in self.solo_sim_order}
         terms = []
         for m, (a, b) in self.distance_pairs(x_split).items():
-            terms.append(self.estimators[m](a, b) if self.distance == "club"
+            # half the bound, as the authors' estimator returns it
+            terms.append(0.5 * self.estimator(m)(a, b)
+                         if self.distance == "club"
                          else neg_l2_distance(a, b))
         return {"solosim": self.solo_sim(z),
                 "distance": self.ureg * torch.stack(terms).mean()}
@@ -316,7 +340,7 @@ class SeparateAlignDistance(nn.Module):
         with torch.no_grad():
             pairs = self.distance_pairs(x_split)
         return torch.stack([
-            self.estimators[m].learning_loss(a, b)
+            self.estimator(m).learning_loss(a, b)
             for m, (a, b) in pairs.items()]).mean()
 
     def estimator_parameters(self) -> Iterator[nn.Parameter]:
@@ -326,4 +350,4 @@ class SeparateAlignDistance(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(modalities={self.modalities}, "
                 f"distance='{self.distance}', alpha={self.alpha}, "
-                f"ureg={self.ureg})")
+                f"ureg={self.ureg}, anchor={self.anchor!r})")

@@ -87,10 +87,15 @@ def stale(cached: dict, args, model: str, seed: int,
           params: dict) -> str | None:
     """Say how a cached ``results.json`` differs from the run asked for
     (model, seed, data, modalities, feature norm, precision, epochs,
-    patience, hyper-parameters), or return :obj:`None` if it is that run.
+    patience, every model argument with today's defaults, the trainer's
+    arguments asked for), or return :obj:`None` if it is that run.
     """
-    config = cached.get("config", {})
-    source = config.get("data", {})
+    from mde_pyg.models import get_model_class
+    from mde_pyg.models.base import plain_values
+    from mde_pyg.train.grid import split_params
+
+    config = cached.get("config") or {}
+    source = config.get("data") or {}
     folder = source.get("data")
     if folder is not None:
         folder = osp.abspath(osp.join(source.get("cwd", "."), folder))
@@ -104,9 +109,17 @@ def stale(cached: dict, args, model: str, seed: int,
                            args.precision or "fp32"),
              "max epochs": (config.get("max_epochs"), args.max_epochs),
              "patience": (config.get("patience"), args.patience)}
-    hparams = config.get("model_hparams", {})
-    for key, value in params.items():
-        asked[key] = (hparams.get(key, config.get(key)), value)
+    model_params, trainer_params = split_params(params)
+    for key, value in trainer_params.items():
+        asked[key] = (config.get(key), value)
+    # a default changed since, or an argument added, is another run too
+    recorded = config.get("model_hparams") or {}
+    expected = plain_values({**get_model_class(model).default_hparams(),
+                             **model_params})
+    for key in sorted(set(expected) | set(recorded)):
+        if key not in recorded:
+            return f"records no model argument '{key}'"
+        asked[key] = (recorded[key], expected.get(key))
     for what, (was, want) in asked.items():
         if was != want:
             return f"has {what} {was!r}, not {want!r}"

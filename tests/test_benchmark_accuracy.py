@@ -151,3 +151,38 @@ def test_cached_runs_are_reused_only_for_the_same_run(folder, tmp_path,
     assert "has max epochs 3, not 2" in out
     assert second["config"]["max_epochs"] == 2
     assert len(second["history"]) == 2
+
+
+def test_stale_compares_every_model_argument(tmp_path):
+    import argparse
+
+    sys.path.insert(0, osp.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    from mde_pyg.models.bm3 import BM3
+
+    args = argparse.Namespace(
+        data=str(tmp_path), modality=["text=t.npy"], feature_norm="none",
+        precision=None, max_epochs=5, patience=3)
+    hparams = {**BM3.default_hparams(), "reg_weight": 0.01}
+    cached = {"model": "bm3", "config": {
+        "seed": 1, "precision": "fp32", "max_epochs": 5, "patience": 3,
+        "lr": 0.01, "model_hparams": hparams,
+        "data": {"data": osp.basename(tmp_path), "cwd": str(tmp_path.parent),
+                 "modality": {"text": "t.npy"}, "feature_norm": "none"}}}
+    params = {"reg_weight": 0.01, "lr": 0.01}
+    assert accuracy.stale(cached, args, "bm3", 1, params) is None
+    assert accuracy.stale(cached, args, "bm3", 1, {**params, "lr": 0.1}) \
+        == "has lr 0.01, not 0.1"
+    # a default that changed since (or an argument added) is another run
+    hparams["reg_scope"] = "batch"
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "has reg_scope 'batch', not 'all'"
+    del hparams["reg_scope"]
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "records no model argument 'reg_scope'"
+    cached["config"]["model_hparams"] = None
+    assert "records no model argument" in accuracy.stale(
+        cached, args, "bm3", 1, params)

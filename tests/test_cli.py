@@ -29,6 +29,9 @@ def test_parse_value():
     assert parse_value("[0.8, 0.2]") == [0.8, 0.2]
     with pytest.raises(ValueError, match="starts like a JSON list or object"):
         parse_value("{text: 0.8}")
+    # a JSON list is a grid's list of values, which may be lists
+    assert parse_grid({"global_preference": "[[0.8, 0.2], [0.2, 0.8]]"}) \
+        == {"global_preference": [[0.8, 0.2], [0.2, 0.8]]}
     assert parse_grid({"lr": "1e-3,1e-4", "tau": [0.2]}) == {
         "lr": [1e-3, 1e-4], "tau": [0.2]}
 

@@ -228,3 +228,24 @@ def test_load_run_finds_a_relative_data_folder_from_where_it_started(
     result = json.loads((tiny_folder.parent / "run" / "results.json")
                         .read_text())
     assert evaluate(model, data, "test", [1, 2]) == result["test"]
+
+
+def test_runs_of_an_earlier_version_reload(tmp_path, capsys):
+    # A SAND run trained before the CLUB estimator was shared records no
+    # 'shared_estimator'; SAND.legacy_hparams rebuilds its estimators.
+    out = tmp_path / "sand"
+    result = train(out, "sand", "--set", "shared_estimator=false")
+    del result["config"]["model_hparams"]["shared_estimator"]
+    (out / "results.json").write_text(json.dumps(result))
+    model, data = load_run(out)
+    assert model.sand.shared_estimator is False
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        result["valid"]
+    # weights that fit no model of today are a ValueError naming the file
+    result["config"]["model_hparams"]["shared_estimator"] = True
+    (out / "results.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="do not fit the SAND rebuilt"):
+        load_run(out, data=data)
+    with pytest.raises(SystemExit):  # one line, not a traceback
+        main(["recommend", str(out)])
+    assert "do not fit the SAND" in capsys.readouterr().err

@@ -137,13 +137,19 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
 def parse_grid(items: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Turn ``{"lr": "1e-3,1e-4"}`` (or lists) into ``{"lr": [1e-3, 1e-4]}``.
 
+    A string that is a JSON list is the list of values, so that values
+    may be lists or objects themselves:
+    ``global_preference=[[0.8,0.2],[0.2,0.8]]``.
+
     Args:
         items (Mapping[str, Any]): Grid values per key, comma separated
-            strings or lists.
+            strings, JSON lists or lists.
     """
     grid: dict[str, list[Any]] = {}
     for key, values in items.items():
-        if isinstance(values, str):
+        if isinstance(values, str) and values.strip().startswith("["):
+            values = parse_value(values)  # a list, or a UsageError
+        elif isinstance(values, str):
             values = [parse_value(v) for v in values.split(",") if v.strip()]
         elif not isinstance(values, (list, tuple)):
             values = [values]
@@ -650,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--set", action="append", metavar="KEY=VALUE",
         help="a model argument (repeatable)")
     add("--grid", action="append", metavar="KEY=V1,V2",
-        help="values to grid-search, selected on validation (repeatable)")
+        help="values to grid-search, selected on validation (repeatable; "
+             "a JSON list for list or object values)")
     add("--config", metavar="FILE", help="a .toml, .yaml or .json file")
     add("--resume", action="store_const", const=True,
         help="continue from OUTPUT/last.pt")

@@ -91,18 +91,19 @@ def l2_reg(*tensors: Tensor) -> Tensor:
 
 
 def embedding_norm_reg(*tensors: Tensor) -> Tensor:
-    r"""Unsquared Frobenius norms of batch rows over the batch size.
+    r"""Unsquared Frobenius norms of embedding matrices over a row count.
 
     .. math::
         \mathcal{R} = \frac{1}{B} \sum_{t} \lVert t \rVert_F
 
     with :math:`B` the rows of the last tensor: MMRec's ``EmbLoss``, the
-    regulariser of BM3's reference code. Unlike :func:`l2_reg` the norms
-    are not squared, so its weights (MMRec's grid for BM3: 0.1, 0.01) do
-    not carry over to :func:`l2_reg` or back.
+    regulariser of its LightGCN (on batch rows) and BM3 (on all online
+    user and item embeddings, :math:`B = |\mathcal{I}|`). Unlike
+    :func:`l2_reg` the norms are not squared, so its weights (MMRec's grid
+    for BM3: 0.1, 0.01) do not carry over to :func:`l2_reg` or back.
 
     Args:
-        *tensors (torch.Tensor): Batch rows, e.g. ``embedding[user]``.
+        *tensors (torch.Tensor): Embedding rows, e.g. ``embedding[user]``.
     """
     if not tensors:
         raise ValueError("'embedding_norm_reg' needs at least one tensor")

@@ -159,7 +159,19 @@ def load_run(
                 f"The data differs from what '{run}' was trained on "
                 f"({'; '.join(changed)}); give the run's data")
 
-    model = build_model(summary["model"], data, **_model_hparams(summary))
+    from mde_pyg.models import get_model_class
+
+    legacy = get_model_class(summary["model"]).legacy_hparams
+    model = build_model(summary["model"], data,
+                        **{**legacy, **_model_hparams(summary)})
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # keys or shapes that do not fit
+        first = str(error).strip().splitlines()[:3]
+        raise ValueError(
+            f"The weights in '{checkpoint}' do not fit the "
+            f"{type(model).__name__} rebuilt from '{run}/results.json' "
+            f"({' '.join(line.strip() for line in first)[:300]}); the run "
+            f"was probably trained by another version of mde-pyg") from None
     return model.to(device or "cpu").eval(), data

@@ -88,6 +88,9 @@ def test_lfm2k(lfm2k_path):
      r"line 5: column 'itemID' holds 'x'"),
     (["userID\titemID\tx_label", "", "0\t0\t0", "0\t1"],
      r"line 4: 2 fields"),
+    # a form feed inside a line does not end it
+    (["userID\titemID\tx_label", "0\t0\t0 \x0c", "0\ty\t0"],
+     r"line 3: column 'itemID' holds 'y'"),
 ])
 def test_bad_inter(tmp_path, lines, match):
     folder = write_folder(tmp_path, lines, {

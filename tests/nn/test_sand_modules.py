@@ -136,6 +136,11 @@ def test_separate_align_distance_club_estimator_isolated():
         SeparateAlignDistance(dims, distance="mmd")
     with pytest.raises(ValueError, match="two"):
         SeparateAlignDistance({"image": 4})
+    with pytest.raises(ValueError, match="'anchor' must be one of"):
+        SeparateAlignDistance(dims, anchor="txt")
+    assert SeparateAlignDistance({"a": 4, "b": 4}).anchor == "a"  # no text
+    assert SeparateAlignDistance(dims, anchor="image").solo_sim_order == [
+        "image", "text"]
     # one estimator per modality on request
     apart = SeparateAlignDistance(dims, shared_estimator=False)
     assert len(list(apart.estimator_parameters())) == 2 * 8

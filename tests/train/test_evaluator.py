@@ -119,6 +119,13 @@ def test_user_with_fewer_unseen_items_than_k():
     assert evaluator(model) == pytest.approx({
         "recall@5": 0.5, "precision@5": 0.2, "map@5": 0.25,
         "ndcg@5": L3 / (1 + L3)})
+    # the padding is out of place: a scorer with gradients still backprops
+    weight = torch.ones(1, 6, requires_grad=True)
+    values, _ = evaluator.seen.top_k(lambda u: weight * model.scores[u],
+                                     torch.tensor([0]), 5,
+                                     torch.device("cpu"))
+    values[:, :2].sum().backward()
+    assert weight.grad.tolist() == [[0, 0, 0, 0, 5, 6]]
 
 
 def test_nan_scores_are_an_error(tiny):

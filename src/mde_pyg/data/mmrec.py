@@ -91,7 +91,11 @@ def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ``(user, item, split)`` as :obj:`int64` arrays.
     """
     with open(path, encoding="utf-8-sig") as f:  # a byte-order mark too
-        lines = f.read().splitlines()
+        # "\n" only: splitlines() also breaks at form feeds and other
+        # separators, which would shift the line numbers of the errors
+        lines = [line.rstrip("\r") for line in f.read().split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()
     if not lines:
         raise ValueError(f"{path} is empty; expected a tab-separated header "
                          f"with columns {list(_REQUIRED)}")

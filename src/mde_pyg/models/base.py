@@ -178,6 +178,12 @@ class Recommender(nn.Module):
 
     uses_negatives: bool = True
 
+    #: Constructor arguments added after the model first shipped, with the
+    #: value that builds the model as before (the same parameters):
+    #: :func:`mde_pyg.runs.load_run` fills them in where a run's
+    #: ``results.json`` does not record them, so that older runs reload.
+    legacy_hparams: dict[str, Any] = {}
+
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
         self.num_users = num_users
@@ -196,11 +202,15 @@ class Recommender(nn.Module):
         """
         cls.check_hparams(hparams)
         model = cls(data, **hparams)
-        params = list(inspect.signature(cls.__init__).parameters.values())
-        defaults = {p.name: p.default for p in params[2:]  # self, data
-                    if p.default is not inspect.Parameter.empty}
-        model.hparams = plain_values({**defaults, **hparams})
+        model.hparams = plain_values({**cls.default_hparams(), **hparams})
         return model
+
+    @classmethod
+    def default_hparams(cls) -> dict[str, Any]:
+        """Return the constructor's keyword arguments and their defaults."""
+        params = list(inspect.signature(cls.__init__).parameters.values())
+        return {p.name: p.default for p in params[2:]  # self, data
+                if p.default is not inspect.Parameter.empty}
 
     @classmethod
     def check_hparams(cls, hparams: Mapping[str, Any]) -> None:

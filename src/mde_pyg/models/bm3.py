@@ -68,6 +68,8 @@ class BM3(LightGCN):
     """
 
     uses_negatives: bool = False
+    #: Runs before ``reg_scope`` regularised the batch rows.
+    legacy_hparams = {"reg_scope": "batch"}
 
     def __init__(
         self,

@@ -83,11 +83,15 @@ class SAND(DRAGON):
             authors' 16, halved inside their estimator). (default: :obj:`8`)
         shared_estimator (bool, optional): One CLUB estimator for all
             modalities, as the authors. (default: :obj:`True`)
-        anchor (str, optional): SoloSim's anchor modality.
-            (default: ``"text"``)
+        anchor (str, optional): SoloSim's anchor modality. (default:
+            :obj:`None`: ``"text"`` where the data has it, as the authors,
+            else the first modality)
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
             (default: :obj:`True`)
     """
+
+    #: Runs before the shared estimator had one per modality.
+    legacy_hparams = {"shared_estimator": False}
 
     def __init__(
         self,
@@ -108,7 +112,7 @@ class SAND(DRAGON):
         distance_dim: int = 32,
         estimator_hidden_dim: int = 8,
         shared_estimator: bool = True,
-        anchor: str | None = "text",
+        anchor: str | None = None,
         fused: bool = True,
     ) -> None:
         if item_scope not in ITEM_SCOPES:

@@ -229,8 +229,8 @@ class SeparateAlignDistance(nn.Module):
             modalities (the authors' code) instead of one per modality.
             (default: :obj:`True`)
         anchor (str, optional): The modality whose rows anchor SoloSim's
-            InfoNCE (the authors': text); when the data has none of that
-            name, the modalities pair in data order. (default: ``"text"``)
+            InfoNCE. (default: :obj:`None`: ``"text"`` where there is one,
+            as the authors, else the first modality)
     """
 
     def __init__(
@@ -245,7 +245,7 @@ class SeparateAlignDistance(nn.Module):
         distance_dim: int = 32,
         estimator_hidden_dim: int = 8,
         shared_estimator: bool = True,
-        anchor: str | None = "text",
+        anchor: str | None = None,
     ) -> None:
         super().__init__()
         if distance not in DISTANCES:
@@ -256,6 +256,12 @@ class SeparateAlignDistance(nn.Module):
                              f"two, got {list(feature_dims)}")
         self.modalities = list(feature_dims)
         self.alpha, self.ureg, self.distance = alpha, ureg, distance
+        if anchor is not None and anchor not in self.modalities:
+            raise ValueError(f"'anchor' must be one of the modalities "
+                             f"{self.modalities}, got '{anchor}'")
+        if anchor is None:
+            anchor = "text" if "text" in self.modalities else \
+                self.modalities[0]
         self.anchor = anchor
         # SoloSim's order: the anchor first (a stable sort keeps the rest)
         self.solo_sim_order = sorted(self.modalities,

@@ -132,8 +132,8 @@ class SeenItems:
         indptr = self._on(device)[0]
         unseen = scores.size(1) - (indptr[user + 1] - indptr[user])
         past = torch.arange(k, device=device) >= unseen.view(-1, 1)
-        indices[past], values[past] = -1, float("-inf")
-        return values, indices
+        return (values.masked_fill(past, float("-inf")),
+                indices.masked_fill(past, -1))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_users} users, "

@@ -18,8 +18,8 @@ training loop of its own, and compares four variants on the test split
   positive items;
 * ``sand``: ``content`` with the raw features first split into generic and
   unique parts, plus SAND's SoloSim and CLUB distancing losses
-  (:class:`~mde_pyg.nn.SeparateAlignDistance`; the CLUB estimators take
-  their own Adam steps).
+  (:class:`~mde_pyg.nn.SeparateAlignDistance`; the CLUB estimator takes
+  its own Adam steps).
 
 .. code-block:: bash
 

@@ -69,6 +69,10 @@ VARIANTS = {
     "mde w/o NLT": ("mde", {"use_nlt": False}, {}),
     "mde variant B (learned trade-off)": ("mde", {"tradeoff": "learned"},
                                           {}),
+    # MDA and MSA over the batch's distinct nodes, on MDE's grid
+    "mde, distinct batch nodes (unique_nodes)": ("mde",
+                                                 {"unique_nodes": True},
+                                                 GRIDS["mde"]),
     "grcn, MMRec routing (num_routing=0)": ("grcn", {"num_routing": 0},
                                             GRIDS["grcn"]),
 }

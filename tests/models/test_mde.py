@@ -193,3 +193,29 @@ def test_training_reduces_loss_and_learns_preferences():
     assert moved[strong].mean() > moved[~strong].mean()
     corr = torch.corrcoef(torch.stack([learned[strong], planted[strong]]))
     assert corr[0, 1] > 0.3
+
+
+def test_unique_nodes(synthetic_graphs):
+    from mde_pyg.losses import mda_loss, multi_msa_loss
+    torch.manual_seed(0)
+    model = MDE(synthetic_graphs, unique_nodes=True, lambda_1=1.0,
+                lambda_2=1.0)
+    # repeated users and items in the batch
+    u, p, n = (torch.tensor([1, 1, 2, 3, 1]), torch.tensor([4, 4, 5, 4, 6]),
+               torch.tensor([7, 8, 9, 10, 11]))
+    parts = model.loss(u, p, n)[1]
+    users, items = model.modality_embedding()
+    expected_mda = expected_msa = 0.0
+    for side, full, index in (("user", users, torch.tensor([1, 2, 3])),
+                              ("item", items, torch.tensor([4, 5, 6]))):
+        rows = {m: x[index] for m, x in full.items()}
+        w_d, w_a = model.tradeoff(
+            getattr(model, f"{side}_fusion").preferences(index))
+        expected_mda = expected_mda + mda_loss(rows, w_d)
+        expected_msa = expected_msa + multi_msa_loss(rows, w_a, 0.2)
+    assert parts["mda"].item() == pytest.approx(expected_mda.item(), rel=1e-5)
+    assert parts["msa"].item() == pytest.approx(expected_msa.item(), rel=1e-5)
+    # the batch rows otherwise: the repeats count, as their own negatives
+    model.unique_nodes = False
+    assert model.loss(u, p, n)[1]["msa"].item() != pytest.approx(
+        expected_msa.item(), rel=1e-3)

@@ -119,16 +119,18 @@ class SeenItems:
         """
         user = user.to(device)
         scores = score(user).float()
-        nan = scores.isnan().any(dim=-1)
-        if nan.any():  # torch.topk would rank NaN first
+        mask = self.pairs(user, device)
+        scores[mask[0], mask[1]] = float("-inf")
+        values, indices = scores.topk(k, dim=-1)
+        # topk ranks NaN first, so a row with a NaN score has it at the
+        # top: one look at the first column, not a pass over all scores
+        nan = values[:, 0].isnan()
+        if nan.any():
             raise FloatingPointError(
                 f"The model scored NaN for {int(nan.sum())} of "
                 f"{user.numel()} users (e.g. user {int(user[nan][0])}); its "
                 f"weights have diverged: lower the learning rate or check "
                 f"the input features for NaN")
-        mask = self.pairs(user, device)
-        scores[mask[0], mask[1]] = float("-inf")
-        values, indices = scores.topk(k, dim=-1)
         indptr = self._on(device)[0]
         unseen = scores.size(1) - (indptr[user + 1] - indptr[user])
         past = torch.arange(k, device=device) >= unseen.view(-1, 1)

@@ -7,7 +7,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 
 import torch
 
@@ -105,13 +104,15 @@ def run_child(cmd: list, label: str) -> dict | None:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary file and a rename
+    (:func:`mde_pyg.files.atomic_write_text`).
+
+    A failed write (a full disk, text that cannot be encoded, an
+    interrupt) removes the temporary file and leaves ``path`` as it was.
+    """
+    from mde_pyg.files import atomic_write_text
+
+    atomic_write_text(text, path)
 
 
 def baby_shape_data(folder: str, seed: int = 0, graphs: bool = True):

@@ -29,7 +29,12 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from mde_pyg.cli import format_metrics, load_data, parse_assignments
+from mde_pyg.cli import (
+    UsageError,
+    format_metrics,
+    load_data,
+    parse_assignments,
+)
 from mde_pyg.data import modality_names
 from mde_pyg.losses import MDALoss, MSALoss, embedding_bpr_loss, l2_reg
 from mde_pyg.models import Recommender, build_model
@@ -154,11 +159,17 @@ def main() -> None:
                         metavar="NAME=FILE")
     parser.add_argument("--max-epochs", type=int, default=100)
     args = parser.parse_args()
-    modalities = parse_assignments(args.modality, "--modality") or None
-    data = (load_data(dataset="synthetic", feature_norm="standardize")
-            if args.data is None else
-            load_data(data=args.data, modalities=modalities,
-                      feature_norm="standardize"))
+    try:  # bad input is one line and exit status 2, as in mde-pyg
+        if args.modality and args.data is None:
+            raise UsageError("--modality needs --data FOLDER (the synthetic "
+                             "data has its own modalities)")
+        modalities = parse_assignments(args.modality, "--modality") or None
+        data = (load_data(dataset="synthetic", feature_norm="standardize")
+                if args.data is None else
+                load_data(data=args.data, modalities=modalities,
+                          feature_norm="standardize"))
+    except UsageError as error:
+        parser.error(str(error))
 
     results = compare(data, args.max_epochs)
     print(format_metrics({name: r["test"] for name, r in results.items()},

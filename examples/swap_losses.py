@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
 
+from mde_pyg.cli import UsageError, parse_assignments
 from mde_pyg.data import (
     RATES,
     SyntheticMultiModal,
@@ -120,12 +122,25 @@ def standardize(x: Tensor) -> Tensor:
 
 
 def load(args: argparse.Namespace) -> HeteroData:
-    """Load the MMRec folder of ``--data`` or the synthetic default."""
+    """Load the MMRec folder of ``--data`` or the synthetic default.
+
+    Raises:
+        UsageError: A ``--modality`` that is not ``NAME=FILE``, or given
+            without ``--data``; a folder or file that cannot be read.
+    """
     if args.data is None:
+        if args.modality:
+            raise UsageError("--modality needs --data FOLDER (the synthetic "
+                             "data has its own modalities)")
         return SyntheticMultiModal(num_users=600, num_items=400,
                                    seed=args.seed)[0]
-    modalities = dict(spec.split("=", 1) for spec in args.modality) or None
-    return read_mmrec(args.data, modalities=modalities)
+    modalities = parse_assignments(args.modality, "--modality") or None
+    if not Path(args.data).is_dir():
+        raise UsageError(f"data folder '{args.data}' does not exist")
+    try:
+        return read_mmrec(args.data, modalities=modalities)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read '{args.data}': {error}") from error
 
 
 def run(variant: str, data: HeteroData, args: argparse.Namespace
@@ -222,7 +237,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    data = load(args)
+    try:  # bad input is one line and exit status 2, as in mde-pyg
+        data = load(args)
+    except UsageError as error:
+        parser.error(str(error))
     print(f"{data['user'].num_nodes} users, {data['item'].num_nodes} items, "
           f"modalities {list(modality_features(data))}")
     print(f"{'variant':<10} {'best epoch':>10} {'recall@20':>10} "

@@ -91,3 +91,15 @@ def test_check_models_names_the_unknown_ones(capsys):
         common.check_models(parser, ["mde", "nope", "dragn"])
     assert info.value.code == 2
     assert "unknown model(s) ['nope', 'dragn']" in capsys.readouterr().err
+
+
+def test_write_atomic_leaves_no_temporary_file_when_writing_fails(tmp_path):
+    out = tmp_path / "table.md"
+    out.write_text("committed\n")
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate: no encoding
+        common.write_atomic(str(out), "| a | \udc80 |\n")
+    assert out.read_text() == "committed\n"  # left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+    common.write_atomic(str(out), "| a | 1.0 |\n")
+    assert out.read_text() == "| a | 1.0 |\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]

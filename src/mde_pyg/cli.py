@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mde_pyg.files import atomic_path, atomic_write, atomic_write_json
 from mde_pyg.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:
@@ -250,6 +251,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--model is required (see 'mde-pyg models')")
     if settings["output"] is None:
         raise UsageError("--output is required")
+    check_output_folder(settings["output"])
     if (settings["data"] is None) == (settings["dataset"] is None):
         raise UsageError("give exactly one of --data FOLDER or --dataset NAME")
     if settings["dataset"] is not None and settings["dataset"] not in DATASETS:
@@ -289,6 +291,51 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             f"'{settings['eval_metric']}'"
         )
     return settings
+
+
+def _check_output_parent(path: Path, what: str) -> None:
+    """Raise a :class:`UsageError` when the nearest existing parent of the
+    ``--output`` ``path`` is a file, so that ``path`` cannot be ``what``
+    (made, written).
+    """
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(
+            f"--output '{path}' cannot be {what}: '{parent}' is a file, not "
+            f"a folder; give another --output")
+
+
+def check_output_folder(output: str | os.PathLike) -> None:
+    """Raise a :class:`UsageError` when ``output`` cannot be a folder: it,
+    or the nearest of its parents that exists, is a file.
+
+    Args:
+        output (str or os.PathLike): The ``train --output`` folder.
+    """
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--output '{path}' is an existing file, not a folder; give a "
+            f"new folder (or the folder of the run to --resume)")
+    _check_output_parent(path, "made")
+
+
+def check_output_file(output: str | os.PathLike) -> None:
+    """Raise a :class:`UsageError` when ``output`` cannot be written as a
+    file: it is a folder, or the nearest of its parents that exists is a
+    file.
+
+    Args:
+        output (str or os.PathLike): The ``recommend --output`` file.
+    """
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(
+            f"--output '{path}' is a folder; give a file name, e.g. "
+            f"--output {path / RECOMMENDATIONS_FILE}")
+    _check_output_parent(path, "written")
 
 
 # Data and models ##############################################################
@@ -364,8 +411,12 @@ def load_data(
     root = Path("data") / str(dataset) if root is None else Path(root)
     try:
         return cls(str(root), modalities, pre_transform=transform)[0]
-    except RuntimeError as error:
+    except RuntimeError as error:  # its message says which files to place
         raise UsageError(str(error)) from error
+    except (OSError, ValueError) as error:  # a bad row or feature file
+        raise UsageError(
+            f"cannot load the '{dataset}' dataset from '{root}': {error}"
+        ) from error
 
 
 def load_data_source(source: Mapping[str, Any]) -> HeteroData:
@@ -456,9 +507,8 @@ def plot_curve(
     ax.set_ylabel(f"valid {metric}")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same format
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)  # never a half-written image
+    with atomic_path(path) as tmp:  # never a half-written image
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
 
 
 def format_metrics(
@@ -549,7 +599,7 @@ def train_model(
         seed_everything,
     )
     from mde_pyg.train.grid import split_params
-    from mde_pyg.train.trainer import BEST_CHECKPOINT, atomic_write_json
+    from mde_pyg.train.trainer import BEST_CHECKPOINT, CheckpointError
 
     model = model.lower()
     model_kwargs, fixed_trainer = split_params(hparams or {})
@@ -577,8 +627,8 @@ def train_model(
             result = trainer.fit(resume=resume)
     except GridConfigError as error:
         raise UsageError(f"cannot train '{model}': {error}") from error
-    except ResumeMismatchError as error:  # raised before anything trains
-        raise UsageError(f"cannot --resume: {error}") from error
+    except (ResumeMismatchError, CheckpointError) as error:
+        raise UsageError(f"cannot --resume: {error}") from error  # untrained
 
     config = {**result["config"], "hparams": dict(model_kwargs),
               **(extra_config or {})}
@@ -706,7 +756,8 @@ def _resolve_device(device: str | None) -> str:
     try:
         parsed = torch.device(device)
     except RuntimeError as error:
-        raise UsageError(f"invalid --device '{device}'") from error
+        raise UsageError(f"invalid --device '{device}'; give cpu, cuda or "
+                         f"cuda:N (the index of a GPU)") from error
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda given but CUDA is not available")
     return device
@@ -786,7 +837,6 @@ def run_recommend(args: argparse.Namespace) -> Path:
 
     from mde_pyg.runs import load_run
     from mde_pyg.train.recommend import iter_recommend
-    from mde_pyg.train.trainer import atomic_write
 
     users = None
     if args.users is not None:
@@ -796,6 +846,9 @@ def run_recommend(args: argparse.Namespace) -> Path:
             raise UsageError(
                 f"--users must be user ids separated by commas, got "
                 f"'{args.users}'") from error
+    output = (Path(args.run) / RECOMMENDATIONS_FILE if args.output is None
+              else Path(args.output))
+    check_output_file(output)  # before the run is loaded
     device = _resolve_device(args.device)
     try:
         model, data = load_run(args.run, data_folder=args.data,
@@ -811,8 +864,6 @@ def run_recommend(args: argparse.Namespace) -> Path:
         if bad:
             raise UsageError(f"--users has ids outside [0, "
                              f"{model.num_users}): {bad[:5]}")
-    output = (Path(args.run) / RECOMMENDATIONS_FILE if args.output is None
-              else Path(args.output))
     count = 0
 
     def write(f: Any) -> None:  # one batch of users at a time

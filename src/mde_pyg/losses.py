@@ -22,18 +22,52 @@ from mde_pyg.functional import normalize
 Modalities = Mapping[str, Tensor] | Sequence[Tensor]
 
 
-def _pairs(x: Modalities) -> list[tuple[Tensor, Tensor]]:
-    tensors = list(x.values()) if isinstance(x, Mapping) else list(x)
-    if len(tensors) < 2:
+def _check_same_shape(fn: str, fix: str, ndim: int | None = None,
+                      /, **tensors: Tensor) -> None:
+    """Raise a :class:`ValueError` unless all ``tensors`` (keyword names as
+    the caller of ``fn`` spelled them) have one shape, of ``ndim``
+    dimensions when given.
+
+    Only sizes are compared, never values: no device synchronisation, and
+    nothing for :func:`torch.compile` to break the graph on.
+    """
+    if ndim is not None:
+        for name, t in tensors.items():
+            if t.dim() != ndim:
+                raise ValueError(
+                    f"{fn}: '{name}' must have {ndim} dimensions, got shape "
+                    f"{tuple(t.shape)}; pass {fix}")
+    (first, ref), *rest = tensors.items()
+    for name, t in rest:
+        if t.shape != ref.shape:
+            raise ValueError(
+                f"{fn}: '{first}' has shape {tuple(ref.shape)} but '{name}' "
+                f"has shape {tuple(t.shape)}; pass {fix}")
+
+
+def _pairs(x: Modalities, fn: str, arg: str = "x",
+           ndim: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """All pairs of the modalities ``x`` (argument ``arg`` of ``fn``),
+    checked for one shape.
+    """
+    if isinstance(x, Mapping):
+        named = {str(k): t for k, t in x.items()}
+    else:
+        named = {f"{arg}[{i}]": t for i, t in enumerate(x)}
+    if len(named) < 2:
         raise ValueError(
             f"A multi-modal loss needs at least two modalities, got "
-            f"{len(tensors)}; pass one [B, d] tensor per modality")
-    shape = tensors[0].shape
-    for t in tensors[1:]:
-        if t.shape != shape:
-            raise ValueError(f"All modalities must have the same shape "
-                             f"[B, d], got {shape} and {t.shape}")
-    return list(combinations(tensors, 2))
+            f"{len(named)}; pass one [B, d] tensor per modality")
+    _check_same_shape(fn, f"one tensor per modality in '{arg}', all of the "
+                      f"same shape [B, d], rows aligned (the same nodes)",
+                      ndim, **named)
+    return list(combinations(named.values(), 2))
+
+
+_VIEWS = ("two [B, d] matrices of the same shape, row n of 'b' the "
+          "positive of row n of 'a'")
+_GAUSSIAN = ("'mu', 'logvar' and 'y' of the same shape [N, d], rows "
+             "aligned")
 
 
 def _weighted_mean(value: Tensor, weight: Tensor | None) -> Tensor:
@@ -54,8 +88,11 @@ def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
 
     Args:
         pos (torch.Tensor): Scores of the positive pairs ``[B]``.
-        neg (torch.Tensor): Scores of the negative pairs ``[B]``.
+        neg (torch.Tensor): Scores of the negative pairs ``[B]``, of the
+            shape of ``pos``.
     """
+    _check_same_shape("bpr_loss", "two tensors of the same shape, one score "
+                      "per (user, item) pair", pos=pos, neg=neg)
     return F.softplus(neg - pos).mean()
 
 
@@ -72,6 +109,9 @@ def embedding_bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         pos (torch.Tensor): Positive item representations ``[B, d]``.
         neg (torch.Tensor): Negative item representations ``[B, d]``.
     """
+    _check_same_shape("embedding_bpr_loss", "three tensors of the same "
+                      "shape [B, d], rows aligned (one triple per row)",
+                      user=user, pos=pos, neg=neg)
     return bpr_loss((user * pos).sum(dim=-1), (user * neg).sum(dim=-1))
 
 
@@ -134,7 +174,8 @@ def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
             :math:`w_n` (e.g. ``w_d`` of
             :class:`mde_pyg.nn.NodeLevelTradeoff`). (default: ones)
     """
-    terms = [F.cosine_similarity(a, b, dim=-1).abs() for a, b in _pairs(x)]
+    terms = [F.cosine_similarity(a, b, dim=-1).abs()
+             for a, b in _pairs(x, "mda_loss")]
     return _weighted_mean(torch.stack(terms).mean(0), weight)
 
 
@@ -283,6 +324,7 @@ def info_nce(
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
+    _check_same_shape("info_nce", _VIEWS, 2, a=a, b=b)
     a = normalize(a) / tau
     b = normalize(b)
     positive = (a * b).sum(dim=-1)
@@ -319,6 +361,7 @@ def inner_product_info_nce(a: Tensor, b: Tensor, tau: float = 0.2) -> Tensor:
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
+    _check_same_shape("inner_product_info_nce", _VIEWS, 2, a=a, b=b)
     # The temperature scales the [B, d] anchors, not the [B, B] logits,
     # and cross_entropy's fused log-softmax backs one pass over them
     # (1.5x faster than logsumexp minus the diagonal on CPU).
@@ -357,6 +400,15 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
     """
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
+    _check_same_shape("hypergraph_contrastive_loss", "'anchor' and "
+                      "'positive' of the same shape [B, d], rows aligned",
+                      2, anchor=anchor, positive=positive)
+    if candidates.dim() != 2 or candidates.size(1) != anchor.size(1):
+        raise ValueError(
+            f"hypergraph_contrastive_loss: 'candidates' has shape "
+            f"{tuple(candidates.shape)} but 'anchor' has shape "
+            f"{tuple(anchor.shape)}; pass 'candidates' as an [N, d] matrix "
+            f"of the width d of 'anchor'")
     a = normalize(anchor) / tau
     score = (a * normalize(positive)).sum(dim=-1)
     c = normalize(candidates)
@@ -392,13 +444,17 @@ def msa_loss(
         symmetric (bool, optional): **[choice]** average the ``v -> t`` and
             ``t -> v`` directions. (default: :obj:`True`)
     """
+    _check_same_shape("msa_loss", "two [B, d] matrices of the same shape, "
+                      "one modality each, rows aligned (the same nodes)", 2,
+                      x_a=x_a, x_b=x_b)
     return info_nce(x_a, x_b, tau, weight, symmetric)
 
 
 def multi_msa_loss(x: Modalities, weight: Tensor | None = None,
                    tau: float = 0.2, symmetric: bool = True) -> Tensor:
     """:func:`msa_loss` averaged over every pair of modalities in ``x``."""
-    terms = [msa_loss(a, b, weight, tau, symmetric) for a, b in _pairs(x)]
+    terms = [msa_loss(a, b, weight, tau, symmetric)
+             for a, b in _pairs(x, "multi_msa_loss", ndim=2)]
     return torch.stack(terms).mean()
 
 
@@ -504,6 +560,9 @@ def solo_sim_loss(z_a: Tensor, z_b: Tensor, tau: float = 0.2) -> Tensor:
         z_b (torch.Tensor): Positives ``[N, d]`` (e.g. image), rows aligned.
         tau (float, optional): Temperature :math:`\tau`. (default: 0.2)
     """
+    _check_same_shape("solo_sim_loss", "two [N, d] matrices of the same "
+                      "shape, rows aligned (the same items)", 2,
+                      z_a=z_a, z_b=z_b)
     return info_nce(z_a, z_b, tau, symmetric=False)
 
 
@@ -522,6 +581,12 @@ def gaussian_log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
         logvar (torch.Tensor): Log-variances :math:`\ell` ``[N, d]``.
         y (torch.Tensor): Samples ``[N, d]``.
     """
+    _check_same_shape("gaussian_log_likelihood", _GAUSSIAN, mu=mu,
+                      logvar=logvar, y=y)
+    return _log_likelihood(mu, logvar, y)
+
+
+def _log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
     return (-(y - mu).pow(2) / logvar.exp() - logvar).sum(dim=-1) / 2
 
 
@@ -561,10 +626,17 @@ def club_upper_bound(
         clamp (bool, optional): Clamp the estimate at 0, as SAND does.
             (default: :obj:`True`)
     """
+    _check_same_shape("club_upper_bound", _GAUSSIAN, mu=mu, logvar=logvar,
+                      y=y)
     if perm is None:
         perm = torch.randperm(y.size(0), device=y.device)
-    positive = gaussian_log_likelihood(mu, logvar, y)
-    negative = gaussian_log_likelihood(mu, logvar, y[perm])
+    elif perm.shape != y.shape[:1]:
+        raise ValueError(
+            f"club_upper_bound: 'perm' has shape {tuple(perm.shape)} but 'y' "
+            f"has {y.size(0)} rows; pass a permutation of the {y.size(0)} "
+            f"row ids, of shape ({y.size(0)},)")
+    positive = _log_likelihood(mu, logvar, y)
+    negative = _log_likelihood(mu, logvar, y[perm])
     bound = positive.mean() - negative.mean()
     return bound.clamp(min=0.0) if clamp else bound
 
@@ -585,7 +657,8 @@ def club_nll(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
         logvar (torch.Tensor): Log-variances ``[N, d]``.
         y (torch.Tensor): Samples ``[N, d]``.
     """
-    return -gaussian_log_likelihood(mu, logvar, y).mean()
+    _check_same_shape("club_nll", _GAUSSIAN, mu=mu, logvar=logvar, y=y)
+    return -_log_likelihood(mu, logvar, y).mean()
 
 
 def neg_l2_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -604,6 +677,8 @@ def neg_l2_distance(a: Tensor, b: Tensor) -> Tensor:
         a (torch.Tensor): ``[N, d]``.
         b (torch.Tensor): ``[N, d]``, rows aligned.
     """
+    _check_same_shape("neg_l2_distance", "two tensors of the same shape "
+                      "[N, d], rows aligned (the same items)", a=a, b=b)
     return -F.mse_loss(a, b)
 
 
@@ -624,6 +699,9 @@ def cosine_prediction_loss(online: Tensor, target: Tensor) -> Tensor:
         online (torch.Tensor): Predictions ``[N, d]``.
         target (torch.Tensor): Targets ``[N, d]`` (detached here).
     """
+    _check_same_shape("cosine_prediction_loss", "two tensors of the same "
+                      "shape [N, d], row i of 'target' the target of row i "
+                      "of 'online'", online=online, target=target)
     # F.cosine_similarity's value (each norm clamped at 1e-8), with the
     # closed-form backward of normalize: 1.6x faster forward + backward
     # on [2048 x 64] rows on CPU
@@ -650,7 +728,8 @@ class SoloSimLoss(nn.Module):
 
     def forward(self, z: Modalities) -> Tensor:
         r"""Return :math:`\alpha` times the pairwise :func:`solo_sim_loss`."""
-        terms = [solo_sim_loss(a, b, self.tau) for a, b in _pairs(z)]
+        terms = [solo_sim_loss(a, b, self.tau)
+                 for a, b in _pairs(z, "SoloSimLoss", "z", 2)]
         return self.weight * torch.stack(terms).mean()
 
     def extra_repr(self) -> str:

@@ -31,6 +31,17 @@ def _read_summary(run: Path) -> dict[str, Any]:
         raise ValueError(
             f"'{path}' is not the {RESULTS_FILE} of an 'mde-pyg train' run "
             f"(it has no config.data, how the data was loaded)")
+    if not isinstance(summary.get("model"), str):
+        raise ValueError(
+            f"'{path}' has no \"model\" (the registered model name, a "
+            f"string); it is not a complete {RESULTS_FILE} of an 'mde-pyg "
+            f"train' run: train the run again")
+    if "checkpoint" in summary and not isinstance(summary["checkpoint"],
+                                                  str):
+        raise ValueError(
+            f"'{path}' has a \"checkpoint\" of {summary['checkpoint']!r}, "
+            f"not the path of the run's best weights (such as \"best.pt\"); "
+            f"remove the key to use best.pt, or train the run again")
     return summary
 
 
@@ -103,7 +114,10 @@ def load_run(
     way (a relative folder is looked for from here, then from where the run
     started) and checked against the numbers of users, items and
     interactions the run was trained on. For a grid, the selected
-    configuration is rebuilt.
+    configuration is rebuilt. An incomplete ``results.json`` or a
+    checkpoint that cannot be read raises a :class:`ValueError` (for the
+    checkpoint a :class:`~mde_pyg.train.trainer.CheckpointError`) naming
+    the file.
 
     .. code-block:: python
 
@@ -127,12 +141,25 @@ def load_run(
         ``(model, data)``, the model in evaluation mode.
     """
     from mde_pyg.models import build_model
-    from mde_pyg.train.trainer import data_sizes
+    from mde_pyg.train.trainer import (
+        CheckpointError,
+        data_sizes,
+        load_checkpoint,
+    )
 
     run = Path(run)
     summary = _read_summary(run)
     config = summary["config"]
     checkpoint = _checkpoint(run, summary)
+    # A bad file fails before the data is loaded again:
+    state = load_checkpoint(
+        checkpoint, ["model"],
+        "train the run again (or restore the file from a copy)")
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(
+            f"'{checkpoint}' has a \"model\" of type "
+            f"{type(state['model']).__name__}, not the model's weights; "
+            f"train the run again (or restore the file from a copy)")
     if data is None:
         source = _resolve_paths(dict(config["data"]))
         if data_folder is not None:
@@ -164,7 +191,6 @@ def load_run(
     legacy = get_model_class(summary["model"]).legacy_hparams
     model = build_model(summary["model"], data,
                         **{**legacy, **_model_hparams(summary)})
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # keys or shapes that do not fit

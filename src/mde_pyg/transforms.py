@@ -27,7 +27,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
 
-from mde_pyg.data.mmrec import RATED_BY, RATES, modality_names
+from mde_pyg.data.mmrec import RATED_BY, RATES, check_data, modality_names
 
 CO_OCCURS = ("user", "co_occurs", "user")
 
@@ -63,6 +63,7 @@ class NormalizeUserItem(BaseTransform):
 
     def forward(self, data: HeteroData) -> HeteroData:
         """Add the normalised weights to ``data``."""
+        check_data(data)
         store = data[RATES]
         weight = user_item_norm(store.edge_index, data["user"].num_nodes,
                                 data["item"].num_nodes)
@@ -178,6 +179,7 @@ class UserCoOccurrenceGraph(BaseTransform):
         """Add the co-occurrence graph to ``data``."""
         import scipy.sparse as sp
 
+        check_data(data)
         num_users = data["user"].num_nodes
         num_items = data["item"].num_nodes
         user, item = data[RATES].edge_index.numpy()
@@ -552,6 +554,7 @@ class ItemKNNGraph(BaseTransform):
 
     def forward(self, data: HeteroData) -> HeteroData:
         """Add one kNN graph per modality to ``data``."""
+        check_data(data, interactions=False)
         names: list[str] = (modality_names(data) if self.modalities is None
                             else self.modalities)
         for m in names:

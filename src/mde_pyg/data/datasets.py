@@ -8,11 +8,13 @@ import json
 import os
 import os.path as osp
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 
 from torch_geometric.data import HeteroData, InMemoryDataset
 
 from mde_pyg.data.mmrec import DEFAULT_MODALITIES, read_mmrec
+from mde_pyg.files import atomic_path
 
 #: Google Drive folder of MMRec's processed Amazon datasets (baby.zip, ...).
 MMREC_DRIVE_FOLDER = "13cBy1EA_saTUuXxVllKgtfci2A09jyaG"
@@ -57,9 +59,11 @@ class MMRecDataset(InMemoryDataset):
         self.modalities: dict[str, str] = dict(
             DEFAULT_MODALITIES if modalities is None else modalities)
         self.url = url
-        # folders PyG creates before a download; removed again, if still
-        # empty, when the download fails
-        fresh, folder = [], osp.join(osp.abspath(root), "raw")
+        # folders PyG creates before a download or processing; removed
+        # again, if still empty, when either fails
+        processed = osp.join(osp.abspath(root), "processed")
+        fresh = [] if osp.isdir(processed) else [processed]
+        folder = osp.join(osp.abspath(root), "raw")
         while not osp.isdir(folder) and folder != osp.dirname(folder):
             fresh.append(folder)  # innermost first
             folder = osp.dirname(folder)
@@ -71,7 +75,56 @@ class MMRecDataset(InMemoryDataset):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)  # only ever removes an empty folder
             raise
-        self.load(self.processed_paths[0], data_cls=HeteroData)
+        self._load_processed()
+
+    def _load_processed(self) -> None:
+        """Load the processed file; rebuild it, with a warning, from the raw
+        files when it cannot be read (e.g. cut short by a run killed while
+        an older version wrote it in place).
+        """
+        path = self.processed_paths[0]
+        try:
+            self.load(path, data_cls=HeteroData)
+            return
+        except (MemoryError, PermissionError):
+            raise
+        except Exception as error:
+            if getattr(self, "_processed_now", False):  # rebuilding won't help
+                raise _unreadable(path, error) from error
+            warnings.warn(
+                f"The processed file '{path}' cannot be read "
+                f"({type(error).__name__}: {error}); rebuilding it from the "
+                f"raw files in '{self.raw_dir}'", stacklevel=3)
+        os.remove(path)
+        self._download()
+        self._process()
+        try:
+            self.load(path, data_cls=HeteroData)
+        except (MemoryError, PermissionError):
+            raise
+        except Exception as error:
+            raise _unreadable(path, error) from error
+
+    def _process(self) -> None:
+        # PyG reads its records of the pre-transform and pre-filter before
+        # deciding whether to process; one cut short by a killed run is
+        # only a record (written again on the next processing), so it is
+        # dropped instead of failing every later run.
+        import torch
+
+        for name in ("pre_transform.pt", "pre_filter.pt"):
+            path = osp.join(self.processed_dir, name)
+            if not osp.isfile(path):
+                continue
+            try:
+                torch.load(path, weights_only=False)
+            except (MemoryError, PermissionError):
+                raise
+            except Exception as error:
+                warnings.warn(f"Removing the unreadable '{path}' ({error})",
+                              stacklevel=4)
+                os.remove(path)
+        super()._process()
 
     @property
     def raw_file_names(self) -> list[str]:
@@ -134,15 +187,29 @@ class MMRecDataset(InMemoryDataset):
         shutil.rmtree(tmp, ignore_errors=True)
 
     def process(self) -> None:
-        """Read the raw files into one :class:`HeteroData` and save it."""
+        """Read the raw files into one :class:`HeteroData` and save it.
+
+        The file is written whole or not at all: saved to a temporary file
+        beside it, flushed to disk, then renamed over the processed path,
+        so that a run killed meanwhile leaves no truncated cache behind.
+        """
         data = read_mmrec(self.raw_dir, f"{self.name}.inter",
                           self.modalities)
         if self.pre_transform is not None:
             data = self.pre_transform(data)
-        self.save([data], self.processed_paths[0])
+        with atomic_path(self.processed_paths[0]) as tmp:
+            self.save([data], tmp)
+        self._processed_now = True
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.name})"
+
+
+def _unreadable(path: str, error: Exception) -> ValueError:
+    """The error for a processed file that cannot be read."""
+    return ValueError(
+        f"The processed file '{path}' cannot be read ({type(error).__name__}"
+        f": {error}); delete it to rebuild it from the raw files")
 
 
 class _AmazonMMRec(MMRecDataset):

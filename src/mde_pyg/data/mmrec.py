@@ -55,20 +55,36 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
     return osp.join(folder, found[0])
 
 
+#: Ids index tables of ``max id + 1`` rows (embeddings, degrees), so they
+#: must stay below this bound ...
+ID_BOUND = 2**31
+#: ... and leave at most half of those rows unused, beyond this many.
+ID_SLACK = 2**20
+
+_ID_RULE = ("ids must be 0-based indices below 2**31 that leave few gaps, "
+            "as in MMRec's format (users and items numbered 0..N-1); "
+            "remap them first")
+
+
 def _parse_int_column(values: np.ndarray, name: str, path: str,
                       line: np.ndarray) -> np.ndarray:
     """Parse one id column; ``line`` holds each row's line in the file."""
     try:
         out = values.astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         for row, value in enumerate(values):
             try:
-                int(value)
+                number = int(value)
             except ValueError:
                 raise ValueError(
                     f"{path}, line {line[row]}: column '{name}' holds "
                     f"'{value}', which is not an integer id; ids must be "
                     f"0-based integers (remap them first)"
+                ) from None
+            if not -ID_BOUND <= number < ID_BOUND:
+                raise ValueError(
+                    f"{path}, line {line[row]}: column '{name}' holds the "
+                    f"id {number}, which is too large; {_ID_RULE}"
                 ) from None
         raise  # pragma: no cover
     bad = np.flatnonzero(out < 0)
@@ -80,12 +96,44 @@ def _parse_int_column(values: np.ndarray, name: str, path: str,
     return out
 
 
+def _check_id_range(ids: np.ndarray, name: str, path: str,
+                    line: np.ndarray) -> None:
+    """Reject ids that would size a table far beyond the ids in use.
+
+    Users and items are rows ``0 .. max id`` of every table built from
+    them, so an id must stay below :data:`ID_BOUND`, and ``max id + 1``
+    may exceed twice the number of distinct ids only within
+    :data:`ID_SLACK` rows (gaps left by a filtered subset are fine, one
+    raw id such as ``5000000000`` is not).
+    """
+    top = int(np.argmax(ids))
+    size = int(ids[top]) + 1
+    if size > ID_BOUND:
+        raise ValueError(
+            f"{path}, line {line[top]}: column '{name}' holds the id "
+            f"{ids[top]}, which is too large; {_ID_RULE}")
+    if size <= ID_SLACK:
+        return
+    distinct = np.unique(ids).size
+    if size > 2 * distinct:
+        raise ValueError(
+            f"{path}, line {line[top]}: column '{name}' holds the id "
+            f"{ids[top]}, but only {distinct} distinct ids appear, so "
+            f"{size - distinct} of the {size} rows of every table would be "
+            f"unused; {_ID_RULE} (to 0..{distinct - 1})")
+
+
 def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read an MMRec ``.inter`` file.
 
     The file is tab separated with a header naming at least the columns
     ``userID``, ``itemID`` and ``x_label`` (``0`` train, ``1`` valid, ``2``
     test); ``rating``, ``timestamp`` and any other column are ignored.
+    Ids are 0-based and nearly contiguous (see :data:`ID_SLACK`), below
+    :data:`ID_BOUND`.
+
+    Args:
+        path (str): The ``.inter`` file.
 
     Returns:
         ``(user, item, split)`` as :obj:`int64` arrays.
@@ -126,6 +174,9 @@ def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     user = _parse_int_column(cols["userID"], "userID", path, line)
     item = _parse_int_column(cols["itemID"], "itemID", path, line)
     split = _parse_int_column(cols["x_label"], "x_label", path, line)
+    if user.size:
+        _check_id_range(user, "userID", path, line)
+        _check_id_range(item, "itemID", path, line)
     unknown = np.flatnonzero(~np.isin(split, list(_SPLITS)))
     if unknown.size:
         raise ValueError(
@@ -135,8 +186,55 @@ def read_inter(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return user, item, split
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_SAVE_HINT = "re-create it with numpy.save(path, x) for a [num_items, dim] x"
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """Load a ``.npy`` array, or raise a :class:`ValueError` that names
+    ``path`` and what is wrong with it (an ``.npz`` archive, another
+    format, a pickled object array, a truncated file).
+    """
+    with open(path, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if not magic:
+        raise ValueError(f"{path} is empty (0 bytes); {_SAVE_HINT}")
+    if magic.startswith(b"PK"):  # a zip archive, as numpy.savez writes
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                inside = f" (holding the arrays {archive.files})"
+        except Exception:  # a damaged archive: say what it is anyway
+            inside = ""
+        raise ValueError(
+            f"{path} is a zip (.npz) archive{inside}, not a .npy array; "
+            f"save the one feature matrix alone with numpy.save(path, x)")
+    if magic != _NPY_MAGIC:
+        raise ValueError(
+            f"{path} is not a NumPy .npy file (it starts with {magic!r}, "
+            f"not {_NPY_MAGIC!r}); {_SAVE_HINT}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise ValueError(
+                f"{path} holds a pickled object array, which is refused "
+                f"(unpickling can run arbitrary code); save a numeric "
+                f"array instead, e.g. numpy.save(path, "
+                f"np.asarray(x, dtype=np.float32))") from None
+        raise ValueError(f"{path} is truncated or corrupt ({error}); "
+                         f"{_SAVE_HINT}") from error
+    except (EOFError, OSError) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({error}); "
+                         f"{_SAVE_HINT}") from error
+
+
 def read_features(path: str, num_items: int) -> Tensor:
     """Load one modality's ``[num_items, dim]`` feature matrix as float32.
+
+    The file must be a ``.npy`` file (not ``.npz``, not pickled) of a 2-D
+    integer, boolean or floating point array whose values are finite in
+    float32 (magnitudes up to about ``3.4e38``); any other file raises a
+    :class:`ValueError` that names it.
 
     Args:
         path (str): A ``.npy`` file whose row ``n`` describes item ``n``.
@@ -147,7 +245,7 @@ def read_features(path: str, num_items: int) -> Tensor:
             f"Modality file '{path}' does not exist; pass an existing file "
             f"as 'modalities={{name: file}}' (--modality NAME=FILE)"
         )
-    x = np.load(path, allow_pickle=False)
+    x = _load_npy(path)
     if x.ndim != 2:
         raise ValueError(f"{path} has shape {x.shape}; expected a 2-D "
                          f"[num_items, dim] feature matrix")
@@ -156,17 +254,31 @@ def read_features(path: str, num_items: int) -> Tensor:
             f"{path} has {x.shape[0]} rows but the interactions name "
             f"{num_items} items; row n must hold the features of itemID n"
         )
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{path} has dtype {x.dtype}; expected numbers")
-    bad = ~np.isfinite(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{path} has dtype {x.dtype}; expected real "
+                         f"numbers (integer, boolean or floating point)")
+    # Checked after the cast: float64 values beyond float32's range
+    # become infinite in it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(out)
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
+        col = int(np.flatnonzero(bad[row])[0])
+        non_finite = int((~np.isfinite(x[bad])).sum())
+        too_large = int(bad.sum()) - non_finite
+        what = [f"{non_finite} NaN or infinite value(s)"] if non_finite \
+            else []
+        if too_large:
+            what.append(f"{too_large} value(s) too large for float32 (|x| > "
+                        f"{float(np.finfo(np.float32).max):.3g})")
         raise ValueError(
-            f"{path} has {int(bad.sum())} NaN or infinite value(s), the first "
-            f"in row {row} (itemID {row}); replace them (e.g. with zeros) "
-            f"before loading"
+            f"{path} has {' and '.join(what)}, the first in row {row} "
+            f"(itemID {row}, column {col}: {x[row, col]}); replace them "
+            f"(e.g. with zeros) or rescale the features before loading; "
+            f"they are stored as float32"
         )
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return torch.from_numpy(out)
 
 
 def _edge_index(user: np.ndarray, item: np.ndarray,
@@ -262,6 +374,105 @@ def read_mmrec(
                 f"them from the {split} rows for metrics that can reach 1",
                 stacklevel=2)
     return data
+
+
+def _node_count(data: HeteroData, node_type: str) -> int | None:
+    """``data[node_type].num_nodes`` as set or inferred, else :obj:`None`."""
+    if node_type not in data.node_types:
+        return None
+    with warnings.catch_warnings():  # PyG's "unable to infer" warning
+        warnings.simplefilter("ignore")
+        num = data[node_type].num_nodes
+    return None if num is None else int(num)
+
+
+def check_data(data: HeteroData, interactions: bool = True) -> None:
+    r"""Raise a :class:`ValueError` naming the first part of ``data`` that
+    does not fit its node counts, before a graph or a model is built.
+
+    Checked, in time linear in the edges and without copies: every item
+    (and user) feature matrix ``x`` or ``x_<m>`` is a 2-D floating point
+    tensor with one row per node; every ``*edge_index`` of every edge type
+    ``(src, rel, dst)`` is a ``[2, E]`` :obj:`torch.long` tensor whose ids
+    lie in ``[0, num_nodes)`` of ``src`` (row 0) and ``dst`` (row 1); and
+    an ``edge_weight`` has one entry per edge. :func:`read_mmrec` builds
+    such data; this catches a hand-built :class:`HeteroData` that would
+    otherwise fail deep inside a sparse product, or read out of bounds.
+
+    Args:
+        data (torch_geometric.data.HeteroData): The dataset.
+        interactions (bool, optional): Also require ``user`` and ``item``
+            node counts and the train ``edge_index`` of ``('user',
+            'rates', 'item')``, which every model and the user-item graph
+            builders read. (default: :obj:`True`)
+    """
+    sizes = {t: _node_count(data, t) for t in data.node_types}
+    if interactions:
+        for node_type in ("user", "item"):
+            if sizes.get(node_type) is None:
+                raise ValueError(
+                    f"data['{node_type}'].num_nodes is not set; set it to "
+                    f"the number of {node_type}s (ids 0..N-1)")
+        if RATES not in data.edge_types or "edge_index" not in data[RATES]:
+            raise ValueError(
+                f"data[{RATES}].edge_index is missing; it holds the train "
+                f"interactions as a [2, E] tensor of (user, item) ids "
+                f"(see mde_pyg.data.read_mmrec)")
+    for node_type, num in sizes.items():
+        store = data[node_type]
+        for key, x in store.items():
+            if num is None or not isinstance(x, Tensor) or not (
+                    key == "x" or key.startswith("x_")):
+                continue
+            where = f"data['{node_type}'].{key}"
+            if x.dim() != 2 or not x.is_floating_point():
+                raise ValueError(
+                    f"{where} is a {x.dtype} tensor of shape "
+                    f"{tuple(x.shape)}; expected a 2-D floating point "
+                    f"[num_{node_type}s, dim] matrix (e.g. x.float())")
+            if x.size(0) != num:
+                raise ValueError(
+                    f"{where} has {x.size(0)} rows but "
+                    f"data['{node_type}'].num_nodes is {num}; row n must "
+                    f"hold the features of {node_type} n")
+    for edge_type in data.edge_types:
+        store = data[edge_type]
+        num_edges = None
+        for key, index in store.items():
+            if not (key.endswith("edge_index") and isinstance(index, Tensor)):
+                continue
+            where = f"data[{edge_type}].{key}"
+            if index.dim() != 2 or index.size(0) != 2 \
+                    or index.dtype != torch.long:
+                raise ValueError(
+                    f"{where} is a {index.dtype} tensor of shape "
+                    f"{tuple(index.shape)}; expected a [2, E] torch.long "
+                    f"tensor of (source, target) ids")
+            if key == "edge_index":
+                num_edges = index.size(1)
+            if index.numel() == 0:
+                continue
+            for row, node_type in ((0, edge_type[0]), (1, edge_type[2])):
+                num = sizes.get(node_type)
+                low, high = (int(v) for v in torch.aminmax(index[row]))
+                if low < 0:
+                    edge = int((index[row] == low).nonzero()[0])
+                    raise ValueError(
+                        f"{where} names the negative {node_type} id {low} "
+                        f"(row {row}, edge {edge}); ids must be 0-based")
+                if num is not None and high >= num:
+                    edge = int((index[row] == high).nonzero()[0])
+                    raise ValueError(
+                        f"{where} names the {node_type} id {high} (row "
+                        f"{row}, edge {edge}), but data['{node_type}']"
+                        f".num_nodes is {num}; ids must lie in [0, {num})")
+        weight = store.get("edge_weight")
+        if isinstance(weight, Tensor) and num_edges is not None and (
+                weight.dim() != 1 or weight.numel() != num_edges):
+            raise ValueError(
+                f"data[{edge_type}].edge_weight has shape "
+                f"{tuple(weight.shape)} but edge_index has {num_edges} "
+                f"edges; expected one weight per edge")
 
 
 def modality_names(data: HeteroData) -> list[str]:

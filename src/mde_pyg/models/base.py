@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from mde_pyg.data.mmrec import check_data
+
 #: Ranges of the hyper-parameters several models share, checked by
 #: :meth:`Recommender.check_hparams`: name -> (bound, whether the bound
 #: itself is allowed).
@@ -194,13 +196,16 @@ class Recommender(nn.Module):
         """Build the model for the graphs in ``data`` (see
         :class:`mde_pyg.transforms.MultiModalGraphs`).
 
-        The hyper-parameters are checked first (:meth:`check_hparams`).
-        All of the constructor's, the defaults filled in, are kept as
+        The hyper-parameters are checked first (:meth:`check_hparams`),
+        then ``data`` (:func:`mde_pyg.data.mmrec.check_data`: feature rows
+        and edge ids within the node counts). All of the constructor's
+        hyper-parameters, the defaults filled in, are kept as
         plain Python values in the model's ``hparams`` attribute, which
         :class:`~mde_pyg.train.Trainer` records in its checkpoints (a
         resumed run must have the same ones).
         """
         cls.check_hparams(hparams)
+        check_data(data)
         model = cls(data, **hparams)
         model.hparams = plain_values({**cls.default_hparams(), **hparams})
         return model

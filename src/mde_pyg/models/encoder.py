@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -124,15 +125,27 @@ def check_modality_weights(weights: Mapping[str, float] | None,
     """
     if weights is None:
         return default_modality_weights(modalities)
-    weights = dict(weights)
-    if set(weights) != set(modalities):
+    names = list(modalities)
+    if not isinstance(weights, Mapping):
         raise ValueError(
-            f"'modality_weights' must name every modality {list(modalities)}"
+            f"'modality_weights' must be a mapping from each modality "
+            f"{names} to a non-negative weight, got {weights!r}; pass e.g. "
+            f"{default_modality_weights(names)}")
+    weights = dict(weights)
+    if set(weights) != set(names):
+        raise ValueError(
+            f"'modality_weights' must name every modality {names}"
             f" exactly once, got {list(weights)}")
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"'modality_weights' must be non-negative with a "
-                         f"positive sum, got {weights}")
-    return {m: float(weights[m]) for m in modalities}
+    try:
+        floats = {m: float(weights[m]) for m in names}
+    except (TypeError, ValueError):
+        floats = None
+    if floats is None or not all(
+            math.isfinite(w) and w >= 0 for w in floats.values()) or \
+            sum(floats.values()) <= 0:
+        raise ValueError(f"'modality_weights' must be non-negative numbers "
+                         f"with a positive sum, got {weights}")
+    return floats
 
 
 def feature_mlp(in_dim: int, out_dim: int, hidden_dim: int | None

@@ -17,7 +17,11 @@ from mde_pyg.models.encoder import (
     feature_buffers,
 )
 from mde_pyg.nn.conv import SimpleGraphConv
-from mde_pyg.nn.fusion import PreferenceFusion
+from mde_pyg.nn.fusion import (
+    PreferenceFusion,
+    check_fusion_mode,
+    check_preference,
+)
 from mde_pyg.nn.graphs import GraphBuffers
 from mde_pyg.nn.tradeoff import LearnableTradeoff, NodeLevelTradeoff
 
@@ -109,7 +113,7 @@ class MDE(Recommender):
         fusion: str = "concat",
         residual: bool = True,
         tradeoff: str = "node",
-        global_preference: Sequence[float] | None = None,
+        global_preference: Mapping[str, float] | Sequence[float] | None = None,
         detach_tradeoff: bool = True,
         symmetric_msa: bool = True,
         unique_nodes: bool = False,
@@ -124,6 +128,7 @@ class MDE(Recommender):
         if tradeoff not in TRADEOFFS:
             raise ValueError(f"'tradeoff' must be one of {TRADEOFFS}, got "
                              f"'{tradeoff}'")
+        check_fusion_mode(fusion, "fusion")
         self.check_hparams({  # also when built directly, not by from_data
             "tau": tau, "num_layers": num_layers, "lambda_1": lambda_1,
             "lambda_2": lambda_2, "reg_weight": reg_weight})
@@ -179,14 +184,22 @@ class MDE(Recommender):
         num = len(self.modalities)
         if value is None:
             return [1.0 / num] * num
-        if isinstance(value, Mapping):
-            names = set(value)
-            if names != set(self.modalities):
-                raise ValueError(
-                    f"'global_preference' must name each modality "
-                    f"{self.modalities} once, got {sorted(names)}")
-            return [float(value[m]) for m in self.modalities]
-        return [float(v) for v in value]
+        if not isinstance(value, Mapping):
+            return check_preference(value, self.modalities,
+                                    "global_preference")
+        names = set(value)
+        if names != set(self.modalities):
+            raise ValueError(
+                f"'global_preference' must name each modality "
+                f"{self.modalities} once, got {sorted(names, key=str)}")
+        try:
+            return check_preference([value[m] for m in self.modalities],
+                                    self.modalities, "global_preference")
+        except ValueError:
+            raise ValueError(
+                f"'global_preference' must map each modality "
+                f"{self.modalities} to a non-negative number, the numbers "
+                f"summing to 1, got {dict(value)!r}") from None
 
     @property
     def features(self) -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from mde_pyg.data.mmrec import check_data
 from mde_pyg.models.base import Recommender
 
 
@@ -63,6 +64,7 @@ class MostPop(Recommender):
             raise TypeError(
                 f"MostPop takes no hyper-parameters, got {sorted(hparams)}"
             )
+        check_data(data)
         num_items = int(data["item"].num_nodes)
         item = data["user", "rates", "item"].edge_index[1]
         popularity = torch.bincount(item.cpu(), minlength=num_items)

@@ -2,10 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+
+FUSION_MODES = ("concat", "sum")
+
+
+def check_fusion_mode(mode: str, name: str = "mode") -> str:
+    """Return ``mode`` if it is one of :data:`FUSION_MODES`.
+
+    Args:
+        mode (str): The fusion mode.
+        name (str, optional): The argument's name in the error message, as
+            the caller spelled it (:class:`~mde_pyg.models.MDE` passes
+            ``"fusion"``). (default: ``"mode"``)
+    """
+    if mode not in FUSION_MODES:
+        raise ValueError(
+            f"'{name}' must be 'concat' (the weighted modalities side by "
+            f"side) or 'sum' (added up), got {mode!r}")
+    return mode
+
+
+def check_preference(values: Sequence[float], modalities: Sequence[str],
+                     name: str = "fixed_preference") -> list[float]:
+    """Return a fixed preference as floats, one per modality.
+
+    Args:
+        values (Sequence[float]): One non-negative number per modality,
+            summing to 1.
+        modalities (Sequence[str]): The modality names, in order.
+        name (str, optional): The argument's name in the error message, as
+            the caller spelled it (:class:`~mde_pyg.models.MDE` passes
+            ``"global_preference"``). (default: ``"fixed_preference"``)
+    """
+    names = list(modalities)
+    want = (f"'{name}' must hold {len(names)} non-negative numbers summing "
+            f"to 1, one per modality {names}")
+    example = [round(1 / max(len(names), 1), 3)] * len(names)
+    if isinstance(values, (str, bytes, Mapping)):
+        raise ValueError(f"{want}, got {values!r}; pass e.g. {example}")
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{want}, got {values!r}; pass e.g. "
+                         f"{example}") from None
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{want}, got {values!r}") from None
+    if (len(floats) != len(names)
+            or not all(math.isfinite(v) and v >= 0 for v in floats)
+            or not abs(sum(floats) - 1.0) <= 1e-5):
+        raise ValueError(f"{want}, got {values!r}")
+    return floats
 
 
 class PreferenceFusion(nn.Module):
@@ -40,9 +93,7 @@ class PreferenceFusion(nn.Module):
         fixed_preference: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if mode not in ("concat", "sum"):
-            raise ValueError(f"'mode' must be 'concat' or 'sum', got "
-                             f"'{mode}'")
+        check_fusion_mode(mode)
         self.num_nodes = num_nodes
         self.modalities = list(modalities)
         self.mode = mode
@@ -51,13 +102,9 @@ class PreferenceFusion(nn.Module):
                 torch.empty(num_nodes, len(self.modalities)))
             self.register_buffer("fixed", None)
         else:
-            fixed = torch.tensor(list(fixed_preference), dtype=torch.float)
-            if (fixed.numel() != len(self.modalities) or (fixed < 0).any()
-                    or abs(float(fixed.sum()) - 1.0) > 1e-5):
-                raise ValueError(
-                    f"'fixed_preference' must hold {len(self.modalities)} "
-                    f"non-negative values summing to 1 (one per modality "
-                    f"{self.modalities}), got {list(fixed_preference)}")
+            fixed = torch.tensor(
+                check_preference(fixed_preference, self.modalities),
+                dtype=torch.float)
             self.weight = None
             self.register_buffer("fixed", fixed)
         self.reset_parameters()

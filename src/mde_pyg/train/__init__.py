@@ -10,9 +10,11 @@ from mde_pyg.train.grid import (
 from mde_pyg.train.recommend import iter_recommend, recommend
 from mde_pyg.train.sampler import NegativeSampler
 from mde_pyg.train.trainer import (
+    CheckpointError,
     ResumeMismatchError,
     Trainer,
     check_trainer_args,
+    load_checkpoint,
     seed_everything,
 )
 
@@ -21,12 +23,14 @@ __all__ = [
     "Evaluator",
     "Trainer",
     "ResumeMismatchError",
+    "CheckpointError",
     "GridConfigError",
     "best_index",
     "check_grid",
     "check_trainer_args",
     "grid_search",
     "iter_recommend",
+    "load_checkpoint",
     "recommend",
     "seed_everything",
 ]

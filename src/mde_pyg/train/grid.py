@@ -13,10 +13,10 @@ from typing import Any
 from sklearn.model_selection import ParameterGrid
 from torch_geometric.data import HeteroData
 
+from mde_pyg.files import atomic_write_text
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.trainer import (
     Trainer,
-    atomic_write_text,
     check_trainer_args,
     seed_everything,
 )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
+from mde_pyg.files import atomic_save, atomic_write_json
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.evaluator import Evaluator, _model_device, split_edges
 from mde_pyg.train.sampler import NegativeSampler
@@ -35,6 +34,13 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device"})
 class ResumeMismatchError(ValueError):
     """``fit(resume=True)`` found a checkpoint written under other
     settings; raised before anything is loaded or trained.
+    """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that :func:`torch.load` cannot read (truncated,
+    or not written by mde-pyg) or that lacks an entry it must hold; the
+    message names the file and what to do.
     """
 
 
@@ -74,65 +80,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None],
-                 mode: str = "w") -> None:
-    """Write ``path`` through a temporary file in the same folder.
+def load_checkpoint(path: str | os.PathLike, keys: Iterable[str] = (),
+                    fix: str = "delete it and train again",
+                    ) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_save` onto the CPU and
+    check that it holds ``keys``.
 
-    The file appears under its name only once fully written
-    (:func:`os.replace`), so a crash or an error leaves the previous
-    version (or nothing) in place.
+    .. code-block:: python
+
+        state = load_checkpoint("runs/mde/best.pt", ["model"])
 
     Args:
-        path (str or os.PathLike): Destination file.
-        write (Callable): Called with the open temporary file.
-        mode (str, optional): ``"w"`` (text) or ``"wb"``.
-            (default: ``"w"``)
+        path (str or os.PathLike): The file (``last.pt`` or ``best.pt``).
+        keys (Iterable[str], optional): Entries the checkpoint must have.
+            (default: :obj:`()`)
+        fix (str, optional): What to do about a bad file, the end of the
+            error message. (default: ``"delete it and train again"``)
+
+    Raises:
+        CheckpointError: The file is truncated, is not a checkpoint of
+            mde-pyg, or lacks one of ``keys``.
+        OSError: The file cannot be opened (missing, a folder, no
+            permission).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """Save ``obj`` with :func:`torch.save`, atomically.
-
-    Args:
-        obj (Any): What to save.
-        path (str or os.PathLike): Destination file.
-    """
-    atomic_write(path, lambda f: torch.save(obj, f), "wb")
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to ``path``, atomically.
-
-    Args:
-        text (str): File content.
-        path (str or os.PathLike): Destination file.
-    """
-    atomic_write(path, lambda f: f.write(text), "w")
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON to ``path``, atomically.
-
-    Args:
-        obj (Any): A JSON-serialisable object.
-        path (str or os.PathLike): Destination file.
-    """
-    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+    with open(path, "rb") as f:  # an OSError of opening names the file
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch.load's many kinds of bad bytes
+            # torch's first sentence ("PytorchStreamReader failed reading
+            # zip archive: failed finding central directory"), not advice
+            lines = str(error).strip().splitlines()
+            reason = (lines[0].split(". ")[0][:200] if lines
+                      else type(error).__name__)
+            raise CheckpointError(
+                f"'{path}' is truncated or not a mde-pyg checkpoint "
+                f"({reason}); {fix}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"'{path}' holds a {type(state).__name__}, not the dict of a "
+            f"mde-pyg checkpoint; {fix}")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"'{path}' has no {', '.join(repr(k) for k in missing)} "
+            f"entr{'ies' if len(missing) > 1 else 'y'}: it is not a "
+            f"complete mde-pyg checkpoint; {fix}")
+    return state
 
 
 def data_sizes(data: HeteroData) -> dict[str, int]:
@@ -190,6 +184,22 @@ def check_trainer_args(**kwargs: Any) -> None:
     weight_decay = number("weight_decay")
     if weight_decay is not None and not weight_decay >= 0:
         raise ValueError(f"'weight_decay' must be >= 0, got {weight_decay}")
+
+
+def _parse_device(device: torch.device | str) -> torch.device:
+    """Return ``device`` as a :class:`torch.device`, or raise a
+    :class:`ValueError` naming the argument and its valid forms.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"'device' must be 'cpu', 'cuda', 'cuda:0' (a GPU's index) or "
+            f"a torch.device, got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"'device' is {device!r} but CUDA is not available; "
+                         f"use 'cpu'")
+    return parsed
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -303,7 +313,8 @@ class Trainer:
         seed (int, optional): Seed of Python, NumPy, PyTorch and of the
             generator for shuffling and negative sampling; set when
             :meth:`fit` starts a new run. (default: :obj:`0`)
-        device (torch.device or str, optional): Where to train; the model is
+        device (torch.device or str, optional): Where to train (``"cpu"``,
+            ``"cuda"``, ``"cuda:0"``, a :class:`torch.device`); the model is
             moved there. (default: :obj:`None`: where the model is)
         precision (str, optional): ``"fp32"``, or ``"bf16"`` for
             :func:`torch.autocast` with :obj:`torch.bfloat16` in the loss
@@ -353,7 +364,7 @@ class Trainer:
         )
 
         self.device = (
-            _model_device(model) if device is None else torch.device(device)
+            _model_device(model) if device is None else _parse_device(device)
         )
         self.model = model.to(self.device)
         self.data = data
@@ -628,7 +639,9 @@ class Trainer:
                 settings than the checkpoint's (see :attr:`config`) raise
                 :class:`ResumeMismatchError`; one unknown on either side
                 (``model_hparams`` of a model not built by ``from_data``)
-                is not compared. (default: :obj:`False`)
+                is not compared; a ``last.pt`` that cannot be read or
+                lacks an entry raises :class:`CheckpointError`.
+                (default: :obj:`False`)
 
         Returns:
             A dict with ``model`` (the model, best weights loaded),
@@ -642,7 +655,10 @@ class Trainer:
             raise ValueError("'resume=True' needs an 'output_dir'")
         self._reset_state()
         if resume and last is not None and last.exists():
-            state = torch.load(last, map_location="cpu", weights_only=True)
+            state = load_checkpoint(
+                last, self._resume_keys(),
+                "delete it, or train without resume (mde-pyg train "
+                "without --resume) to start the run again")
             self._check_resume(state.get("config", {}), last)
             self.load_state_dict(state)
         else:
@@ -669,6 +685,16 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self._result()
+
+    def _resume_keys(self) -> list[str]:
+        """The entries of ``last.pt`` that :meth:`load_state_dict` reads."""
+        keys = ["epoch", "model", "sampler", "rng", "history", "best",
+                "best_state"]
+        if self.optimizer is not None:
+            keys.append("optimizer")
+        if self.estimator_optimizer is not None:
+            keys.append("estimator_optimizer")
+        return keys
 
     def _check_resume(self, saved: dict[str, Any], path: Path) -> None:
         """Refuse to continue a run under other settings than it started

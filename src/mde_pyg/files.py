@@ -1,0 +1,93 @@
+"""Atomic file writes: a file appears under its name only once complete.
+
+Results, checkpoints and processed datasets are written to a temporary
+file beside their destination, flushed to disk and renamed over it
+(:func:`os.replace`), so a crash, an error or Ctrl-C leaves the previous
+version (or nothing) in place, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it is synced to
+    disk and renamed to ``path``, on any error (or interrupt) removed.
+
+    .. code-block:: python
+
+        with atomic_path("processed/data.pt") as tmp:
+            torch.save(obj, tmp)
+
+    Args:
+        path (str or os.PathLike): Destination file. Its folder is created
+            when missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None],
+                 mode: str = "w") -> None:
+    """Write ``path`` through :func:`atomic_path`.
+
+    Args:
+        path (str or os.PathLike): Destination file.
+        write (Callable): Called with the open temporary file.
+        mode (str, optional): ``"w"`` (text) or ``"wb"``.
+            (default: ``"w"``)
+    """
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        write(f)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """Save ``obj`` with :func:`torch.save`, atomically.
+
+    Args:
+        obj (Any): What to save.
+        path (str or os.PathLike): Destination file.
+    """
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path``, atomically.
+
+    Args:
+        text (str): File content.
+        path (str or os.PathLike): Destination file.
+    """
+    atomic_write(path, lambda f: f.write(text), "w")
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON to ``path``, atomically.
+
+    Args:
+        obj (Any): A JSON-serialisable object.
+        path (str or os.PathLike): Destination file.
+    """
+    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)

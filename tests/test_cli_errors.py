@@ -1,0 +1,199 @@
+"""Bad input to ``mde-pyg`` and to the examples: one line on stderr that
+names the file, row or option and the fix; exit status 2; nothing
+written."""
+
+import importlib.util
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mde_pyg.cli import main
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def tiny_args(tiny_folder, out, model="mostpop", *extra):
+    return ["train", "--model", model, "--data", str(tiny_folder),
+            "--modality", "text=text.npy", "--ks", "1,2", "--eval-metric",
+            "recall@2", "--k-user", "2", "--k-item", "2", "--no-progress",
+            "--output", str(out), *extra]
+
+
+def usage_error(capsys, argv):
+    """Run ``main(argv)``; return its one-line error (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mde-pyg: error: ")
+    return last
+
+
+def test_a_bad_row_of_an_amazon_dataset_names_dataset_file_and_row(
+        tmp_path, capsys):
+    raw = tmp_path / "baby" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "baby.inter").write_text(
+        "userID\titemID\tx_label\n0\t0\t0\n1\t1\t1\n0\tseven\t2\n")
+    for name in ("image_feat.npy", "text_feat.npy"):
+        np.save(raw / name, np.zeros((2, 3), dtype=np.float32))
+    out = tmp_path / "out"
+    err = usage_error(capsys, [
+        "train", "--model", "mostpop", "--dataset", "baby", "--root",
+        str(tmp_path / "baby"), "--no-progress", "--output", str(out)])
+    assert err.startswith(f"mde-pyg: error: cannot load the 'baby' "
+                          f"dataset from '{tmp_path / 'baby'}': ")
+    # the reader's own message names the file, the row and the value
+    assert f"{raw / 'baby.inter'}, line 4" in err and "'seven'" in err
+    assert not out.exists()
+    # and no empty processed/ folder is left beside raw/
+    assert sorted(p.name for p in (tmp_path / "baby").iterdir()) == ["raw"]
+
+
+def test_train_output_that_is_a_file_fails_before_training(
+        tiny_folder, tmp_path, capsys, monkeypatch):
+    from mde_pyg import cli
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before --output was "
+                             "checked")
+
+    monkeypatch.setattr(cli, "load_data_source", no_data)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    err = usage_error(capsys, tiny_args(tiny_folder, taken))
+    assert err == (f"mde-pyg: error: --output '{taken}' is an existing "
+                   f"file, not a folder; give a new folder (or the folder "
+                   f"of the run to --resume)")
+    err = usage_error(capsys, tiny_args(tiny_folder, taken / "a" / "b"))
+    assert err == (f"mde-pyg: error: --output '{taken / 'a' / 'b'}' cannot "
+                   f"be made: '{taken}' is a file, not a folder; give "
+                   f"another --output")
+    assert taken.read_text() == "mine\n"
+
+
+def test_recommend_output_that_is_a_folder_fails_before_loading(
+        tmp_path, capsys):
+    # The run does not exist: the --output check comes first.
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    err = usage_error(capsys, ["recommend", str(tmp_path / "no_run"),
+                               "--output", str(folder)])
+    assert err == (f"mde-pyg: error: --output '{folder}' is a folder; give "
+                   f"a file name, e.g. --output "
+                   f"{folder / 'recommendations.tsv'}")
+    (tmp_path / "file").write_text("")
+    err = usage_error(capsys, ["recommend", str(tmp_path / "no_run"),
+                               "--output", str(tmp_path / "file" / "r.tsv")])
+    assert f"'{tmp_path / 'file'}' is a file, not a folder" in err
+    assert list(folder.iterdir()) == []
+
+
+def test_resume_from_a_truncated_last_checkpoint(tiny_folder, tmp_path,
+                                                 capsys):
+    out = tmp_path / "run"
+    args = tiny_args(tiny_folder, out, "lightgcn", "--max-epochs", "1")
+    assert main(args) == 0
+    last = out / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    results = (out / "results.json").read_text()
+    err = usage_error(capsys, args + ["--max-epochs", "2", "--resume"])
+    assert err.startswith(f"mde-pyg: error: cannot --resume: '{last}' is "
+                          f"truncated or not a mde-pyg checkpoint (")
+    assert err.endswith("; delete it, or train without resume (mde-pyg "
+                        "train without --resume) to start the run again")
+    assert (out / "results.json").read_text() == results  # not rewritten
+
+
+def test_recommend_with_a_bad_run(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_folder, out)) == 0
+    best = out / "best.pt"
+    raw = best.read_bytes()
+    best.write_bytes(raw[:len(raw) // 2])
+    err = usage_error(capsys, ["recommend", str(out)])
+    assert err.startswith(f"mde-pyg: error: cannot load the run '{out}': "
+                          f"'{best}' is truncated or not a mde-pyg "
+                          f"checkpoint (")
+    assert err.endswith("; train the run again (or restore the file from a "
+                        "copy)")
+    assert not (out / "recommendations.tsv").exists()
+    best.write_bytes(raw)
+    summary = json.loads((out / "results.json").read_text())
+    del summary["model"]
+    (out / "results.json").write_text(json.dumps(summary))
+    err = usage_error(capsys, ["recommend", str(out)])
+    assert f"'{out / 'results.json'}' has no \"model\"" in err
+    assert err.endswith("train the run again")
+
+
+def test_a_bad_device_names_the_valid_forms(tiny_folder, tmp_path, capsys):
+    err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "o",
+                                        "mostpop", "--device", "gpu"))
+    assert err == ("mde-pyg: error: invalid --device 'gpu'; give cpu, cuda "
+                   "or cuda:N (the index of a GPU)")
+
+
+# Examples #####################################################################
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def example_error(capsys, monkeypatch, name, *argv):
+    """Run the example's ``main`` on ``argv``; return its one-line error."""
+    example = load_example(name)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    with pytest.raises(SystemExit) as info:
+        example.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
+def test_examples_reject_a_modality_without_its_file(
+        name, tiny_folder, capsys, monkeypatch):
+    # 'text' alone names no file: rejected as mde-pyg rejects it.
+    err = example_error(capsys, monkeypatch, name, "--data",
+                        str(tiny_folder), "--modality", "text")
+    assert err == (f"{name}.py: error: --modality expects KEY=VALUE, got "
+                   f"'text'")
+    # The synthetic data has its own modalities: --modality needs --data.
+    err = example_error(capsys, monkeypatch, name, "--modality",
+                        "text=text.npy")
+    assert err == (f"{name}.py: error: --modality needs --data FOLDER (the "
+                   f"synthetic data has its own modalities)")
+
+
+@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
+def test_examples_name_a_missing_feature_file(name, tiny_folder, capsys,
+                                              monkeypatch):
+    err = example_error(capsys, monkeypatch, name, "--data",
+                        str(tiny_folder), "--modality", "text=missing.npy")
+    assert err.startswith(f"{name}.py: error: cannot read '{tiny_folder}': ")
+    assert f"'{tiny_folder / 'missing.npy'}' does not exist" in err
+
+
+def test_custom_model_exits_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, osp.join(ROOT, "examples", "custom_model.py"),
+         "--data", str(tmp_path / "nowhere")],
+        capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"custom_model.py: error: data folder '{tmp_path / 'nowhere'}' does "
+        f"not exist")

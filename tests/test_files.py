@@ -1,0 +1,34 @@
+import json
+
+import pytest
+import torch
+
+from mde_pyg.files import atomic_path, atomic_save, atomic_write_json
+
+
+def test_atomic_path_replaces_only_when_complete(tmp_path):
+    path = tmp_path / "sub" / "out.txt"
+    with atomic_path(path) as tmp:
+        assert not path.exists()  # nothing under the name while writing
+        with open(tmp, "w") as f:
+            f.write("first")
+    assert path.read_text() == "first"
+    with pytest.raises(RuntimeError, match="stop"):
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("stop")
+    assert path.read_text() == "first"  # the previous version stays
+    assert [p.name for p in path.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_save_and_json_round_trip(tmp_path):
+    state = {"epoch": 3, "w": torch.arange(4.0)}
+    atomic_save(state, tmp_path / "last.pt")
+    loaded = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["w"], state["w"])
+    atomic_write_json({"recall@20": 0.25}, tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text()) == {
+        "recall@20": 0.25}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt",
+                                                          "results.json"]

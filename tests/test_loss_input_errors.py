@@ -1,0 +1,168 @@
+"""Bad input shapes to the losses: a clear error, never a silent
+broadcast; same-shape input keeps the formula's value."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mde_pyg.losses import (
+    BPRLoss,
+    MDALoss,
+    MSALoss,
+    NegL2Distance,
+    SoloSimLoss,
+    bpr_loss,
+    club_nll,
+    club_upper_bound,
+    cosine_prediction_loss,
+    embedding_bpr_loss,
+    gaussian_log_likelihood,
+    hypergraph_contrastive_loss,
+    info_nce,
+    inner_product_info_nce,
+    mda_loss,
+    msa_loss,
+    multi_msa_loss,
+    neg_l2_distance,
+    solo_sim_loss,
+)
+
+_GEN = torch.Generator().manual_seed(0)
+
+
+def _rand(*shape):
+    return torch.randn(*shape, generator=_GEN)
+
+
+def _msg(text: str) -> str:
+    return re.escape(text)
+
+
+# (call, the start of its message: function, argument names, shapes)
+MISMATCHED = [
+    (lambda: bpr_loss(_rand(4), _rand(4, 1)),
+     "bpr_loss: 'pos' has shape (4,) but 'neg' has shape (4, 1); pass two "
+     "tensors of the same shape"),
+    (lambda: BPRLoss()(_rand(4), _rand(3)),
+     "bpr_loss: 'pos' has shape (4,) but 'neg' has shape (3,)"),
+    (lambda: embedding_bpr_loss(_rand(4, 3), _rand(4, 3), _rand(1, 3)),
+     "embedding_bpr_loss: 'user' has shape (4, 3) but 'neg' has shape "
+     "(1, 3)"),
+    (lambda: cosine_prediction_loss(_rand(4, 3), _rand(2, 3)),
+     "cosine_prediction_loss: 'online' has shape (4, 3) but 'target' has "
+     "shape (2, 3)"),
+    (lambda: neg_l2_distance(_rand(4, 3), _rand(1, 3)),
+     "neg_l2_distance: 'a' has shape (4, 3) but 'b' has shape (1, 3)"),
+    (lambda: NegL2Distance()(_rand(4, 3), _rand(4, 1)),
+     "neg_l2_distance: 'a' has shape (4, 3) but 'b' has shape (4, 1)"),
+    (lambda: info_nce(_rand(4, 3), _rand(5, 3)),
+     "info_nce: 'a' has shape (4, 3) but 'b' has shape (5, 3)"),
+    (lambda: info_nce(_rand(4, 3), _rand(4, 2), symmetric=False),
+     "info_nce: 'a' has shape (4, 3) but 'b' has shape (4, 2)"),
+    (lambda: info_nce(_rand(4), _rand(4)),
+     "info_nce: 'a' must have 2 dimensions, got shape (4,)"),
+    (lambda: inner_product_info_nce(_rand(4, 3), _rand(3, 3)),
+     "inner_product_info_nce: 'a' has shape (4, 3) but 'b' has shape "
+     "(3, 3)"),
+    (lambda: msa_loss(_rand(4, 3), _rand(5, 3)),
+     "msa_loss: 'x_a' has shape (4, 3) but 'x_b' has shape (5, 3)"),
+    (lambda: solo_sim_loss(_rand(4, 3), _rand(5, 3)),
+     "solo_sim_loss: 'z_a' has shape (4, 3) but 'z_b' has shape (5, 3)"),
+    (lambda: hypergraph_contrastive_loss(_rand(4, 3), _rand(1, 3),
+                                         _rand(6, 3)),
+     "hypergraph_contrastive_loss: 'anchor' has shape (4, 3) but "
+     "'positive' has shape (1, 3)"),
+    (lambda: hypergraph_contrastive_loss(_rand(4, 3), _rand(4, 3),
+                                         _rand(6, 2)),
+     "hypergraph_contrastive_loss: 'candidates' has shape (6, 2) but "
+     "'anchor' has shape (4, 3)"),
+    (lambda: gaussian_log_likelihood(_rand(4, 3), _rand(4, 3), _rand(1, 3)),
+     "gaussian_log_likelihood: 'mu' has shape (4, 3) but 'y' has shape "
+     "(1, 3)"),
+    (lambda: club_upper_bound(_rand(4, 3), _rand(4, 3), _rand(1, 3)),
+     "club_upper_bound: 'mu' has shape (4, 3) but 'y' has shape (1, 3)"),
+    (lambda: club_upper_bound(_rand(3, 2), _rand(3, 2), _rand(3, 2),
+                              torch.tensor([1, 0])),
+     "club_upper_bound: 'perm' has shape (2,) but 'y' has 3 rows"),
+    (lambda: club_nll(_rand(4, 3), _rand(4, 1), _rand(4, 3)),
+     "club_nll: 'mu' has shape (4, 3) but 'logvar' has shape (4, 1)"),
+    (lambda: mda_loss({"image": _rand(4, 3), "text": _rand(5, 3)}),
+     "mda_loss: 'image' has shape (4, 3) but 'text' has shape (5, 3); "
+     "pass one tensor per modality in 'x'"),
+    (lambda: MDALoss()([_rand(4, 3), _rand(4, 2)]),
+     "mda_loss: 'x[0]' has shape (4, 3) but 'x[1]' has shape (4, 2)"),
+    (lambda: multi_msa_loss({"v": _rand(4, 3), "t": _rand(3, 3)}),
+     "multi_msa_loss: 'v' has shape (4, 3) but 't' has shape (3, 3)"),
+    (lambda: MSALoss()({"v": _rand(4), "t": _rand(4)}),
+     "multi_msa_loss: 'v' must have 2 dimensions, got shape (4,)"),
+    (lambda: SoloSimLoss()({"text": _rand(4, 3), "image": _rand(2, 3)}),
+     "SoloSimLoss: 'text' has shape (4, 3) but 'image' has shape (2, 3); "
+     "pass one tensor per modality in 'z'"),
+]
+
+
+@pytest.mark.parametrize("call, message", MISMATCHED)
+def test_mismatched_shapes_name_the_arguments(call, message):
+    with pytest.raises(ValueError, match=_msg(message)):
+        call()
+
+
+def test_errors_say_how_to_fix():
+    with pytest.raises(ValueError, match="pass two tensors of the same "
+                       "shape, one score per"):
+        bpr_loss(_rand(4), _rand(4, 1))
+    with pytest.raises(ValueError, match=_msg(
+            "pass two [B, d] matrices of the same shape, row n of 'b' the "
+            "positive of row n of 'a'")):
+        inner_product_info_nce(_rand(4, 3), _rand(5, 3))
+    with pytest.raises(ValueError, match=_msg(
+            "pass a permutation of the 3 row ids, of shape (3,)")):
+        club_upper_bound(_rand(3, 2), _rand(3, 2), _rand(3, 2),
+                         torch.tensor([0, 1, 2, 0]))
+
+
+def test_same_shape_values_unchanged():
+    a, b, c = _rand(5, 3), _rand(5, 3), _rand(5, 3)
+    pos, neg = _rand(5), _rand(5)
+    # the formulas of the docstrings, written out
+    bpr = -F.logsigmoid(pos - neg).mean()
+    assert bpr_loss(pos, neg).item() == pytest.approx(bpr.item(), rel=1e-6)
+    assert embedding_bpr_loss(a, b, c).item() == pytest.approx(
+        -F.logsigmoid((a * b).sum(-1) - (a * c).sum(-1)).mean().item(),
+        rel=1e-6)
+    assert neg_l2_distance(a, b).item() == pytest.approx(
+        -((a - b) ** 2).mean().item(), rel=1e-6)
+    assert cosine_prediction_loss(a, b).item() == pytest.approx(
+        1 - F.cosine_similarity(a, b).mean().item(), rel=1e-6)
+    logits = (a @ b.t()) / 0.5
+    assert inner_product_info_nce(a, b, 0.5).item() == pytest.approx(
+        (logits.logsumexp(1) - logits.diag()).mean().item(), rel=1e-5)
+    cos = F.normalize(a) @ F.normalize(b).t() / 0.2
+    one_way = (cos.logsumexp(1) - cos.diag()).mean()
+    assert info_nce(a, b, symmetric=False).item() == pytest.approx(
+        one_way.item(), rel=1e-5)
+    assert solo_sim_loss(a, b).item() == pytest.approx(one_way.item(),
+                                                       rel=1e-5)
+    both = 0.5 * (one_way + (cos.logsumexp(0) - cos.diag()).mean())
+    assert msa_loss(a, b).item() == pytest.approx(both.item(), rel=1e-5)
+    assert mda_loss([a, b]).item() == pytest.approx(
+        F.cosine_similarity(a, b).abs().mean().item(), rel=1e-6)
+    mu, logvar = a, 0.1 * b
+    log_q = (-(c - mu) ** 2 / logvar.exp() - logvar).sum(-1) / 2
+    assert torch.allclose(gaussian_log_likelihood(mu, logvar, c), log_q)
+    assert club_nll(mu, logvar, c).item() == pytest.approx(
+        -log_q.mean().item(), rel=1e-6)
+    perm = torch.tensor([4, 3, 2, 1, 0])
+    shifted = (-(c[perm] - mu) ** 2 / logvar.exp() - logvar).sum(-1) / 2
+    assert club_upper_bound(mu, logvar, c, perm, clamp=False).item() == \
+        pytest.approx((log_q.mean() - shifted.mean()).item(), rel=1e-5)
+    cand = _rand(7, 3)
+    hcl = (F.normalize(a) @ F.normalize(cand).t() / 0.2).logsumexp(1) - (
+        F.cosine_similarity(a, b) / 0.2)
+    assert hypergraph_contrastive_loss(a, b, cand).item() == pytest.approx(
+        hcl.sum().item(), rel=1e-5)
+    # same shapes of any rank stay accepted: [B, 1] scores as [B]
+    assert bpr_loss(pos[:, None], neg[:, None]).item() == pytest.approx(
+        bpr.item(), rel=1e-6)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import train
+from model_helpers import dense_norm_adjacency, layer_mean, train
 
 from mde_pyg.losses import cosine_prediction_loss, embedding_norm_reg
 from mde_pyg.models import build_model
@@ -32,9 +32,13 @@ def test_embedding_and_loss_by_hand(data):
     user, item = model.get_embedding()
     assert user.shape == (100, 8) and item.shape == (80, 8)
     online_user, online_item = model.online()
-    light_user, light_item = model.propagate()
+    # LightGCN with BM3's default L = 1: mean of E and A E, dense A from R
+    assert model.num_layers == 1
+    light = layer_mean(dense_norm_adjacency(data), model.embedding.weight, 1)
+    light_user, light_item = light[:100], light[100:]
     ego = model.embedding.weight[model.num_users:]
-    assert torch.allclose(online_item, light_item + ego)
+    assert torch.allclose(online_user, light_user, atol=1e-5)
+    assert torch.allclose(online_item, light_item + ego, atol=1e-5)
     assert torch.allclose(user, model.predictor(online_user))
 
     u, p = torch.tensor([1, 2, 1]), torch.tensor([3, 4, 3])  # 3 repeats

@@ -1,6 +1,12 @@
 import pytest
 import torch
-from model_helpers import train
+from model_helpers import (
+    bpr_by_hand,
+    dense_norm_adjacency,
+    dense_propagation,
+    layer_mean,
+    train,
+)
 from torch_geometric.utils import to_dense_adj
 
 from mde_pyg.losses import bpr_loss
@@ -62,20 +68,42 @@ def test_pruned_graph_is_renormalised(data):
     assert not torch.equal(new_index, edge_index)
 
 
+def mixed_item_graph_by_hand(data):
+    """A_mm = 0.1 S_image + 0.9 S_text (FREEDOM's defaults), dense, so
+    that h = A_mm E_I."""
+    return sum(w * dense_propagation(data[similar_edge_type(m)].edge_index,
+                                     data[similar_edge_type(m)].edge_weight,
+                                     80)
+               for m, w in (("image", 0.1), ("text", 0.9)))
+
+
 def test_train_uses_pruned_graph_eval_uses_full(data):
     torch.manual_seed(0)
     model = FREEDOM(data, embedding_dim=8, fused=False)
-    train_user, _ = model.get_embedding()
+    num_users = model.num_users
+    ego = model.embedding.weight
+    h = mixed_item_graph_by_hand(data) @ ego[num_users:]
+    train_user, train_item = model.get_embedding()
+    # training: LightGCN (L = 2) over the kept edges, re-normalised with
+    # their own degrees
+    edge_index, _ = model.graphs.get("pruned")
+    kept = edge_index[:, edge_index[0] < num_users]
+    assert kept.size(1) == model.num_kept
+    kept = torch.stack([kept[0], kept[1] - num_users])
+    pruned = layer_mean(dense_norm_adjacency(data, kept), ego, 2)
+    assert torch.allclose(train_user, pruned[:num_users], atol=1e-5)
+    assert torch.allclose(train_item, pruned[num_users:] + h, atol=1e-5)
     model.eval()
     user, item = model.get_embedding()
     assert not torch.allclose(train_user, user)
-    full_user, full_item = model.propagate("user_item")
-    assert torch.allclose(user, full_user)
-    ego = model.embedding.weight[model.num_users:]
+    # evaluation: the full graph, mean of A^l E for l = 0..2
+    full = layer_mean(dense_norm_adjacency(data), ego, 2)
+    assert torch.allclose(user, full[:num_users], atol=1e-5)
+    assert torch.allclose(item, full[num_users:] + h, atol=1e-5)
+    # Edges point neighbour -> item: the same h as A^T of the to_dense_adj
     edge_index, weight = model.graphs.get("item_mm")
     adj = to_dense_adj(edge_index, edge_attr=weight, max_num_nodes=80)[0]
-    # Edges point neighbour -> item: h = A^T E.
-    assert torch.allclose(item, full_item + adj.t() @ ego, atol=1e-5)
+    assert torch.allclose(adj.t() @ ego[num_users:], h, atol=1e-6)
 
 
 def test_mixed_item_graph_weights(data):
@@ -116,6 +144,10 @@ def test_feature_bpr_term(data):
                               (user[u] * f[n]).sum(-1)))
     assert parts["reg"].item() == pytest.approx(0.5 * sum(terms).item(),
                                                 rel=1e-5)
+    bpr = bpr_by_hand(user[u], item[p], item[n])
+    assert parts["bpr"].item() == pytest.approx(bpr.item(), rel=1e-5)
+    assert total.item() == pytest.approx(
+        (parts["bpr"] + parts["reg"]).item(), rel=1e-6)
     assert torch.allclose(model(u, p), (user[u] * item[p]).sum(-1))
     assert "dropout=0.8" in str(model)
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from model_helpers import train
+from model_helpers import bpr_by_hand, train
 from torch_geometric.nn.models import LightGCN as PyGLightGCN
 
 from mde_pyg.models import build_model
@@ -35,7 +35,24 @@ def test_shapes_and_loss_parts(data):
     assert user.shape == (100, 8) and item.shape == (80, 8)
     u, i = torch.tensor([0, 1]), torch.tensor([3, 4])
     assert torch.allclose(model(u, i), (user[u] * item[i]).sum(-1))
-    assert model.recommend(u, k=5).shape == (2, 5)
+    # recommend: top-5 of the full-ranking scores <e_u, e_i>; items in
+    # ``exclude`` (pairs of batch position, item) get -inf
+    scores = user[u] @ item.t()
+    top = model.recommend(u, k=5)
+    assert top.shape == (2, 5)
+    assert torch.equal(top, scores.argsort(dim=-1, descending=True)[:, :5])
+    rates = data["user", "rates", "item"].edge_index
+    exclude = torch.cat([
+        torch.stack([torch.full_like(items, pos), items])
+        for pos, items in enumerate(rates[1][rates[0] == v] for v in u)],
+        dim=1)
+    masked = scores.clone()
+    masked[exclude[0], exclude[1]] = float("-inf")
+    top = model.recommend(u, k=5, exclude=exclude)
+    assert torch.equal(top, masked.argsort(dim=-1, descending=True)[:, :5])
+    for pos, v in enumerate(u.tolist()):  # no train item recommended
+        train_items = set(rates[1][rates[0] == v].tolist())
+        assert train_items and not train_items & set(top[pos].tolist())
     assert str(model) == "LightGCN(100 users, 80 items, dim=8, num_layers=3)"
 
     n = torch.tensor([9, 10])
@@ -44,6 +61,8 @@ def test_shapes_and_loss_parts(data):
     reg = sum(ego[idx].pow(2).sum() / 2
               for idx in (u, i + model.num_users, n + model.num_users))
     assert parts["reg"].item() == pytest.approx(0.5 * reg.item(), rel=1e-5)
+    bpr = bpr_by_hand(user[u], item[i], item[n])
+    assert parts["bpr"].item() == pytest.approx(bpr.item(), rel=1e-5)
     assert total.item() == pytest.approx(
         (parts["bpr"] + parts["reg"]).item(), rel=1e-6)
 

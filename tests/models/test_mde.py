@@ -1,6 +1,12 @@
 import pytest
 import torch
-from model_helpers import assert_fused_matches_edge_index
+import torch.nn.functional as F
+from model_helpers import (
+    assert_fused_matches_edge_index,
+    dense_norm_adjacency,
+    dense_propagation,
+    info_nce_by_hand,
+)
 
 from mde_pyg.models import MDE, build_model
 
@@ -24,6 +30,75 @@ def test_shapes_and_repr(synthetic_graphs):
     model_sum = MDE(synthetic_graphs, embedding_dim=8, fusion="sum")
     assert model_sum.get_embedding()[0].shape == (60, 8)
     assert "MDE(60 users, 40 items" in str(model)
+
+
+FLAGS = [{}, {"residual": False}, {"use_user_graph": False},
+         {"use_item_graph": False}, {"fused": False}]
+
+
+@pytest.mark.parametrize("flags", FLAGS)
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_embedding_by_hand(synthetic_graphs, fusion, flags):
+    data = synthetic_graphs
+    torch.manual_seed(0)
+    model = MDE(data, embedding_dim=8, fusion=fusion, **flags)
+    with torch.no_grad():  # non-uniform preferences
+        model.user_fusion.weight.normal_()
+        model.item_fusion.weight.normal_()
+    num_users, num_items = 60, 40
+    assert model.modalities == ["image", "text"]
+    assert model.encoder.propagation.num_layers == 2  # METHOD.md: L = 2
+    residual = flags.get("residual", True)
+    use_user = flags.get("use_user_graph", True)
+    use_item = flags.get("use_item_graph", True)
+    # Eq. 2-3: A = D^-1/2 [[0, R], [R^T, 0]] D^-1/2 from R alone
+    adj = dense_norm_adjacency(data)
+    s_user = dense_propagation(data["user", "co_occurs", "user"].edge_index,
+                               data["user", "co_occurs", "user"].edge_weight,
+                               num_users)
+    # the co-occurrence weights are a softmax over each user's neighbours
+    has = s_user.sum(1) > 0
+    assert torch.allclose(s_user.sum(1)[has], torch.ones(int(has.sum())))
+    users, items = {}, {}
+    for m in model.modalities:
+        x = data["item"][f"x_{m}"].float()
+        first, act, second = model.encoder.projection[m]
+        assert isinstance(act, torch.nn.LeakyReLU)
+        # f_m: X_m -> 4d -> d
+        assert (first.in_features, first.out_features) == (x.size(1), 32)
+        assert (second.in_features, second.out_features) == (32, 8)
+        item = F.leaky_relu(x @ first.weight.t() + first.bias, 0.01)
+        item = item @ second.weight.t() + second.bias
+        x0 = torch.cat([model.encoder.user[m], item])
+        x_bar = (x0 + adj @ x0 + adj @ adj @ x0) / 3
+        u_bar, i_bar = x_bar[:num_users], x_bar[num_users:]
+        # Eq. 4: x + S x (residual) or S x
+        store = data["item", f"similar_{m}", "item"]
+        s_item = dense_propagation(store.edge_index, store.edge_weight,
+                                   num_items)
+        keep = 1.0 if residual else 0.0
+        users[m] = keep * u_bar + s_user @ u_bar if use_user else u_bar
+        items[m] = keep * i_bar + s_item @ i_bar if use_item else i_bar
+    got_users, got_items = model.modality_embedding()
+    for m in model.modalities:
+        assert torch.allclose(got_users[m], users[m], atol=1e-5)
+        assert torch.allclose(got_items[m], items[m], atol=1e-5)
+    # Eq. 5: P = softmax(W), P[:, m] * x_m concatenated or summed
+    out = []
+    for fusion_module, x in ((model.user_fusion, users),
+                             (model.item_fusion, items)):
+        w = fusion_module.weight.detach()
+        pref = w.exp() / w.exp().sum(1, keepdim=True)
+        parts = [pref[:, j:j + 1] * x[m]
+                 for j, m in enumerate(model.modalities)]
+        out.append(torch.cat(parts, -1) if fusion == "concat"
+                   else parts[0] + parts[1])
+    user, item = model.get_embedding()
+    width = 16 if fusion == "concat" else 8
+    assert user.shape == (num_users, width)
+    assert item.shape == (num_items, width)
+    assert torch.allclose(user, out[0], atol=1e-5)
+    assert torch.allclose(item, out[1], atol=1e-5)
 
 
 def test_fused_equals_edge_index_path(synthetic_graphs):
@@ -92,20 +167,43 @@ def test_tradeoff_detached_from_preferences(synthetic_graphs):
 
 
 def test_ablation_flags(synthetic_graphs):
+    from mde_pyg.losses import mda_loss, multi_msa_loss
+
     u, p, n = batch(synthetic_graphs)
-    parts = MDE(synthetic_graphs, use_mda=False).loss(u, p, n)[1]
-    assert "mda" not in parts and "msa" in parts
-    parts = MDE(synthetic_graphs, use_msa=False).loss(u, p, n)[1]
-    assert "msa" not in parts and "mda" in parts
-    # w/o NLT: unit weights, so the MDA term is the plain mean |cos|.
     torch.manual_seed(0)
-    model = MDE(synthetic_graphs, use_nlt=False, lambda_1=1.0)
-    from mde_pyg.losses import mda_loss
+    full = MDE(synthetic_graphs, lambda_1=0.3, lambda_2=0.7)
+    with torch.no_grad():
+        full.user_fusion.weight.normal_()
+        full.item_fusion.weight.normal_()
+    full_parts = full.loss(u, p, n)[1]
+    for flag, kept in (("use_mda", "msa"), ("use_msa", "mda")):
+        model = MDE(synthetic_graphs, lambda_1=0.3, lambda_2=0.7,
+                    **{flag: False})
+        model.load_state_dict(full.state_dict())
+        total, parts = model.loss(u, p, n)
+        assert set(parts) == {"bpr", kept, "reg"}
+        # the ablation drops one term and leaves the others as they were
+        for key in parts:
+            assert parts[key].item() == pytest.approx(
+                full_parts[key].item(), rel=1e-6)
+        assert total.item() == pytest.approx(
+            (parts["bpr"] + parts[kept] + parts["reg"]).item(), rel=1e-6)
+    # w/o NLT: unit weights, so the MDA term is the plain mean |cos| and
+    # the MSA term the unweighted InfoNCE, whatever the preferences.
+    model = MDE(synthetic_graphs, use_nlt=False, lambda_1=1.0, lambda_2=0.7)
+    model.load_state_dict(full.state_dict())
     users, items = model.modality_embedding()
-    expected = mda_loss({m: x[u] for m, x in users.items()}) + mda_loss(
-        {m: x[p] for m, x in items.items()})
-    assert model.loss(u, p, n)[1]["mda"].item() == pytest.approx(
-        expected.item(), rel=1e-5)
+    u_rows = {m: x[u] for m, x in users.items()}
+    p_rows = {m: x[p] for m, x in items.items()}
+    expected = mda_loss(u_rows) + mda_loss(p_rows)
+    parts = model.loss(u, p, n)[1]
+    assert parts["mda"].item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = 0.7 * (multi_msa_loss(u_rows) + multi_msa_loss(p_rows))
+    assert parts["msa"].item() == pytest.approx(expected.item(), rel=1e-5)
+    by_hand = 0.7 * sum(
+        info_nce_by_hand(rows["image"], rows["text"], 0.2, symmetric=True)
+        for rows in (u_rows, p_rows))
+    assert parts["msa"].item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
 def test_variants(synthetic_graphs):
@@ -119,6 +217,7 @@ def test_variants(synthetic_graphs):
     model = MDE(synthetic_graphs, tradeoff="learned")
     model.loss(u, p, n)[0].backward()
     assert model.user_tradeoff.weight.grad.abs().sum() > 0
+    assert_learned_tradeoff_terms(synthetic_graphs, u, p, n)
     with pytest.raises(ValueError, match="'tradeoff' must be one of"):
         MDE(synthetic_graphs, tradeoff="nope")
     # built directly (not through build_model), the constructor checks too
@@ -126,6 +225,38 @@ def test_variants(synthetic_graphs):
         MDE(synthetic_graphs, tau=0)
     with pytest.raises(ValueError, match="'lambda_2' must be >= 0, got -1"):
         MDE(synthetic_graphs, lambda_2=-1)
+
+
+def assert_learned_tradeoff_terms(data, u, p, n):
+    """Variant B: (w_d, w_a) = softmax(theta_n), 0.5 each at zero init."""
+    from mde_pyg.losses import mda_loss, multi_msa_loss
+
+    torch.manual_seed(0)
+    model = MDE(data, tradeoff="learned", lambda_1=1.0, lambda_2=1.0)
+    users, items = model.modality_embedding()
+    u_rows = {m: x[u] for m, x in users.items()}
+    p_rows = {m: x[p] for m, x in items.items()}
+    parts = model.loss(u, p, n)[1]
+    mda = 0.5 * (mda_loss(u_rows) + mda_loss(p_rows))
+    msa = 0.5 * (multi_msa_loss(u_rows) + multi_msa_loss(p_rows))
+    assert parts["mda"].item() == pytest.approx(mda.item(), rel=1e-5)
+    assert parts["msa"].item() == pytest.approx(msa.item(), rel=1e-5)
+    # random theta: w_d = sigmoid(theta_0 - theta_1), w_a = 1 - w_d, per
+    # node, independent of the preferences
+    with torch.no_grad():
+        model.user_tradeoff.weight.normal_()
+        model.item_tradeoff.weight.normal_()
+    parts = model.loss(u, p, n)[1]
+    mda = msa = 0.0
+    for side, rows, index in (("user", u_rows, u), ("item", p_rows, p)):
+        theta = getattr(model, f"{side}_tradeoff").weight.detach()[index]
+        w_d = torch.sigmoid(theta[:, 0] - theta[:, 1])
+        cos = F.cosine_similarity(rows["image"], rows["text"], dim=-1)
+        mda = mda + (w_d * cos.abs()).mean()
+        msa = msa + info_nce_by_hand(rows["image"], rows["text"], 0.2,
+                                     1 - w_d, symmetric=True)
+    assert parts["mda"].item() == pytest.approx(mda.item(), rel=1e-5)
+    assert parts["msa"].item() == pytest.approx(msa.item(), rel=1e-5)
 
 
 def test_variant_a_preference_by_name(synthetic_graphs):
@@ -219,3 +350,64 @@ def test_unique_nodes(synthetic_graphs):
     model.unique_nodes = False
     assert model.loss(u, p, n)[1]["msa"].item() != pytest.approx(
         expected_msa.item(), rel=1e-3)
+
+
+def three_modality_data(data):
+    """``data`` with a third modality ``audio`` and its kNN graph."""
+    from mde_pyg.transforms import ItemKNNGraph
+
+    data = data.clone()
+    gen = torch.Generator().manual_seed(3)
+    data["item"].x_audio = torch.randn(data["item"].num_nodes, 6,
+                                       generator=gen)
+    return ItemKNNGraph(4, modalities=["audio"])(data)
+
+
+def test_multi_msa_three_modalities_is_mean_over_pairs():
+    from mde_pyg.losses import msa_loss, multi_msa_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = {m: torch.randn(7, 5, generator=gen) for m in ("a", "b", "c")}
+    weight = torch.rand(7, generator=gen)
+    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+    for symmetric in (True, False):
+        got = multi_msa_loss(x, weight, 0.5, symmetric)
+        by_hand = sum(info_nce_by_hand(x[i], x[j], 0.5, weight, symmetric)
+                      for i, j in pairs) / 3
+        pairwise = sum(msa_loss(x[i], x[j], weight, 0.5, symmetric)
+                       for i, j in pairs) / 3
+        assert got.item() == pytest.approx(by_hand.item(), rel=1e-5)
+        assert got.item() == pytest.approx(pairwise.item(), rel=1e-5)
+
+
+def test_three_modalities_loss_terms(synthetic_graphs):
+    data = three_modality_data(synthetic_graphs)
+    u, p, n = batch(data)
+    torch.manual_seed(0)
+    model = MDE(data, embedding_dim=8, lambda_1=0.3, lambda_2=0.7)
+    assert model.modalities == ["image", "text", "audio"]
+    with torch.no_grad():
+        model.user_fusion.weight.normal_()
+        model.item_fusion.weight.normal_()
+    parts = model.loss(u, p, n)[1]
+    users, items = model.modality_embedding()
+    assert model.get_embedding()[1].shape == (40, 24)
+    pairs = [("image", "text"), ("image", "audio"), ("text", "audio")]
+    mda = msa = 0.0
+    for fusion, full, index in ((model.user_fusion, users, u),
+                                (model.item_fusion, items, p)):
+        w = fusion.weight.detach()[index]
+        pref = w.exp() / w.exp().sum(1, keepdim=True)
+        # delta: mean pairwise |P_m - P_m'| over the 3 pairs
+        names = model.modalities
+        delta = sum((pref[:, names.index(a)] - pref[:, names.index(b)]).abs()
+                    for a, b in pairs) / 3
+        rows = {m: x[index] for m, x in full.items()}
+        cos = sum(F.cosine_similarity(rows[a], rows[b], dim=-1).abs()
+                  for a, b in pairs) / 3
+        mda = mda + (delta * cos).mean()
+        msa = msa + sum(info_nce_by_hand(rows[a], rows[b], 0.2, 1 - delta,
+                                         symmetric=True)
+                        for a, b in pairs) / 3
+    assert parts["mda"].item() == pytest.approx(0.3 * mda.item(), rel=1e-5)
+    assert parts["msa"].item() == pytest.approx(0.7 * msa.item(), rel=1e-5)

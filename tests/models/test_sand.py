@@ -1,6 +1,6 @@
 import pytest
 import torch
-from model_helpers import train
+from model_helpers import info_nce_by_hand, train
 
 from mde_pyg.losses import solo_sim_loss
 from mde_pyg.models import build_model
@@ -10,6 +10,16 @@ from mde_pyg.nn import split_halves
 from mde_pyg.train import Trainer
 
 
+def split_by_hand(model, data):
+    """x'_m = x_m W_m^T + b_m from the split's weights."""
+    out = {}
+    for m in model.modalities:
+        lin = model.sand.splitter.linear[m]
+        assert lin.in_features == lin.out_features  # a square map
+        out[m] = data["item"][f"x_{m}"].float() @ lin.weight.t() + lin.bias
+    return out
+
+
 def test_backbone_runs_on_split_features(data):
     torch.manual_seed(0)
     model = build_model("sand", data, embedding_dim=8)
@@ -17,16 +27,42 @@ def test_backbone_runs_on_split_features(data):
     assert "user_user" not in model.graphs.names  # authors' default
     user, item = model.get_embedding()
     assert user.shape == (100, 16) and item.shape == (80, 16)
-    x_split = model.sand.split(model.features)
+    x_split = split_by_hand(model, data)
     assert {m: x.shape for m, x in x_split.items()} == {
         "image": (80, 32), "text": (80, 16)}
-    expected = model.encode(x_split)
-    assert torch.allclose(user, expected[0]) and torch.allclose(
-        item, expected[1])
+    # A plain DRAGON whose data holds the split features as its raw
+    # features, with the same weights, gives the same representations.
+    split_data = data.clone()
+    for m, x in x_split.items():
+        split_data["item"][f"x_{m}"] = x.detach()
+    backbone = DRAGON(split_data, embedding_dim=8, use_user_graph=False)
+    missing, unexpected = backbone.load_state_dict(model.state_dict(),
+                                                   strict=False)
+    assert missing == [] and unexpected
+    assert all(key.startswith("sand.") for key in unexpected)
+    expected = backbone.get_embedding()
+    assert torch.allclose(user, expected[0], atol=1e-5)
+    assert torch.allclose(item, expected[1], atol=1e-5)
+    # ... and differ from a DRAGON on the raw features
+    raw = DRAGON(data, embedding_dim=8, use_user_graph=False)
+    raw.load_state_dict(model.state_dict(), strict=False)
+    assert not torch.allclose(item, raw.get_embedding()[1], atol=1e-3)
     # The split is on the path from features to scores.
     model(torch.tensor([0]), torch.tensor([1])).sum().backward()
     assert model.sand.splitter.linear["text"].weight.grad.abs().sum() > 0
     assert "distance='club'" in str(model)
+
+
+def club_by_hand(estimator, a, b, perm):
+    """max(0, mean_i log q(b_i|a_i) - mean_i log q(b_perm(i)|a_i)), with
+    log q(y|x) = sum_k -(y_k - mu_k)^2 / (2 exp(l_k)) - l_k / 2 (the
+    constant cancels)."""
+    mu, logvar = estimator.mu(a), estimator.logvar(a)
+
+    def log_q(y):
+        return (-(y - mu).pow(2) / (2 * logvar.exp()) - logvar / 2).sum(-1)
+
+    return (log_q(b).mean() - log_q(b[perm]).mean()).clamp(min=0)
 
 
 def test_loss_parts(data):
@@ -36,6 +72,24 @@ def test_loss_parts(data):
     total, parts = model.loss(u, p, n)
     assert set(parts) == {"bpr", "reg", "distance", "solosim"}
     assert parts["distance"].item() >= 0  # a clamped CLUB bound
+    # ureg x the mean over modalities of half the CLUB bound of the mapped
+    # (generic, unique) halves of all items, one permutation per modality
+    torch.manual_seed(5)
+    drawn = model.loss(u, p, n)[1]["distance"]
+    torch.manual_seed(5)
+    x_split = split_by_hand(model, data)
+    halves = []
+    for m in model.modalities:
+        half = x_split[m].size(1) // 2  # generic half first
+        gen, uni = x_split[m][:, :half], x_split[m][:, half:]
+        a = model.sand.generic_map[m](gen)
+        b = model.sand.unique_map[m](uni)
+        perm = torch.randperm(80)
+        halves.append(0.5 * club_by_hand(model.sand.estimator(m), a, b,
+                                         perm))
+    distance = 0.1 * (halves[0] + halves[1]) / 2
+    assert distance.item() > 0  # not a clamped-to-zero tautology
+    assert drawn.item() == pytest.approx(distance.item(), rel=1e-5)
     assert total.item() == pytest.approx(sum(parts.values()).item(),
                                          rel=1e-6)
     assert parts["reg"].item() == 0.0  # the authors' SAND has no L2 term
@@ -71,6 +125,25 @@ def test_l2_distance_and_batch_scope(data):
         torch.tensor([5, 6, 7])
     _, parts = model.loss(u, p, n)
     assert parts["distance"].item() <= 0  # -ureg * MSE
+    # Over the distinct positive items only: items 3 and 4.
+    idx = p.unique()
+    x_split = {m: x[idx] for m, x in split_by_hand(model, data).items()}
+    dist, z = [], {}
+    for m in model.modalities:
+        half = x_split[m].size(1) // 2  # generic half first
+        gen, uni = x_split[m][:, :half], x_split[m][:, half:]
+        a = model.sand.generic_map[m](gen)
+        b = model.sand.unique_map[m](uni)
+        dist.append(-(a - b).pow(2).mean())
+        # the head (BatchNorm in training mode) sees the batch rows only
+        z[m] = model.sand.heads[m](gen)
+    assert parts["distance"].item() == pytest.approx(
+        0.006 * (dist[0] + dist[1]).item() / 2, rel=1e-5)
+    # alpha x one-directional InfoNCE, text anchors
+    solosim = 0.012 * info_nce_by_hand(z["text"], z["image"], 0.2)
+    assert parts["solosim"].item() == pytest.approx(solosim.item(), rel=1e-5)
+    assert parts["solosim"].item() == pytest.approx(
+        0.012 * solo_sim_loss(z["text"], z["image"]).item(), rel=1e-5)
     with pytest.raises(ValueError, match="item_scope"):
         SAND(data, item_scope="some")
     with pytest.raises(ValueError, match="distance"):

@@ -1,24 +1,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import assert_fused_matches_edge_index, fixed_batch, train
+from model_helpers import (
+    assert_fused_matches_edge_index,
+    dense_norm_adjacency,
+    fixed_batch,
+    train,
+)
 
 from mde_pyg.models.slmrec import (
     SLMRec,
     default_modality_order,
 )
-
-
-def dense_norm_adjacency(data):
-    """D^-1/2 A D^-1/2 of the (U+I)-node user-item graph, by hand."""
-    num_users = data["user"].num_nodes
-    num = num_users + data["item"].num_nodes
-    user, item = data["user", "rates", "item"].edge_index
-    adj = torch.zeros(num, num)
-    adj[user, item + num_users] = 1.0
-    adj[item + num_users, user] = 1.0
-    deg = adj.sum(1).clamp(min=1)
-    return adj / deg.sqrt().view(-1, 1) / deg.sqrt().view(1, -1)
 
 
 def branches_by_hand(model, data, num_layers):

@@ -47,7 +47,8 @@ def test_paths_agree_with_dense(device, cls, symmetric):
     n = 12
     edge_index, weight = random_graph(n, symmetric=symmetric)
     conv = cls(symmetric=symmetric) if cls is LightGCNConv else cls()
-    x = torch.randn(n, 5, device=device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=gen).to(device)
     edge_index, weight = edge_index.to(device), weight.to(device)
     ref = dense(edge_index.cpu(), weight.cpu(), n).to(device)
     expected = ref @ x + (x if cls is SimpleGraphConv else 0)
@@ -69,7 +70,8 @@ def test_paths_agree_with_dense(device, cls, symmetric):
 def test_symmetric_reuse_gradient_matches_torch():
     edge_index, weight = random_graph(15, symmetric=True, seed=1)
     adj = to_csr(edge_index, weight, (15, 15))
-    x = torch.randn(15, 3, requires_grad=True)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(15, 3, generator=gen, requires_grad=True)
     (g_fast,) = torch.autograd.grad(csr_matmul(adj, x, adj).pow(2).sum(), x)
     (g_ref,) = torch.autograd.grad(
         (dense(edge_index, weight, 15) @ x).pow(2).sum(), x)
@@ -79,7 +81,8 @@ def test_symmetric_reuse_gradient_matches_torch():
 def test_transpose_cache_per_graph():
     conv = SimpleGraphConv()
     graphs = [to_csr(*random_graph(10, seed=s), (10, 10)) for s in (2, 3)]
-    x = torch.randn(10, 4, requires_grad=True)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(10, 4, generator=gen, requires_grad=True)
     for adj in graphs * 2:
         conv(x, adj).sum().backward()
     assert len(conv._transposed) == 2
@@ -89,7 +92,8 @@ def test_multi_hop_mean_and_sum():
     n = 8
     edge_index, weight = random_graph(n, symmetric=True, seed=4)
     a = dense(edge_index, weight, n)
-    x = torch.randn(n, 3)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(n, 3, generator=gen)
     hops = [x, a @ x, a @ a @ x]
     mean = MultiHopPropagation(2, "mean")(x, to_csr(edge_index, weight,
                                                     (n, n)))
@@ -106,7 +110,8 @@ def test_multi_hop_mean_and_sum():
 
 def test_simple_conv_without_residual():
     edge_index, weight = random_graph(6, seed=5)
-    x = torch.randn(6, 2)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 2, generator=gen)
     out = SimpleGraphConv(residual=False)(x, edge_index, weight)
     assert torch.allclose(out, dense(edge_index, weight, 6) @ x, atol=1e-6)
 
@@ -218,7 +223,7 @@ def test_csr_hops_equal_dense_powers(device, reduce, symmetric):
     torch.testing.assert_close(grad, matrix.t() @ g)
     # the backward is the same combination over A^T, differentiable again:
     # d/dg <grad, h> = (M^T)^T h = M h
-    h = torch.randn_like(g)
+    h = torch.randn(g.shape, generator=gen, dtype=g.dtype).to(device)
     g = g.clone().requires_grad_()
     (grad,) = torch.autograd.grad(csr_hops(adj, leaf, 3, reduce, adj_t), leaf,
                                   g, create_graph=True)
@@ -231,6 +236,7 @@ def test_csr_hops_zero_layers_dtypes_and_errors():
 
     edge_index, weight = random_graph(8, symmetric=True, seed=4)
     adj = to_csr(edge_index, weight, (8, 8))
+    torch.manual_seed(0)
     x = torch.randn(8, 3, requires_grad=True)
     out = csr_hops(adj, x, 0)
     torch.testing.assert_close(out, x.detach())
@@ -259,7 +265,7 @@ def test_multi_hop_fused_path_equals_edge_index_path(reduce):
     n = 14
     edge_index, weight = random_graph(n, symmetric=False, seed=6)
     prop = MultiHopPropagation(3, reduce, symmetric=False)
-    x = torch.randn(n, 5)
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(6))
     calls = []
     forward = _CSRHops.forward
 
@@ -294,7 +300,7 @@ def test_simple_conv_residual_is_one_fused_hop():
         calls.append(args[3:])
         return forward(ctx, *args)
 
-    x = torch.randn(n, 3)
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(7))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_CSRHops, "forward", staticmethod(counting))
         out, grad = value_and_grad(SimpleGraphConv(), x,

@@ -48,13 +48,23 @@ def test_preference_gap_two_and_three():
 
 
 def test_node_level_tradeoff_detach():
+    # Eq. 8: w_d = delta = |P_v - P_t|, w_a = 1 - delta. For logits
+    # [1, 0], P = [sigmoid(1), sigmoid(-1)], so delta = 2 sigmoid(1) - 1
+    # = tanh(1/2) = 0.4621172.
     logits = torch.tensor([[1.0, 0.0]], requires_grad=True)
     w_d, w_a = NodeLevelTradeoff(detach=True)(logits.softmax(-1))
-    assert torch.allclose(w_d + w_a, torch.ones(1))
-    assert not w_d.requires_grad
-    w_d, _ = NodeLevelTradeoff(detach=False)(logits.softmax(-1))
+    assert w_d.shape == w_a.shape == (1,)
+    assert w_d.item() == pytest.approx(0.4621172, abs=1e-6)
+    assert w_a.item() == pytest.approx(1 - 0.4621172, abs=1e-6)
+    assert not w_d.requires_grad and not w_a.requires_grad
+    w_d, w_a = NodeLevelTradeoff(detach=False)(logits.softmax(-1))
+    assert w_d.item() == pytest.approx(0.4621172, abs=1e-6)
     w_d.sum().backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    # d delta / d l_0 = 2 sigmoid'(1) = 2 sigmoid(1) sigmoid(-1) = 0.3932239
+    # = -d delta / d l_1
+    assert torch.allclose(logits.grad, torch.tensor([[0.3932239,
+                                                      -0.3932239]]),
+                          atol=1e-6)
 
 
 def test_learnable_tradeoff():

@@ -18,8 +18,16 @@ def test_split_halves_and_module():
     assert uni.tolist() == [[2, 3, 4], [7, 8, 9]]
 
     split = GenericUniqueSplit({"image": 6, "text": 4})
-    out = split({"image": torch.randn(3, 6), "text": torch.randn(3, 4)})
+    gen = torch.Generator().manual_seed(0)
+    x = {"image": torch.randn(3, 6, generator=gen),
+         "text": torch.randn(3, 4, generator=gen)}
+    out = split(x)
     assert out["image"].shape == (3, 6) and out["text"].shape == (3, 4)
+    for m, t in x.items():  # x' = x W^T + b, a square map per modality
+        lin = split.linear[m]
+        assert lin.weight.shape == (t.size(1), t.size(1))
+        assert torch.allclose(out[m], t @ lin.weight.t() + lin.bias,
+                              atol=1e-6)
     assert str(split) == "GenericUniqueSplit({'image': 6, 'text': 4})"
     with pytest.raises(ValueError, match="at least 2"):
         GenericUniqueSplit({"x": 1})
@@ -99,6 +107,16 @@ def test_separate_align_distance_losses():
     index = torch.tensor([0, 3, 5])
     batch = sand.losses(x_split, index)
     assert batch["solosim"].item() != pytest.approx(parts["solosim"].item())
+    # the rows ``index`` only, through the heads (BatchNorm in training
+    # mode: statistics of those rows), alpha = 0.5 x one pair's SoloSim
+    rows = {m: split_halves(x_split[m][index]) for m in dims}
+    z = {m: sand.heads[m](rows[m][0]) for m in dims}
+    assert batch["solosim"].item() == pytest.approx(
+        0.5 * solo_sim_loss(z["text"], z["image"], 0.2).item(), rel=1e-5)
+    dist = [neg_l2_distance(sand.generic_map[m](rows[m][0]),
+                            sand.unique_map[m](rows[m][1])) for m in dims]
+    assert batch["distance"].item() == pytest.approx(
+        0.25 * (dist[0] + dist[1]).item() / 2, rel=1e-5)
 
 
 def test_separate_align_distance_club_estimator_isolated():

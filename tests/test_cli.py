@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mde_pyg.cli import main, parse_grid, parse_value
+from mde_pyg.models import available_models
 
 L3 = 1.0 / math.log2(3)
 
@@ -39,6 +40,8 @@ def test_parse_value():
 def test_models(capsys):
     assert main(["models"]) == 0
     names = capsys.readouterr().out.split()
+    # every registered model, one per line, in the registry's order
+    assert names == available_models()
     assert "mostpop" in names and "mde" in names
 
 
@@ -211,4 +214,4 @@ def test_missing_folder(tmp_path, capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "mde_pyg", "models"],
                          capture_output=True, text=True, check=True)
-    assert "mostpop" in out.stdout.split()
+    assert out.stdout.splitlines() == available_models()

@@ -12,6 +12,8 @@ from mde_pyg.train.evaluator import split_edges
 from mde_pyg.train.recommend import iter_recommend, recommend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: Score differences below which two items count as tied.
+GAP = 1e-5
 SYNTHETIC = ["--dataset", "synthetic", "--max-epochs", "2", "--no-progress"]
 
 
@@ -84,13 +86,26 @@ def test_recommend_against_a_brute_force_ranking(mde_run):
     with torch.no_grad():
         full = model.scorer()(user)
     train_u, train_i = split_edges(data, "train")
+    # Batched (3 users) and full scoring may round differently (BLAS
+    # blocking depends on the shape), which can swap near-tied items: the
+    # scores must agree, the items wherever the ranking is decided, i.e.
+    # the score of a position is more than GAP from its neighbours'
+    # (the 11th, first left out, included).
+    decided = 0
     for row, u in enumerate(user.tolist()):
         seen = train_i[train_u == u]
         expected = full[row].clone()
         expected[seen] = float("-inf")
-        top, index = expected.topk(10)
-        assert item[row].tolist() == index.tolist()
-        assert torch.allclose(score[row], top)
+        top, index = expected.topk(11)
+        assert torch.allclose(score[row], top[:10], rtol=1e-5, atol=1e-6)
+        gap = top[:-1] - top[1:]  # gap[j]: position j to position j + 1
+        for j in range(10):
+            if gap[j] > GAP and (j == 0 or gap[j - 1] > GAP):
+                assert item[row, j] == index[j], (u, j)
+                decided += 1
+    # not a vacuous check: measured, 36 of the 40 positions are decided
+    # (users 0 and 7 have adjacent scores 3.9e-6 and 1.9e-7 apart)
+    assert decided >= 30
     # exclude every split: no recommended item is one the user has seen
     item, _ = recommend(model, data, user, k=10,
                         exclude=("train", "valid", "test"))

@@ -31,7 +31,20 @@ def test_mmrec_dataset_processes_and_caches(tmp_path):
                       pre_transform=MultiModalGraphs(k_user=2, k_item=1))
     data = ds[0]
     assert data["user", "rates", "item"].edge_index.size(1) == 4
-    assert "edge_weight" in data["item", "similar_image", "item"]
+    # k_item=1: every item has one neighbour, so every degree is 1 and
+    # every weight 1/sqrt(1 * 1); the neighbour is the other item of the
+    # highest cosine similarity (by hand from the raw features).
+    for m in ("image", "text"):
+        store = data["item", f"similar_{m}", "item"]
+        assert store.edge_weight.tolist() == [1.0, 1.0, 1.0]
+        raw = np.load(tmp_path / "raw" / f"{m}_feat.npy")
+        unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        cos = unit @ unit.T
+        np.fill_diagonal(cos, -np.inf)
+        # edge_index is (neighbour, item); image: [1, 0, 1], text: [1, 2, 1]
+        nbr, item = store.edge_index.tolist()
+        assert sorted(item) == [0, 1, 2]
+        assert dict(zip(item, nbr)) == dict(enumerate(cos.argmax(1)))
     # A second instance loads the processed file instead of re-reading raw.
     np.save(tmp_path / "raw" / "text_feat.npy", np.zeros((3, 4)))
     again = MMRecDataset(str(tmp_path), "toy",

@@ -1,3 +1,5 @@
+import collections
+import csv
 import os.path as osp
 import warnings
 
@@ -56,14 +58,38 @@ def test_held_out_pairs_that_are_train_pairs_are_kept_with_a_warning(
     assert store.test_edge_index.tolist() == [[0, 1], [1, 2]]
 
 
+def count_inter(path):
+    """Count an .inter file with the csv module: ids one past the largest
+    user and item id, and the rows of each x_label, leaving out held-out
+    rows of users without a train row (as read_mmrec drops them)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    train_users = {r["userID"] for r in rows if r["x_label"] == "0"}
+    counts = collections.Counter(
+        r["x_label"] for r in rows
+        if r["x_label"] == "0" or r["userID"] in train_users)
+    return {"users": 1 + max(int(r["userID"]) for r in rows),
+            "items": 1 + max(int(r["itemID"]) for r in rows),
+            "distinct_users": len({r["userID"] for r in rows}),
+            "distinct_items": len({r["itemID"] for r in rows}),
+            "train": counts["0"], "valid": counts["1"], "test": counts["2"]}
+
+
 def test_lfm2k(lfm2k_path):
     data = read_mmrec(lfm2k_path, modalities=LFM2K_MODALITIES)
-    assert data["item"].num_nodes == 1425
-    assert data["user"].num_nodes == 1858
+    counts = count_inter(osp.join(lfm2k_path, "lfm2k.inter"))
     store = data["user", "rates", "item"]
-    assert store.edge_index.size(1) == 44327
-    assert store.val_edge_index.size(1) == 4799
-    assert store.test_edge_index.size(1) == 7219
+    assert data["item"].num_nodes == counts["items"]
+    assert data["user"].num_nodes == counts["users"]
+    assert store.edge_index.size(1) == counts["train"]
+    assert store.val_edge_index.size(1) == counts["valid"]
+    assert store.test_edge_index.size(1) == counts["test"]
+    # Regression values, from count_inter on the shared lfm2k.inter (56,345
+    # rows; every held-out row's user has train rows; ids 0..1857 and
+    # 0..1424 all occur) and as ../shared/data/README.md states them.
+    assert counts == {"users": 1858, "items": 1425, "distinct_users": 1858,
+                      "distinct_items": 1425, "train": 44327,
+                      "valid": 4799, "test": 7219}
     assert data["item"].x_text.shape == (1425, 384)
     assert data["item"].x_audio.shape == (1425, 128)
     assert data["item"].x_audio.dtype == torch.float32

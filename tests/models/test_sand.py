@@ -57,12 +57,28 @@ def club_by_hand(estimator, a, b, perm):
     """max(0, mean_i log q(b_i|a_i) - mean_i log q(b_perm(i)|a_i)), with
     log q(y|x) = sum_k -(y_k - mu_k)^2 / (2 exp(l_k)) - l_k / 2 (the
     constant cancels)."""
+    return (log_q_by_hand(estimator, a, b).mean()
+            - log_q_by_hand(estimator, a, b[perm]).mean()).clamp(min=0)
+
+
+def log_q_by_hand(estimator, a, y):
+    """log q(y_i|a_i) per row, without the constant: sum_k -(y_k -
+    mu_k)^2 / (2 exp(l_k)) - l_k / 2, with mu, l the estimator's heads."""
     mu, logvar = estimator.mu(a), estimator.logvar(a)
+    return (-(y - mu).pow(2) / (2 * logvar.exp()) - logvar / 2).sum(-1)
 
-    def log_q(y):
-        return (-(y - mu).pow(2) / (2 * logvar.exp()) - logvar / 2).sum(-1)
 
-    return (log_q(b).mean() - log_q(b[perm]).mean()).clamp(min=0)
+def estimator_nll_by_hand(model, data):
+    """Mean over modalities of -mean_i log q(u_i|g_i), with (g, u) the
+    mapped generic and unique halves of all items' split features."""
+    nll = []
+    with torch.no_grad():
+        for m, x in split_by_hand(model, data).items():
+            half = x.size(1) // 2  # generic half first
+            a = model.sand.generic_map[m](x[:, :half])
+            b = model.sand.unique_map[m](x[:, half:])
+            nll.append(-log_q_by_hand(model.sand.estimator(m), a, b).mean())
+    return torch.stack(nll).mean().item()
 
 
 def test_loss_parts(data):
@@ -158,14 +174,47 @@ def test_loss_decreases(data, distance):
 
 
 def test_trainer_runs_estimator_steps(data):
+    torch.manual_seed(0)
     model = SAND(data, embedding_dim=16)
     trainer = Trainer(model, data, lr=1e-2, batch_size=256, max_epochs=2,
                       progress=False)
     est_ids = {id(p) for p in model.estimator_parameters()}
     assert not est_ids & {id(p) for p in trainer.main_parameters}
+    # Record, for every estimator step, the value it returns and the
+    # CLUB NLL recomputed by hand from the weights at that moment (the
+    # estimator optimiser steps after the call), grouped by epoch.
+    steps, by_hand = [], []
+    estimator_step, on_epoch_start = model.estimator_step, \
+        model.on_epoch_start
+
+    def recording_step(user, pos, neg):
+        loss = estimator_step(user, pos, neg)
+        steps[-1].append(loss.item())
+        by_hand[-1].append(estimator_nll_by_hand(model, data))
+        return loss
+
+    def new_epoch(epoch):
+        steps.append([])
+        by_hand.append([])
+        on_epoch_start(epoch)
+
+    model.estimator_step, model.on_epoch_start = recording_step, new_epoch
     result = trainer.fit()
-    parts = result["history"][-1]["parts"]
-    assert "estimator_loss" in parts and "solosim" in parts
+    history = result["history"]
+    assert "solosim" in history[-1]["parts"]
+    num_train = data["user", "rates", "item"].edge_index.size(1)
+    assert [len(s) for s in steps] == [-(-num_train // 256)] * 2
+    for epoch, entry in enumerate(history):
+        # the step's value is the NLL of the estimator's Gaussian ...
+        assert steps[epoch] == pytest.approx(by_hand[epoch], rel=1e-5,
+                                             abs=1e-6)
+        # ... and the history holds its mean over the epoch's steps
+        mean = sum(by_hand[epoch]) / len(by_hand[epoch])
+        assert entry["parts"]["estimator_loss"] == pytest.approx(
+            mean, rel=1e-5, abs=1e-6)
+    # the estimator's own optimiser fits q: its NLL falls
+    assert history[1]["parts"]["estimator_loss"] < \
+        history[0]["parts"]["estimator_loss"]
 
 
 def _loss_and_grads(model, u, p, n):

@@ -265,9 +265,46 @@ def test_estimator_optimiser(data):
         result["history"][0]["parts"])
 
 
+class Projected(MF):
+    """MF whose item embeddings pass through a linear layer: a matmul that
+    CPU autocast runs in bfloat16 (MF's elementwise products alone are
+    not autocast, so bf16 would change nothing). Records the dtype of the
+    projected embeddings."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.proj = nn.Linear(self.item_emb.embedding_dim,
+                              self.item_emb.embedding_dim)
+        self.dtypes = set()
+
+    def get_embedding(self):
+        user, item = super().get_embedding()
+        item = self.proj(item)
+        self.dtypes.add(item.dtype)
+        return user, item
+
+
 def test_bf16_and_nan(data):
-    result = train(data, max_epochs=1, precision="bf16").fit()
-    assert result["history"][0]["loss"] > 0
+    runs = {}
+    for precision in ("bf16", "fp32"):
+        seed_everything(0)
+        model = Projected.from_data(data)
+        result = Trainer(model, data, seed=0, batch_size=64, lr=0.05,
+                         ks=(5, 10, 20), max_epochs=1, progress=False,
+                         precision=precision).fit()
+        runs[precision] = (result["history"][0], model.dtypes)
+    (bf16, bf16_dtypes), (fp32, fp32_dtypes) = runs["bf16"], runs["fp32"]
+    # bf16 reached the loss (evaluation stays in fp32), fp32 never did
+    assert torch.bfloat16 in bf16_dtypes
+    assert fp32_dtypes == {torch.float32}
+    # Same seed, one epoch: measured relative gap of the epoch losses
+    # 2.9e-6 (0.695081 vs 0.695083); over seeds 0-4 at most 2.9e-4.
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=2e-3)
+    # Measured: identical valid metrics at this seed. One item moving
+    # into or out of one user's top-k changes recall by 1/60 (30 users, 2
+    # valid items each); seeds 0-4 differ by at most 1/60 in any metric.
+    assert bf16["valid"].keys() == fp32["valid"].keys()
+    assert bf16["valid"] == pytest.approx(fp32["valid"], abs=0.05)
     trainer = train(data, max_epochs=1)
     trainer.model.loss = lambda u, p, n: (torch.tensor(float("nan"),
                                                        requires_grad=True), {})

@@ -166,3 +166,16 @@ def test_same_shape_values_unchanged():
     # same shapes of any rank stay accepted: [B, 1] scores as [B]
     assert bpr_loss(pos[:, None], neg[:, None]).item() == pytest.approx(
         bpr.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("module", [MDALoss(1.0), MSALoss(1.0)])
+def test_modules_name_node_weight(module):
+    a, b = _rand(4, 3), _rand(4, 3)
+    name = type(module).__name__
+    with pytest.raises(ValueError, match=rf"{name}: 'node_weight' must have "
+                       r"shape \(4,\), one weight per node .* got \(3,\)"):
+        module({"text": a, "image": b}, node_weight=torch.ones(3))
+    # a right-sized weight scales each node's term: weight 2 everywhere
+    # doubles the unweighted loss
+    assert module([a, b], torch.full((4,), 2.0)).item() == pytest.approx(
+        2 * module([a, b]).item(), rel=1e-6)

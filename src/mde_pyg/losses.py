@@ -466,6 +466,23 @@ class BPRLoss(nn.Module):
         return bpr_loss(pos, neg)
 
 
+def _check_node_weight(module: str, x: Modalities,
+                       node_weight: Tensor | None) -> None:
+    r"""Raise a :class:`ValueError` naming ``node_weight`` (a module's
+    argument, ``weight`` in the functions, where ``weight`` is the
+    module's :math:`\lambda`) unless it holds one weight per row of the
+    modalities ``x``.
+    """
+    if node_weight is None:
+        return
+    first = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
+    if node_weight.shape != first.shape[:1]:
+        raise ValueError(
+            f"{module}: 'node_weight' must have shape "
+            f"({first.size(0)},), one weight per node (row of each "
+            f"modality), got {tuple(node_weight.shape)}")
+
+
 class MDALoss(nn.Module):
     r"""Module form of :func:`mda_loss`, scaled by :math:`\lambda_1`.
 
@@ -480,6 +497,7 @@ class MDALoss(nn.Module):
     def forward(self, x: Modalities,
                 node_weight: Tensor | None = None) -> Tensor:
         r"""Return :math:`\lambda_1` times :func:`mda_loss`."""
+        _check_node_weight("MDALoss", x, node_weight)
         return self.weight * mda_loss(x, node_weight)
 
     def extra_repr(self) -> str:
@@ -508,6 +526,7 @@ class MSALoss(nn.Module):
     def forward(self, x: Modalities,
                 node_weight: Tensor | None = None) -> Tensor:
         r"""Return :math:`\lambda_2` times the pairwise :func:`msa_loss`."""
+        _check_node_weight("MSALoss", x, node_weight)
         return self.weight * multi_msa_loss(x, node_weight, self.tau,
                                             self.symmetric)
 

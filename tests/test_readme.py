@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LFM2K, ROOT, require_folder
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def readme_blocks() -> list[str]:
@@ -22,10 +23,9 @@ def block(first_line: str) -> str:
     return found[0]
 
 
-def test_data_snippet():
-    require_folder(LFM2K)
+def test_data_snippet(lfm2k_path):
     code = block("from mde_pyg.data import read_mmrec").replace(
-        '"path/to/lfm2k"', repr(LFM2K))
+        '"path/to/lfm2k"', repr(lfm2k_path))
     scope: dict = {}
     exec(code, scope)
     data = scope["data"]

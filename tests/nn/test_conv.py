@@ -310,3 +310,63 @@ def test_simple_conv_residual_is_one_fused_hop():
     torch.testing.assert_close(out, x + a @ x)
     w = torch.arange(out.numel()).view_as(out).sin()
     torch.testing.assert_close(grad, w + a.t() @ w)
+
+
+def test_symmetric_layers_refuse_a_graph_that_is_not():
+    # A directed graph: A^T != A. A symmetric layer's fused backward would
+    # use A as its own transpose, so the gradient would be A x, not A^T g.
+    from mde_pyg.nn.sparse import csr_is_symmetric
+
+    edge_index, weight = random_graph(8, 20)
+    adj = to_csr(edge_index, weight, (8, 8))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    assert not csr_is_symmetric(adj)
+    for layer in (LightGCNConv(), MultiHopPropagation(2)):
+        with pytest.raises(ValueError, match=r"symmetric=True\) got a CSR "
+                           r"graph of shape \(8, 8\) that is not symmetric"
+                           r".*pass symmetric=False"):
+            layer(x, adj)
+    # declared as it is, the fused gradient is the edge_index path's
+    conv = LightGCNConv(symmetric=False)
+    out, grad = value_and_grad(conv, x, adj)
+    ref_out, ref_grad = value_and_grad(conv, x, edge_index, weight)
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    assert torch.allclose(grad, ref_grad, atol=1e-6)
+
+
+def test_symmetry_is_checked_once_per_graph(monkeypatch):
+    from mde_pyg.nn import conv as conv_module
+
+    edge_index, weight = random_graph(8, 20, symmetric=True)
+    adj = to_csr(edge_index, weight, (8, 8))
+    other = to_csr(edge_index, 2 * weight, (8, 8))
+    calls, check = [], conv_module.csr_is_symmetric
+
+    def counted(a, *args):
+        calls.append(a)
+        return check(a, *args)
+
+    monkeypatch.setattr(conv_module, "csr_is_symmetric", counted)
+    conv = LightGCNConv()
+    x = torch.randn(8, 3, requires_grad=True)
+    for _ in range(3):
+        conv(x, adj).sum().backward()
+    conv(x, other)
+    assert [a is adj for a in calls] == [True, False]  # one check per graph
+
+
+def test_sparse_graph_with_edge_weight_or_other_aggr_is_refused():
+    edge_index, weight = random_graph(8, 20, symmetric=True)
+    x = torch.randn(8, 3)
+    graphs = [to_csr(edge_index, weight, (8, 8))]
+    if WITH_TORCH_SPARSE:
+        graphs.append(SparseTensor.from_edge_index(
+            edge_index.flip(0), weight, (8, 8)))
+    for graph in graphs:
+        for layer in (LightGCNConv(), SimpleGraphConv(symmetric=True),
+                      MultiHopPropagation(2)):
+            with pytest.raises(ValueError, match="'edge_weight' is given "
+                               "with a sparse graph"):
+                layer(x, graph, weight)
+    with pytest.raises(ValueError, match="'aggr' must be 'add', got 'mean'"):
+        LightGCNConv(aggr="mean")

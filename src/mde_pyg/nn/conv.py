@@ -22,6 +22,7 @@ from mde_pyg.nn.sparse import (
     crow_indices,
     csr_edge_dot,
     csr_hops,
+    csr_is_symmetric,
     csr_matmul,
     csr_tensor,
     csr_transpose,
@@ -36,6 +37,19 @@ def _fixed_csr(edge_index: Adj, edge_weight: OptTensor) -> bool:
     return (isinstance(edge_index, Tensor)
             and edge_index.layout == torch.sparse_csr
             and edge_weight is None and not edge_index.requires_grad)
+
+
+def _check_sparse_weight(edge_index: Adj, edge_weight: OptTensor) -> None:
+    """Refuse an ``edge_weight`` beside a sparse graph, whose own values
+    are the weights (it would be ignored).
+    """
+    dense = (isinstance(edge_index, Tensor)
+             and edge_index.layout == torch.strided)
+    if edge_weight is not None and not dense:
+        raise ValueError(
+            "'edge_weight' is given with a sparse graph, whose values are "
+            "the weights and would be used instead; build the sparse graph "
+            "with the weights as its values, or pass 'edge_index' [2, E]")
 
 
 class LightGCNConv(MessagePassing):
@@ -53,20 +67,32 @@ class LightGCNConv(MessagePassing):
     Args:
         symmetric (bool, optional): The graph is symmetric
             (:math:`w_{j,i} = w_{i,j}`), so the fused CSR path reuses it in
-            the backward pass instead of a transpose. (default: :obj:`True`)
+            the backward pass instead of a transpose. Checked once per CSR
+            graph (one transpose): a graph that is not symmetric raises a
+            :class:`ValueError`, since its gradients would be wrong. The
+            ``edge_index`` and :class:`torch_sparse.SparseTensor` paths
+            never rely on it. (default: :obj:`True`)
         **kwargs (optional): Arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing`; the fused
+            sparse paths sum, so ``aggr`` must be ``"add"``.
     """
 
     def __init__(self, symmetric: bool = True, **kwargs) -> None:
         kwargs.setdefault("aggr", "add")
+        if kwargs["aggr"] != "add":
+            raise ValueError(
+                f"{self.__class__.__name__} sums the weighted neighbours "
+                f"(its sparse paths are weighted sums), so 'aggr' must be "
+                f"'add', got {kwargs['aggr']!r}")
         super().__init__(**kwargs)
         self.symmetric = symmetric
         self._transposed: list[tuple[Tensor, Tensor]] = []
+        self._checked: list[Tensor] = []  # CSR graphs found symmetric
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
         """Propagate ``x`` once over the graph."""
+        _check_sparse_weight(edge_index, edge_weight)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
@@ -81,6 +107,7 @@ class LightGCNConv(MessagePassing):
 
     def _backward_matrix(self, adj_t: Tensor) -> Tensor:
         if self.symmetric:
+            self._check_symmetric(adj_t)
             return adj_t
         # A small cache keyed by identity; holding ``adj_t`` keeps its key
         # valid. One layer may serve several graphs (one per modality).
@@ -90,6 +117,19 @@ class LightGCNConv(MessagePassing):
         self._transposed = self._transposed[-7:] + [
             (adj_t, csr_transpose(adj_t))]
         return self._transposed[-1][1]
+
+    def _check_symmetric(self, adj_t: Tensor) -> None:
+        # Once per graph (kept by identity, as the transposes below): the
+        # backward of a symmetric layer reuses adj_t as its own transpose.
+        if any(adj is adj_t for adj in self._checked):
+            return
+        if not csr_is_symmetric(adj_t):
+            raise ValueError(
+                f"{self.__class__.__name__}(symmetric=True) got a CSR graph "
+                f"of shape {tuple(adj_t.shape)} that is not symmetric; its "
+                f"backward would use the graph as its own transpose and "
+                f"give wrong gradients: pass symmetric=False")
+        self._checked = self._checked[-7:] + [adj_t]
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(symmetric={self.symmetric})"

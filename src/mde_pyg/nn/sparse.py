@@ -53,6 +53,24 @@ def csr_transpose(adj: Tensor) -> Tensor:
         return adj.t().to_sparse_csr()
 
 
+def csr_is_symmetric(adj: Tensor, rtol: float = 1e-5) -> bool:
+    """Whether a square CSR tensor equals its transpose: the same sparsity
+    pattern, and values equal within ``rtol``.
+
+    Args:
+        adj (torch.Tensor): A sparse CSR matrix.
+        rtol (float, optional): Relative tolerance of the values.
+            (default: :obj:`1e-5`)
+    """
+    if adj.size(0) != adj.size(1):
+        return False
+    t = csr_transpose(adj)
+    return (torch.equal(adj.crow_indices(), t.crow_indices())
+            and torch.equal(adj.col_indices(), t.col_indices())
+            and torch.allclose(adj.values(), t.values(), rtol=rtol,
+                               atol=0.0))
+
+
 def user_item_edges(data: HeteroData) -> tuple[Tensor, Tensor]:
     r"""Return the user-item graph as one ``(U+I)``-node homogeneous graph.
 

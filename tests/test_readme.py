@@ -37,6 +37,12 @@ def test_data_snippet(lfm2k_path):
         knn = data["item", f"similar_{m}", "item"].edge_index
         assert torch.equal(torch.bincount(knn[1], minlength=num_items),
                            torch.full((num_items,), 10))
+    # the model inputs: unit rows of z-scored columns, VGGish's raw
+    # values (up to 246) gone
+    for m in ("text", "audio"):
+        x = data["item"][f"x_{m}"]
+        assert torch.allclose(x.norm(dim=1), torch.ones(num_items),
+                              atol=1e-5)
     weight = data["user", "rates", "item"].edge_weight
     user, item = data["user", "rates", "item"].edge_index
     du = torch.bincount(user, minlength=num_users).float()

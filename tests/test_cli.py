@@ -130,7 +130,8 @@ def test_user_errors(tiny_folder, tmp_path, capsys, extra, message):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("mde-pyg: error:")
+    assert err.strip().splitlines()[-1].startswith("mde-pyg train: error:")
+    assert err.startswith("usage: mde-pyg train ")  # the command's usage
 
 
 @pytest.mark.parametrize("extra, message", [

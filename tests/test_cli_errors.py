@@ -31,7 +31,7 @@ def usage_error(capsys, argv):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("mde-pyg: error: ")
+    assert last.startswith(f"mde-pyg {argv[0]}: error: ")  # its usage
     return last
 
 
@@ -47,7 +47,7 @@ def test_a_bad_row_of_an_amazon_dataset_names_dataset_file_and_row(
     err = usage_error(capsys, [
         "train", "--model", "mostpop", "--dataset", "baby", "--root",
         str(tmp_path / "baby"), "--no-progress", "--output", str(out)])
-    assert err.startswith(f"mde-pyg: error: cannot load the 'baby' "
+    assert err.startswith(f"mde-pyg train: error: cannot load the 'baby' "
                           f"dataset from '{tmp_path / 'baby'}': ")
     # the reader's own message names the file, the row and the value
     assert f"{raw / 'baby.inter'}, line 4" in err and "'seven'" in err
@@ -68,13 +68,13 @@ def test_train_output_that_is_a_file_fails_before_training(
     taken = tmp_path / "notes.txt"
     taken.write_text("mine\n")
     err = usage_error(capsys, tiny_args(tiny_folder, taken))
-    assert err == (f"mde-pyg: error: --output '{taken}' is an existing "
+    assert err == (f"mde-pyg train: error: --output '{taken}' is an existing "
                    f"file, not a folder; give a new folder (or the folder "
                    f"of the run to --resume)")
     err = usage_error(capsys, tiny_args(tiny_folder, taken / "a" / "b"))
-    assert err == (f"mde-pyg: error: --output '{taken / 'a' / 'b'}' cannot "
-                   f"be made: '{taken}' is a file, not a folder; give "
-                   f"another --output")
+    assert err == (f"mde-pyg train: error: --output "
+                   f"'{taken / 'a' / 'b'}' cannot be made: '{taken}' is a "
+                   f"file, not a folder; give another --output")
     assert taken.read_text() == "mine\n"
 
 
@@ -85,8 +85,8 @@ def test_recommend_output_that_is_a_folder_fails_before_loading(
     folder.mkdir()
     err = usage_error(capsys, ["recommend", str(tmp_path / "no_run"),
                                "--output", str(folder)])
-    assert err == (f"mde-pyg: error: --output '{folder}' is a folder; give "
-                   f"a file name, e.g. --output "
+    assert err == (f"mde-pyg recommend: error: --output '{folder}' is a "
+                   f"folder; give a file name, e.g. --output "
                    f"{folder / 'recommendations.tsv'}")
     (tmp_path / "file").write_text("")
     err = usage_error(capsys, ["recommend", str(tmp_path / "no_run"),
@@ -104,7 +104,7 @@ def test_resume_from_a_truncated_last_checkpoint(tiny_folder, tmp_path,
     last.write_bytes(last.read_bytes()[:100])
     results = (out / "results.json").read_text()
     err = usage_error(capsys, args + ["--max-epochs", "2", "--resume"])
-    assert err.startswith(f"mde-pyg: error: cannot --resume: '{last}' is "
+    assert err.startswith(f"mde-pyg train: error: cannot --resume: '{last}' is "
                           f"truncated or not a mde-pyg checkpoint (")
     assert err.endswith("; delete it, or train without resume (mde-pyg "
                         "train without --resume) to start the run again")
@@ -118,8 +118,8 @@ def test_recommend_with_a_bad_run(tiny_folder, tmp_path, capsys):
     raw = best.read_bytes()
     best.write_bytes(raw[:len(raw) // 2])
     err = usage_error(capsys, ["recommend", str(out)])
-    assert err.startswith(f"mde-pyg: error: cannot load the run '{out}': "
-                          f"'{best}' is truncated or not a mde-pyg "
+    assert err.startswith(f"mde-pyg recommend: error: cannot load the run "
+                          f"'{out}': '{best}' is truncated or not a mde-pyg "
                           f"checkpoint (")
     assert err.endswith("; train the run again (or restore the file from a "
                         "copy)")
@@ -136,8 +136,8 @@ def test_recommend_with_a_bad_run(tiny_folder, tmp_path, capsys):
 def test_a_bad_device_names_the_valid_forms(tiny_folder, tmp_path, capsys):
     err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "o",
                                         "mostpop", "--device", "gpu"))
-    assert err == ("mde-pyg: error: invalid --device 'gpu'; give cpu, cuda "
-                   "or cuda:N (the index of a GPU)")
+    assert err == ("mde-pyg train: error: invalid --device 'gpu'; give cpu, "
+                   "cuda or cuda:N (the index of a GPU)")
 
 
 # Examples #####################################################################

@@ -179,3 +179,9 @@ def test_modules_name_node_weight(module):
     # doubles the unweighted loss
     assert module([a, b], torch.full((4,), 2.0)).item() == pytest.approx(
         2 * module([a, b]).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", [MSALoss, SoloSimLoss])
+def test_modules_check_tau_when_built(cls):
+    with pytest.raises(ValueError, match="'tau' must be positive, got 0"):
+        cls(tau=0)

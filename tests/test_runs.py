@@ -151,6 +151,14 @@ def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
         recommend(model, data, k=2, exclude="train")
     with pytest.raises(ValueError, match="unknown splits"):
         recommend(model, data, k=2, exclude=("seen",))
+    # the CLI's --exclude all is every split here, and the hint says so
+    with pytest.raises(TypeError, match=r"such as \('train', 'valid', "
+                       r"'test'\), not the string 'all'"):
+        recommend(model, data, k=2, exclude="all")
+    # the model's own recommend takes pairs, and points here for splits
+    with pytest.raises(TypeError, match=r"\[2, E\] integer tensor, got "
+                       r"tuple; .*mde_pyg.train.recommend\(model, data"):
+        model.recommend(torch.tensor([0]), k=2, exclude=("train",))
 
 
 def read_tsv(path):

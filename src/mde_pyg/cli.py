@@ -668,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # each command's parser, whose usage line its errors print
+    parser.commands = sub.choices
     sub.required = True
     sub.add_parser("models", help="list the registered models")
 
@@ -909,8 +911,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_recommend(args)
         else:
             run_train(args)
-    except UsageError as error:
-        parser.error(str(error))  # one line on stderr, exit status 2
+    except UsageError as error:  # one line on stderr, exit status 2,
+        # under the usage of the command that was given
+        parser.commands[args.command].error(str(error))
     except KeyboardInterrupt:
         print("mde-pyg: interrupted; the checkpoints hold the last finished "
               "epoch: rerun the same command with --resume to continue",

@@ -519,6 +519,8 @@ class MSALoss(nn.Module):
     def __init__(self, weight: float = 0.01, tau: float = 0.2,
                  symmetric: bool = True) -> None:
         super().__init__()
+        if not tau > 0:
+            raise ValueError(f"'tau' must be positive, got {tau}")
         self.weight = weight
         self.tau = tau
         self.symmetric = symmetric
@@ -742,6 +744,8 @@ class SoloSimLoss(nn.Module):
 
     def __init__(self, weight: float = 0.012, tau: float = 0.2) -> None:
         super().__init__()
+        if not tau > 0:
+            raise ValueError(f"'tau' must be positive, got {tau}")
         self.weight = weight
         self.tau = tau
 

@@ -17,13 +17,20 @@ def test_fusion_concat_and_sum():
     assert torch.allclose(out, torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
     with torch.no_grad():
         fusion.weight[1] = torch.tensor([0.0, 1.0])
-    out, pref = fusion(x, torch.tensor([1]))
+    out, pref = fusion({m: v[[1]] for m, v in x.items()}, torch.tensor([1]))
     p = torch.tensor(1.0).exp() / (1 + torch.tensor(1.0).exp())
     assert torch.allclose(pref, torch.stack([1 - p, p]).view(1, 2))
     assert torch.allclose(out, torch.cat([(1 - p).repeat(2),
                                           2 * p.repeat(2)]).view(1, 4))
+    assert out.shape == (1, 4)
     summed, _ = PreferenceFusion(3, ["v", "t"], mode="sum")(x)
     assert torch.allclose(summed, torch.full((3, 2), 1.5))
+    # rows that are not the nodes weighed: a batch without its ids
+    with pytest.raises(ValueError, match=r"x_dict\['v'\] has shape \(2, 2\), "
+                       r"but the fusion weighs all 3 nodes \(3\).*'index'"):
+        fusion({m: v[:2] for m, v in x.items()})
+    with pytest.raises(ValueError, match=r"weighs the batch's nodes \(1\)"):
+        fusion(x, torch.tensor([1]))
 
 
 def test_fusion_fixed_and_errors():

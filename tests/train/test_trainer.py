@@ -471,7 +471,8 @@ def test_progress_lines_when_stderr_is_not_a_terminal(data, capsys):
         score = entry["valid"]["recall@20"]
         if score > best_score:
             best_score, best_epoch = score, entry["epoch"]
-        assert line.startswith(f"MF epoch {entry['epoch']}/50: loss "
+        assert line.startswith(f"MF epoch {entry['epoch']} ("
+                               f"{entry['epoch'] + 1} of at most 50): loss "
                                f"{entry['loss']:.4f}, valid recall@20 "
                                f"{score:.4f}, best {best_score:.4f} at "
                                f"epoch {best_epoch}, ")

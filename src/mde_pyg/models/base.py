@@ -322,6 +322,16 @@ class Recommender(nn.Module):
                 f"'k' must be in [1, {self.num_items}] (the number of "
                 f"items), got {k}"
             )
+        if exclude is not None and not (
+                isinstance(exclude, Tensor) and exclude.dim() == 2
+                and exclude.size(0) == 2 and not exclude.is_floating_point()):
+            raise TypeError(
+                f"'exclude' takes (position in 'user', item id) pairs as a "
+                f"[2, E] integer tensor, got {type(exclude).__name__}"
+                f"{tuple(exclude.shape) if isinstance(exclude, Tensor) else ''}"
+                f"; to leave out the items of a split, call "
+                f"mde_pyg.train.recommend(model, data, user, k, "
+                f"exclude=('train',))")
         scores = self.scorer()(user)
         if exclude is not None:
             scores[exclude[0], exclude[1]] = float("-inf")

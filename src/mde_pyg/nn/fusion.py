@@ -141,6 +141,15 @@ class PreferenceFusion(nn.Module):
         if missing:
             raise ValueError(f"'x_dict' lacks the modalities {missing}")
         pref = self.preferences(index)
+        for m in self.modalities:
+            if x_dict[m].dim() != 2 or x_dict[m].size(0) != pref.size(0):
+                rows = ("the batch's" if index is not None
+                        else f"all {self.num_nodes}")
+                raise ValueError(
+                    f"x_dict['{m}'] has shape {tuple(x_dict[m].shape)}, "
+                    f"but the fusion weighs {rows} nodes ({pref.size(0)}); "
+                    f"pass one [N, d] row per node, and for a batch of "
+                    f"nodes their ids as 'index'")
         parts = [pref[:, j:j + 1] * x_dict[m]
                  for j, m in enumerate(self.modalities)]
         fused = torch.cat(parts, dim=-1) if self.mode == "concat" else \

@@ -25,9 +25,13 @@ def seen_items(data: HeteroData, exclude: Sequence[str]) -> SeenItems:
             leaves nothing out.
     """
     if isinstance(exclude, str):
+        example = ((exclude,) if exclude in SPLITS
+                   else ("train", "valid", "test") if exclude == "all"
+                   else ("train",))
         raise TypeError(
-            f"'exclude' must be a sequence of split names, such as "
-            f"('{exclude}',), not the string '{exclude}'")
+            f"'exclude' must be a sequence of split names among "
+            f"{list(SPLITS)}, such as {example}, not the string "
+            f"'{exclude}'")
     unknown = [split for split in exclude if split not in SPLITS]
     if unknown:
         raise ValueError(

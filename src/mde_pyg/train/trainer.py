@@ -774,7 +774,8 @@ class Trainer:
         name, metric = self.model.__class__.__name__, self.eval_metric
         best = f"{self.best['score']:.4f} at epoch {self.best['epoch']}"
         lines = [
-            f"{name} epoch {entry['epoch']}/{self.max_epochs}: loss "
+            f"{name} epoch {entry['epoch']} ({entry['epoch'] + 1} of at "
+            f"most {self.max_epochs}): loss "
             f"{entry['loss']:.4f}, valid {metric} "
             f"{entry['valid'][metric]:.4f}, best {best}, "
             f"{entry['seconds']:.2f} s"

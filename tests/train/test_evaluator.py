@@ -148,3 +148,18 @@ def test_nan_scores_are_an_error(tiny):
     model.scores[1, 4] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN for 1 of 2 users"):
         Evaluator(data, "valid", ks=(2,))(model)
+
+
+def test_a_model_without_a_scorer_is_named(synthetic_graphs):
+    from torch_geometric.nn.models import LightGCN
+
+    from mde_pyg.train import recommend
+
+    data = synthetic_graphs
+    plain = LightGCN(data["user"].num_nodes + data["item"].num_nodes, 8, 2)
+    message = (r"LightGCN lacks \['scorer', 'num_users', 'num_items'\]: "
+               r"ranking needs a scorer\(\) method")
+    with pytest.raises(TypeError, match=message):
+        Evaluator(data, "valid", ks=(5,))(plain)
+    with pytest.raises(TypeError, match=message):
+        recommend(plain, data, k=5)

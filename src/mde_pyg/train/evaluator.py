@@ -260,7 +260,7 @@ class Evaluator:
             user (torch.Tensor): User ids, shape ``[B]``.
         """
         with evaluation_mode(model) as device:
-            return self.seen.top_k(model.scorer(), user, self.max_k,
+            return self.seen.top_k(model_scorer(model), user, self.max_k,
                                    device)[1]
 
     def __call__(self, model: Recommender) -> dict[str, float]:
@@ -270,7 +270,7 @@ class Evaluator:
             model (Recommender): The model to evaluate.
         """
         with evaluation_mode(model) as device:
-            score = model.scorer()
+            score = model_scorer(model)
             self.metric.reset()
             for start in range(0, self.users.numel(), self.batch_size):
                 end = start + self.batch_size
@@ -284,6 +284,36 @@ class Evaluator:
             f"{self.__class__.__name__}(split='{self.split}', "
             f"{self.users.numel()} users, ks={list(self.ks)})"
         )
+
+
+def check_scorer(model: torch.nn.Module) -> None:
+    """Raise a :class:`TypeError` unless ``model`` can be ranked with: a
+    ``scorer()`` method returning a function of user ids ``[B]`` to scores
+    ``[B, num_items]``, and ``num_users`` / ``num_items``, as every
+    :class:`~mde_pyg.models.Recommender` has.
+
+    Args:
+        model (torch.nn.Module): The model to rank with.
+    """
+    missing = [name for name in ("scorer", "num_users", "num_items")
+               if not hasattr(model, name)]
+    if missing or not callable(model.scorer):
+        raise TypeError(
+            f"{type(model).__name__} lacks {missing or ['a callable scorer']}"
+            f": ranking needs a scorer() method returning a function of "
+            f"user ids [B] -> scores [B, num_items], and num_users and "
+            f"num_items, as mde_pyg.models.Recommender has (subclass it, or "
+            f"wrap the model as examples/swap_losses.py does)")
+
+
+def model_scorer(model: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+    """Return ``model.scorer()`` after :func:`check_scorer`.
+
+    Args:
+        model (torch.nn.Module): The model to rank with.
+    """
+    check_scorer(model)
+    return model.scorer()
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -9,7 +9,13 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mde_pyg.models.base import Recommender
-from mde_pyg.train.evaluator import SeenItems, evaluation_mode, split_edges
+from mde_pyg.train.evaluator import (
+    SeenItems,
+    check_scorer,
+    evaluation_mode,
+    model_scorer,
+    split_edges,
+)
 
 #: The splits whose items :func:`recommend` may leave out.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -55,6 +61,7 @@ def iter_recommend(
     ``batch_size`` users at a time (on the CPU), for outputs that do not
     fit in memory at once. Arguments as for :func:`recommend`.
     """
+    check_scorer(model)
     num_users, num_items = model.num_users, model.num_items
     if (int(data["user"].num_nodes), int(data["item"].num_nodes)) != (
             num_users, num_items):
@@ -81,7 +88,8 @@ def iter_recommend(
     seen = seen_items(data, exclude)
 
     with evaluation_mode(model) as device:
-        score = model.scorer()  # the embeddings, once, in evaluation mode
+        # the embeddings, once, in evaluation mode
+        score = model_scorer(model)
     for start in range(0, user.numel(), batch_size):
         batch = user[start:start + batch_size]
         # no_grad per batch, not around the yield, so that the caller's

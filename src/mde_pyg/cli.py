@@ -441,6 +441,26 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
     )
 
 
+def model_class(model: str) -> type:
+    """Return the class of the ``--model`` name or import path, or raise a
+    :class:`UsageError` naming the choices.
+
+    Args:
+        model (str): A registered name or ``"package.module:Class"``.
+    """
+    from mde_pyg.models import available_models, get_model_class
+
+    try:
+        return get_model_class(model)
+    except ValueError as error:
+        if ":" in model:
+            raise UsageError(str(error)) from error
+        raise UsageError(
+            f"unknown model '{model}'; choose from {available_models()}, "
+            f"or give the import path 'package.module:Class' of your own "
+            f"Recommender") from error
+
+
 def check_hparams(model: str, hparams: Mapping[str, Any]) -> None:
     """Raise a :class:`UsageError` naming any unknown model argument.
 
@@ -448,13 +468,7 @@ def check_hparams(model: str, hparams: Mapping[str, Any]) -> None:
         model (str): A registered model name.
         hparams (Mapping[str, Any]): Keyword arguments for the model.
     """
-    from mde_pyg.models import available_models, get_model_class
-
-    if model.lower() not in available_models():
-        raise UsageError(
-            f"unknown model '{model}'; choose from {available_models()}"
-        )
-    cls = get_model_class(model)
+    cls = model_class(model)
     names: set[str] = set()
     for fn in (cls.__init__, getattr(cls, "from_data", None)):
         if fn is None:
@@ -590,7 +604,7 @@ def train_model(
         :func:`~mde_pyg.train.grid_search`).
     """
     from mde_pyg.env import environment
-    from mde_pyg.models import build_model
+    from mde_pyg.models import build_model, model_key
     from mde_pyg.train import (
         GridConfigError,
         ResumeMismatchError,
@@ -601,7 +615,7 @@ def train_model(
     from mde_pyg.train.grid import split_params
     from mde_pyg.train.trainer import BEST_CHECKPOINT, CheckpointError
 
-    model = model.lower()
+    model = model_key(model)
     model_kwargs, fixed_trainer = split_params(hparams or {})
     grid = dict(grid or {})
     check_hparams(model, {**model_kwargs, **split_params(grid)[0]})
@@ -680,7 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Recall@20 and report the test metrics of the best epoch.",
     )
     add = train.add_argument
-    add("--model", help="registered model name (see 'mde-pyg models')")
+    add("--model", help="registered model name (see 'mde-pyg models') or "
+        "the import path package.module:Class of your own Recommender")
     add("--data", metavar="FOLDER", help="a dataset folder in MMRec's layout")
     add("--dataset", choices=DATASETS,
         help="'synthetic' (embedded) or an Amazon dataset of MMRec")
@@ -771,14 +786,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     Args:
         args (argparse.Namespace): Parsed ``train`` arguments.
     """
-    from mde_pyg.models import available_models
-
     settings = resolve_settings(args)
     model = str(settings["model"])
-    if model.lower() not in available_models():
-        raise UsageError(
-            f"unknown model '{model}'; choose from {available_models()}"
-        )
+    model_class(model)
     device = _resolve_device(settings["device"])
     data_config = {
         key: settings[key]

@@ -14,8 +14,9 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.models.base import Recommender
 
-#: Model name -> ``"module:Class"`` inside :mod:`mde_pyg.models`.
-MODELS: dict[str, str] = {
+#: Model name -> ``"module:Class"`` inside :mod:`mde_pyg.models`, or a
+#: class added by :func:`register_model`.
+MODELS: dict[str, str | type[Recommender]] = {
     "mostpop": "mostpop:MostPop",
     "lightgcn": "lightgcn:LightGCN",
     "vbpr": "vbpr:VBPR",
@@ -37,14 +38,70 @@ def available_models() -> list[str]:
     return list(MODELS)
 
 
-def get_model_class(name: str) -> type[Recommender]:
-    """Return the class registered under ``name`` (case-insensitive)."""
+def model_key(name: str) -> str:
+    """Return the registry key of ``name``: registered names are
+    case-insensitive; an import path ``"package.module:Class"`` is kept as
+    written.
+    """
+    return name if ":" in name else name.lower()
+
+
+def register_model(name: str, cls: type[Recommender],
+                   overwrite: bool = False) -> None:
+    """Register a :class:`Recommender` subclass under ``name``, so that
+    :func:`build_model`, ``mde-pyg train --model NAME`` (from Python),
+    grid search and :func:`mde_pyg.runs.load_run` find it.
+
+    A model outside this process (the ``mde-pyg`` command) is named by its
+    import path instead, ``--model mypackage.models:MyRec``, which needs
+    no registration.
+
+    Args:
+        name (str): The name (case-insensitive, no ``:``).
+        cls (type): The class.
+        overwrite (bool, optional): Replace a model already registered
+            under ``name``. (default: :obj:`False`)
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        raise TypeError(f"register_model('{name}', ...) needs a subclass of "
+                        f"mde_pyg.models.Recommender, got {cls!r}")
+    if not name or ":" in name:
+        raise ValueError(f"A model name must be non-empty and hold no ':' "
+                         f"(which marks an import path), got '{name}'")
     key = name.lower()
+    if key in MODELS and not overwrite and get_model_class(key) is not cls:
+        raise ValueError(f"'{key}' is already registered "
+                         f"({MODELS[key]}); pass overwrite=True to replace "
+                         f"it")
+    MODELS[key] = cls
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    """Return the class registered under ``name`` (case-insensitive), or
+    the class at the import path ``"package.module:Class"``.
+    """
+    key = model_key(name)
+    if ":" in key:
+        module_name, _, class_name = key.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"Cannot import the model '{name}': {error}; "
+                             f"give 'package.module:Class' of an importable "
+                             f"module") from None
+        if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+            raise ValueError(f"'{name}' is not a subclass of "
+                             f"mde_pyg.models.Recommender")
+        return cls
     if key not in MODELS:
         raise ValueError(
-            f"Unknown model '{name}'; choose one of {available_models()}"
+            f"Unknown model '{name}'; choose one of {available_models()}, "
+            f"or give the import path 'package.module:Class' of your own"
         )
-    module_name, class_name = MODELS[key].split(":")
+    target = MODELS[key]
+    if isinstance(target, type):
+        return target
+    module_name, class_name = target.split(":")
     module = importlib.import_module(f"mde_pyg.models.{module_name}")
     return getattr(module, class_name)
 
@@ -63,7 +120,7 @@ def build_model(name: str, data: HeteroData, **hparams: Any) -> Recommender:
 
 def __getattr__(name: str) -> Any:
     for key, target in MODELS.items():
-        if target.split(":")[1] == name:
+        if isinstance(target, str) and target.split(":")[1] == name:
             return get_model_class(key)
     raise AttributeError(f"module 'mde_pyg.models' has no attribute '{name}'")
 
@@ -73,5 +130,7 @@ __all__ = [
     "MODELS",
     "available_models",
     "get_model_class",
+    "model_key",
+    "register_model",
     "build_model",
 ]

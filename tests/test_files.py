@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -13,6 +15,9 @@ def test_atomic_path_replaces_only_when_complete(tmp_path):
         with open(tmp, "w") as f:
             f.write("first")
     assert path.read_text() == "first"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open()
     with pytest.raises(RuntimeError, match="stop"):
         with atomic_path(path) as tmp:
             with open(tmp, "w") as f:

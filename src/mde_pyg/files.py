@@ -9,12 +9,21 @@ version (or nothing) in place, never a truncated file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (reading it means setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
@@ -37,6 +46,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
                                suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp's 0600, widened to what open() would give (0666 less the
+        # umask), so that results are readable as any other file
+        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -255,11 +255,10 @@ def plot(results: list, path: str, device: str) -> None:
         ax.legend()
     fig.suptitle(f"mde-pyg scaling ({device})")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    import os
+    from mde_pyg.files import atomic_path
 
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # no half-written or leftover image
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 if __name__ == "__main__":

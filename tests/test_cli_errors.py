@@ -136,8 +136,9 @@ def test_recommend_with_a_bad_run(tiny_folder, tmp_path, capsys):
 def test_a_bad_device_names_the_valid_forms(tiny_folder, tmp_path, capsys):
     err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "o",
                                         "mostpop", "--device", "gpu"))
-    assert err == ("mde-pyg train: error: invalid --device 'gpu'; give cpu, "
-                   "cuda or cuda:N (the index of a GPU)")
+    assert err == ("mde-pyg train: error: --device must be cpu, cuda or "
+                   "cuda:N (the index of a GPU), or a torch.device; got "
+                   "'gpu'")
 
 
 # Examples #####################################################################
@@ -197,3 +198,12 @@ def test_custom_model_exits_with_one_line(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         f"custom_model.py: error: data folder '{tmp_path / 'nowhere'}' does "
         f"not exist")
+
+
+def test_recommend_of_a_file_names_the_run(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_folder, out)) == 0
+    results = out / "results.json"
+    err = usage_error(capsys, ["recommend", str(results)])
+    assert err == (f"mde-pyg recommend: error: RUN '{results}' is a file; "
+                   f"give the --output folder of an 'mde-pyg train' run")

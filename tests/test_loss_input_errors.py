@@ -185,3 +185,10 @@ def test_modules_name_node_weight(module):
 def test_modules_check_tau_when_built(cls):
     with pytest.raises(ValueError, match="'tau' must be positive, got 0"):
         cls(tau=0)
+
+
+def test_modules_without_modalities_say_so():
+    for module in (MDALoss(), MSALoss()):
+        with pytest.raises(ValueError, match="needs at least two "
+                           "modalities, got 0"):
+            module({}, torch.ones(3))

@@ -770,13 +770,12 @@ def _resolve_device(device: str | None) -> str:
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    from mde_pyg.train.trainer import parse_device
+
     try:
-        parsed = torch.device(device)
-    except RuntimeError as error:
-        raise UsageError(f"invalid --device '{device}'; give cpu, cuda or "
-                         f"cuda:N (the index of a GPU)") from error
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda given but CUDA is not available")
+        parse_device(device, "--device")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return device
 
 
@@ -858,9 +857,14 @@ def run_recommend(args: argparse.Namespace) -> Path:
             raise UsageError(
                 f"--users must be user ids separated by commas, got "
                 f"'{args.users}'") from error
+    # before the run is loaded: the --output given, then the run
+    if args.output is not None:
+        check_output_file(args.output)
+    if Path(args.run).exists() and not Path(args.run).is_dir():
+        raise UsageError(f"RUN '{args.run}' is a file; give the --output "
+                         f"folder of an 'mde-pyg train' run")
     output = (Path(args.run) / RECOMMENDATIONS_FILE if args.output is None
               else Path(args.output))
-    check_output_file(output)  # before the run is loaded
     device = _resolve_device(args.device)
     try:
         model, data = load_run(args.run, data_folder=args.data,

@@ -473,7 +473,7 @@ def _check_node_weight(module: str, x: Modalities,
     module's :math:`\lambda`) unless it holds one weight per row of the
     modalities ``x``.
     """
-    if node_weight is None:
+    if node_weight is None or len(x) == 0:  # none: _pairs says so
         return
     first = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
     if node_weight.shape != first.shape[:1]:

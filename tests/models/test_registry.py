@@ -98,3 +98,10 @@ def test_cli_trains_and_reloads_a_model_by_import_path(own_module, tiny_folder,
     err = capsys.readouterr().err
     assert "unknown model 'nope'; choose from ['mostpop'" in err
     assert "or give the import path 'package.module:Class'" in err
+
+
+def test_an_import_path_needs_both_halves():
+    for name in (":X", "my_recs:"):
+        with pytest.raises(ValueError, match="is not an import path; write "
+                           "'package.module:Class'"):
+            get_model_class(name)

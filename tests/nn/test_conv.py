@@ -370,3 +370,67 @@ def test_sparse_graph_with_edge_weight_or_other_aggr_is_refused():
                 layer(x, graph, weight)
     with pytest.raises(ValueError, match="'aggr' must be 'add', got 'mean'"):
         LightGCNConv(aggr="mean")
+
+
+def test_graph_caches_follow_their_graphs():
+    import gc
+    import io
+
+    conv = SimpleGraphConv()
+    sym = LightGCNConv()
+    x = torch.randn(10, 4, requires_grad=True)
+    for seed in range(12):  # a new graph each time, as FREEDOM's pruning
+        adj = to_csr(*random_graph(10, seed=seed), (10, 10))
+        conv(x, adj).sum().backward()
+        sym_adj = to_csr(*random_graph(10, symmetric=True, seed=seed),
+                         (10, 10))
+        sym(x, sym_adj).sum().backward()
+    del adj, sym_adj
+    gc.collect()
+    # the graphs are gone, so are their entries (none kept alive)
+    assert len(conv._transposed) == 0 and len(sym._checked) == 0
+    # and a layer with a live cache pickles, without it
+    adj = to_csr(*random_graph(10, seed=0), (10, 10))
+    conv(x, adj)
+    buffer = io.BytesIO()
+    torch.save(conv, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert len(loaded._transposed) == 0 and len(conv._transposed) == 1
+    out, grad = value_and_grad(loaded, x.detach(), adj)
+    ref_out, ref_grad = value_and_grad(conv, x.detach(), adj)
+    assert torch.equal(out, ref_out) and torch.equal(grad, ref_grad)
+
+
+def test_learnable_graph_values_take_torchs_backward():
+    # a directed graph whose values require gradients: symmetric=True is
+    # not relied on (torch's own product runs), so nothing is refused
+    edge_index, weight = random_graph(8, 20)
+    weight = weight.requires_grad_()
+    adj = to_csr(edge_index, weight, (8, 8))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    conv = LightGCNConv()
+    out = conv(x, adj)
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), weight)
+    ref = dense(edge_index, weight, 8) @ x
+    (ref_grad,) = torch.autograd.grad(ref.pow(2).sum(), weight)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
+    assert len(conv._checked) == 0
+
+
+def test_symmetry_of_non_canonical_csr():
+    from mde_pyg.nn.sparse import csr_is_symmetric, csr_tensor
+
+    # [[0, 1, 2], [1, 0, 0], [2, 0, 0]] with row 0's columns unsorted, and
+    # the same matrix with its (0, 1) entry split into two halves
+    crow = torch.tensor([0, 2, 3, 4])
+    unsorted = csr_tensor(crow, torch.tensor([2, 1, 0, 0]),
+                          torch.tensor([2.0, 1.0, 1.0, 2.0]), (3, 3))
+    split = csr_tensor(torch.tensor([0, 3, 4, 5]),
+                       torch.tensor([1, 1, 2, 0, 0]),
+                       torch.tensor([0.5, 0.5, 2.0, 1.0, 2.0]), (3, 3))
+    assert csr_is_symmetric(unsorted) and csr_is_symmetric(split)
+    skew = csr_tensor(crow, torch.tensor([2, 1, 0, 0]),
+                      torch.tensor([2.0, 1.0, 1.5, 2.0]), (3, 3))
+    assert not csr_is_symmetric(skew)

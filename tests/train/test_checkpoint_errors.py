@@ -43,9 +43,8 @@ def test_a_bad_device_names_the_argument_and_its_forms(tiny_data, device):
     with pytest.raises(ValueError) as info:
         trainer(tiny_data, device=device)
     message = str(info.value)
-    assert message.startswith("'device' must be 'cpu', 'cuda', 'cuda:0'")
-    assert "or a torch.device" in message
-    assert message.endswith(f"got {device!r}")
+    assert message == (f"'device' must be cpu, cuda or cuda:N (the index "
+                       f"of a GPU), or a torch.device; got {device!r}")
 
 
 def test_good_devices_are_accepted(tiny_data):
@@ -56,7 +55,7 @@ def test_good_devices_are_accepted(tiny_data):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
 def test_cuda_without_cuda_says_so(tiny_data):
     with pytest.raises(ValueError, match="'device' is 'cuda:0' but CUDA is "
-                                         "not available; use 'cpu'"):
+                                         "not available; use cpu"):
         trainer(tiny_data, device="cuda:0")
 
 
@@ -151,3 +150,26 @@ def test_load_run_with_an_incomplete_results_file(mostpop_run):
             f"^'{path}' has no \"model\" \\(the registered model name, a "
             f"string\\); .*train the run again$")):
         load_run(mostpop_run)
+
+
+def test_a_gpu_index_beyond_the_machine_is_named(tiny_data, monkeypatch):
+    # as on a machine with 2 GPUs (nothing is moved: the check comes first)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"'device' is 'cuda:2' but this "
+                       r"machine has 2 GPU\(s\): cuda:0 to cuda:1"):
+        trainer(tiny_data, device="cuda:2")
+
+
+def test_a_checkpoint_of_foreign_objects_is_not_called_truncated(tmp_path):
+    import argparse
+
+    from mde_pyg.train import CheckpointError, load_checkpoint
+
+    path = tmp_path / "last.pt"
+    torch.save({"model": argparse.Namespace(a=1)}, path)
+    with pytest.raises(CheckpointError, match=r"holds objects a mde-pyg "
+                       r"checkpoint never holds \(.*Unsupported global.*"
+                       r"Namespace.*\); it was not written by mde-pyg"):
+        load_checkpoint(path, ["model"])
+    assert path.exists()

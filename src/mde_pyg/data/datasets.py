@@ -95,7 +95,8 @@ class MMRecDataset(InMemoryDataset):
                 f"The processed file '{path}' cannot be read "
                 f"({type(error).__name__}: {error}); rebuilding it from the "
                 f"raw files in '{self.raw_dir}'", stacklevel=3)
-        os.remove(path)
+        with contextlib.suppress(FileNotFoundError):  # another rebuilt it
+            os.remove(path)
         self._download()
         self._process()
         try:

@@ -83,12 +83,17 @@ def get_model_class(name: str) -> type[Recommender]:
     key = model_key(name)
     if ":" in key:
         module_name, _, class_name = key.partition(":")
+        if not module_name or not class_name:
+            raise ValueError(f"'{name}' is not an import path; write "
+                             f"'package.module:Class'")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as error:
-            raise ValueError(f"Cannot import the model '{name}': {error}; "
-                             f"give 'package.module:Class' of an importable "
-                             f"module") from None
+            raise ValueError(
+                f"Cannot import the model '{name}': {error}; give "
+                f"'package.module:Class' of a module Python can import "
+                f"(installed, or its folder on PYTHONPATH: the mde-pyg "
+                f"command does not look in the current folder)") from None
         if not (isinstance(cls, type) and issubclass(cls, Recommender)):
             raise ValueError(f"'{name}' is not a subclass of "
                              f"mde_pyg.models.Recommender")

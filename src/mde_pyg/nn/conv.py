@@ -10,6 +10,9 @@ adjacency (symmetric graphs) or a transpose computed once and cached.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +40,36 @@ def _fixed_csr(edge_index: Adj, edge_weight: OptTensor) -> bool:
     return (isinstance(edge_index, Tensor)
             and edge_index.layout == torch.sparse_csr
             and edge_weight is None and not edge_index.requires_grad)
+
+
+class _GraphCache:
+    """Values computed once per graph, for the last ``size`` graphs,
+    keyed by identity through weak references: a graph its owner drops
+    (FREEDOM's pruned graph of an earlier epoch) is dropped here too, and
+    pickling or copying a layer leaves the cache behind.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.entries: list[tuple[weakref.ref, object]] = []
+
+    def get(self, graph: Tensor, compute: Callable[[Tensor], object]):
+        """Return ``compute(graph)``, computed once while ``graph`` lives."""
+        self.entries = [(ref, value) for ref, value in self.entries
+                        if ref() is not None]
+        for ref, value in self.entries:
+            if ref() is graph:
+                return value
+        value = compute(graph)
+        self.entries = self.entries[-(self.size - 1):] + [
+            (weakref.ref(graph), value)]
+        return value
+
+    def __len__(self) -> int:
+        return sum(ref() is not None for ref, _ in self.entries)
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size, "entries": []}
 
 
 def _check_sparse_weight(edge_index: Adj, edge_weight: OptTensor) -> None:
@@ -86,8 +119,9 @@ class LightGCNConv(MessagePassing):
                 f"'add', got {kwargs['aggr']!r}")
         super().__init__(**kwargs)
         self.symmetric = symmetric
-        self._transposed: list[tuple[Tensor, Tensor]] = []
-        self._checked: list[Tensor] = []  # CSR graphs found symmetric
+        # per CSR graph: its transpose, or that it was found symmetric
+        self._transposed = _GraphCache()
+        self._checked = _GraphCache()
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
@@ -102,34 +136,28 @@ class LightGCNConv(MessagePassing):
     def message_and_aggregate(self, adj_t: Adj, x: Tensor) -> Tensor:
         """Fused sparse product ``adj_t @ x``."""
         if isinstance(adj_t, Tensor) and adj_t.layout == torch.sparse_csr:
-            return csr_matmul(adj_t, x, self._backward_matrix(adj_t))
+            # a graph with learnable values takes torch's own backward
+            backward = (None if adj_t.requires_grad
+                        else self._backward_matrix(adj_t))
+            return csr_matmul(adj_t, x, backward)
         return spmm(adj_t, x, reduce=self.aggr)
 
     def _backward_matrix(self, adj_t: Tensor) -> Tensor:
         if self.symmetric:
-            self._check_symmetric(adj_t)
+            self._checked.get(adj_t, self._check_symmetric)
             return adj_t
-        # A small cache keyed by identity; holding ``adj_t`` keeps its key
-        # valid. One layer may serve several graphs (one per modality).
-        for adj, transposed in self._transposed:
-            if adj is adj_t:
-                return transposed
-        self._transposed = self._transposed[-7:] + [
-            (adj_t, csr_transpose(adj_t))]
-        return self._transposed[-1][1]
+        # One layer may serve several graphs (one per modality).
+        return self._transposed.get(adj_t, csr_transpose)
 
-    def _check_symmetric(self, adj_t: Tensor) -> None:
-        # Once per graph (kept by identity, as the transposes below): the
-        # backward of a symmetric layer reuses adj_t as its own transpose.
-        if any(adj is adj_t for adj in self._checked):
-            return
+    def _check_symmetric(self, adj_t: Tensor) -> bool:
+        # The backward of a symmetric layer reuses adj_t as its transpose.
         if not csr_is_symmetric(adj_t):
             raise ValueError(
                 f"{self.__class__.__name__}(symmetric=True) got a CSR graph "
                 f"of shape {tuple(adj_t.shape)} that is not symmetric; its "
                 f"backward would use the graph as its own transpose and "
                 f"give wrong gradients: pass symmetric=False")
-        self._checked = self._checked[-7:] + [adj_t]
+        return True
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(symmetric={self.symmetric})"

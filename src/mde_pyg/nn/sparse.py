@@ -65,10 +65,21 @@ def csr_is_symmetric(adj: Tensor, rtol: float = 1e-5) -> bool:
     if adj.size(0) != adj.size(1):
         return False
     t = csr_transpose(adj)
-    return (torch.equal(adj.crow_indices(), t.crow_indices())
-            and torch.equal(adj.col_indices(), t.col_indices())
-            and torch.allclose(adj.values(), t.values(), rtol=rtol,
-                               atol=0.0))
+    if (torch.equal(adj.crow_indices(), t.crow_indices())
+            and torch.equal(adj.col_indices(), t.col_indices())):
+        return torch.allclose(adj.values(), t.values(), rtol=rtol, atol=0.0)
+    # unsorted columns or duplicate entries: compare the coalesced entries
+    # (a COO tensor built afresh, which to_sparse_coo's is not: it comes
+    # flagged as coalesced, and coalesce() would then keep duplicates)
+    crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
+    row = torch.repeat_interleave(
+        torch.arange(adj.size(0), device=adj.device), crow.diff())
+    a = torch.sparse_coo_tensor(torch.stack([row, col]), value,
+                                adj.shape).coalesce()
+    b = torch.sparse_coo_tensor(torch.stack([col, row]), value,
+                                adj.shape).coalesce()
+    return (torch.equal(a.indices(), b.indices())
+            and torch.allclose(a.values(), b.values(), rtol=rtol, atol=0.0))
 
 
 def user_item_edges(data: HeteroData) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,6 @@ from mde_pyg.train.evaluator import (
     SeenItems,
     check_scorer,
     evaluation_mode,
-    model_scorer,
     split_edges,
 )
 
@@ -89,7 +88,7 @@ def iter_recommend(
 
     with evaluation_mode(model) as device:
         # the embeddings, once, in evaluation mode
-        score = model_scorer(model)
+        score = model.scorer()  # checked above
     for start in range(0, user.numel(), batch_size):
         batch = user[start:start + batch_size]
         # no_grad per batch, not around the yield, so that the caller's

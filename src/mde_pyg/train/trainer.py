@@ -6,6 +6,7 @@ import contextlib
 import math
 import numbers
 import os
+import pickle
 import random
 import sys
 import time
@@ -80,6 +81,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _unreadable_checkpoint(path: Path, error: Exception,
+                           fix: str) -> CheckpointError:
+    """The error for a checkpoint whose bytes :func:`torch.load` cannot
+    read, with torch's first sentence ("PytorchStreamReader failed reading
+    zip archive: failed finding central directory") as the reason.
+    """
+    lines = str(error).strip().splitlines()
+    reason = lines[0].split(". ")[0][:200] if lines else type(error).__name__
+    return CheckpointError(f"'{path}' is truncated or not a mde-pyg "
+                           f"checkpoint ({reason}); {fix}")
+
+
 def load_checkpoint(path: str | os.PathLike, keys: Iterable[str] = (),
                     fix: str = "delete it and train again",
                     ) -> dict[str, Any]:
@@ -107,15 +120,19 @@ def load_checkpoint(path: str | os.PathLike, keys: Iterable[str] = (),
     with open(path, "rb") as f:  # an OSError of opening names the file
         try:
             state = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch.load's many kinds of bad bytes
-            # torch's first sentence ("PytorchStreamReader failed reading
-            # zip archive: failed finding central directory"), not advice
-            lines = str(error).strip().splitlines()
-            reason = (lines[0].split(". ")[0][:200] if lines
-                      else type(error).__name__)
+        except pickle.UnpicklingError as error:
+            # whole, but weights_only refuses an object it holds
+            refused = [line.strip() for line in str(error).splitlines()
+                       if "Unsupported global" in line]
+            if not refused:
+                raise _unreadable_checkpoint(path, error, fix) from None
             raise CheckpointError(
-                f"'{path}' is truncated or not a mde-pyg checkpoint "
-                f"({reason}); {fix}") from None
+                f"'{path}' holds objects a mde-pyg checkpoint never holds "
+                f"({refused[0]}); it was not written by mde-pyg, so it is "
+                f"left as it is: move it away, or give another folder"
+            ) from None
+        except Exception as error:  # torch.load's many kinds of bad bytes
+            raise _unreadable_checkpoint(path, error, fix) from None
     if not isinstance(state, dict):
         raise CheckpointError(
             f"'{path}' holds a {type(state).__name__}, not the dict of a "
@@ -186,19 +203,31 @@ def check_trainer_args(**kwargs: Any) -> None:
         raise ValueError(f"'weight_decay' must be >= 0, got {weight_decay}")
 
 
-def _parse_device(device: torch.device | str) -> torch.device:
+def parse_device(device: torch.device | str,
+                 arg: str = "'device'") -> torch.device:
     """Return ``device`` as a :class:`torch.device`, or raise a
-    :class:`ValueError` naming the argument and its valid forms.
+    :class:`ValueError` naming the argument ``arg`` and its valid forms
+    (also a GPU index beyond this machine's GPUs).
+
+    Args:
+        device (torch.device or str): ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        arg (str, optional): How the message names the argument, e.g.
+            ``"--device"``. (default: ``"'device'"``)
     """
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(
-            f"'device' must be 'cpu', 'cuda', 'cuda:0' (a GPU's index) or "
-            f"a torch.device, got {device!r}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"'device' is {device!r} but CUDA is not available; "
-                         f"use 'cpu'")
+            f"{arg} must be cpu, cuda or cuda:N (the index of a GPU), or a "
+            f"torch.device; got {device!r}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{arg} is {device!r} but CUDA is not "
+                             f"available; use cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"{arg} is {device!r} but this machine has "
+                             f"{count} GPU(s): cuda:0 to cuda:{count - 1}")
     return parsed
 
 
@@ -364,7 +393,7 @@ class Trainer:
         )
 
         self.device = (
-            _model_device(model) if device is None else _parse_device(device)
+            _model_device(model) if device is None else parse_device(device)
         )
         self.model = model.to(self.device)
         self.data = data

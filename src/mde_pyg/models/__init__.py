@@ -52,9 +52,12 @@ def register_model(name: str, cls: type[Recommender],
     :func:`build_model`, ``mde-pyg train --model NAME`` (from Python),
     grid search and :func:`mde_pyg.runs.load_run` find it.
 
-    A model outside this process (the ``mde-pyg`` command) is named by its
-    import path instead, ``--model mypackage.models:MyRec``, which needs
-    no registration.
+    The name lives in this process only: a run trained under it records
+    the name in ``results.json``, so another process (``mde-pyg
+    recommend``) must register it again before reloading the run. The
+    ``mde-pyg`` command names a model of one's own by its import path
+    instead, ``--model mypackage.models:MyRec``, which needs no
+    registration and is recorded as written.
 
     Args:
         name (str): The name (case-insensitive, no ``:``).

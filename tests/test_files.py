@@ -24,6 +24,12 @@ def test_atomic_path_replaces_only_when_complete(tmp_path):
                 f.write("half")
             raise RuntimeError("stop")
     assert path.read_text() == "first"  # the previous version stays
+    path.chmod(0o640)  # a mode of the user's own is kept on rewriting
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("second")
+    assert path.read_text() == "second"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in path.parent.iterdir()] == ["out.txt"]
 
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,19 @@ def _umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. no O_RDONLY on folders (Windows)
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -46,13 +60,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
                                suffix=".tmp")
     os.close(fd)
     try:
-        # mkstemp's 0600, widened to what open() would give (0666 less the
-        # umask), so that results are readable as any other file
-        os.chmod(tmp, 0o666 & ~_umask())
+        # mkstemp's 0600 widened to an existing file's mode, else to what
+        # open() would give (0666 less the umask)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself survives a crash
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -159,7 +159,7 @@ def train(args, model: str, output: str, seed: int, params: dict) -> dict:
         print(f"re-training {output}: its results.json {reason}", flush=True)
     cmd = [sys.executable, "-m", "mde_pyg", "train", "--model", model,
            "--data", args.data, "--seed", str(seed), "--output", output,
-           "--no-progress", "--feature-norm", args.feature_norm,
+           "--no-progress", "--overwrite", "--feature-norm", args.feature_norm,
            "--max-epochs", str(args.max_epochs),
            "--patience", str(args.patience)]
     if args.device:

@@ -66,10 +66,14 @@ def parse_args() -> argparse.Namespace:
     add("--seed", type=int, default=0)
     add("--device", default=None, help="default: cuda when available")
     add("--precision", default="fp32", choices=("fp32", "bf16"))
-    add("--output", default="runs/amazon_baby")
+    add("--output", help="run folder (default: runs/amazon_baby, or "
+        "runs/<name of --data>)")
     add("--resume", action="store_true")
     add("--plot", action="store_true")
     args = parser.parse_args()
+    if args.output is None:  # one folder per dataset, none trained over
+        args.output = ("runs/amazon_baby" if args.data is None else
+                       f"runs/{Path(args.data).resolve().name}")
     try:
         args.modality = parse_assignments(args.modality, "--modality")
     except UsageError as error:
@@ -114,11 +118,12 @@ def main() -> None:
         extra_config={"data": {**source, "cwd": os.getcwd()}},
     )
 
-    print(f"\nbest epoch {result['best_epoch']} "
-          f"(valid recall@20 {result['valid']['recall@20']:.4f})")
-    rows = {"MDE (mde-pyg)": result["test"]}
+    print(f"\nbest epoch {result['best_epoch']} (counted from 0; valid "
+          f"recall@20 {result['valid']['recall@20']:.4f}); test metrics of "
+          f"that epoch:")
+    rows = {"MDE test (mde-pyg)": result["test"]}
     if args.data is None:
-        rows = {"MDE (paper)": PAPER_BABY, **rows}
+        rows = {"MDE test (paper)": PAPER_BABY, **rows}
     print(format_metrics(rows, ks=(5, 10, 20)))
     print(f"results in {Path(args.output) / 'results.json'}")
 

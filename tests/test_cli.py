@@ -69,7 +69,7 @@ def test_train_mostpop_on_folder(tiny_folder, tmp_path, capsys):
     assert "recall" in capsys.readouterr().out
 
 
-def test_grid_and_config(tiny_folder, tmp_path):
+def test_grid_and_config(tiny_folder, tmp_path, capsys):
     config = tmp_path / "config.toml"
     config.write_text(
         'model = "mostpop"\nseed = 7\nbatch-size = 16\n'
@@ -87,6 +87,10 @@ def test_grid_and_config(tiny_folder, tmp_path):
     assert result["params"] == {"lr": 0.1}  # tie: the first run wins
     lines = (out / "grid.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("run,lr,best_epoch,")
+    printed = capsys.readouterr().out
+    assert (f"selected on valid recall@3: lr=0.1 (run_000; every "
+            f"configuration in {out / 'grid.csv'})") in printed
+    assert "best epoch 0 (counted from 0)" in printed
 
 
 @pytest.mark.parametrize("suffix", ["json", "yaml"])

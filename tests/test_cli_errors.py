@@ -207,3 +207,19 @@ def test_recommend_of_a_file_names_the_run(tiny_folder, tmp_path, capsys):
     err = usage_error(capsys, ["recommend", str(results)])
     assert err == (f"mde-pyg recommend: error: RUN '{results}' is a file; "
                    f"give the --output folder of an 'mde-pyg train' run")
+
+
+def test_a_finished_run_is_not_trained_over(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_folder, out)) == 0
+    before = (out / "results.json").read_text()
+    err = usage_error(capsys, tiny_args(tiny_folder, out))
+    assert err == (f"mde-pyg train: error: --output '{out}' already holds "
+                   f"a run (results.json); pass --resume to "
+                   f"continue it, --overwrite to train it again from "
+                   f"scratch, or give another --output")
+    assert (out / "results.json").read_text() == before
+    # --overwrite trains again, into the same files
+    assert main(tiny_args(tiny_folder, out, "mostpop", "--overwrite")) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["test"] == json.loads(before)["test"]  # same seed, same run

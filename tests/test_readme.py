@@ -73,3 +73,23 @@ def test_layers_and_losses_snippet():
     bpr = -F.logsigmoid(pos - neg).mean()
     expected = bpr + 0.01 * info_nce
     assert scope["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_config_file_snippet(tmp_path):
+    from mde_pyg.cli import build_parser, resolve_settings
+
+    with open(osp.join(ROOT, "README.md")) as f:
+        (toml,) = re.findall(r"^```toml\n(.*?)^```", f.read(), re.S | re.M)
+    path = tmp_path / "run.toml"
+    path.write_text(toml.replace('"out/lfm2k_grid"',
+                                 repr(str(tmp_path / "out"))))
+    args = build_parser().parse_args(["train", "--config", str(path),
+                                      "--max-epochs", "3"])
+    settings = resolve_settings(args)
+    assert settings["model"] == "mde"
+    assert settings["max_epochs"] == 3  # the command line wins
+    assert settings["modality"] == {"text": "all-MiniLM-L6-v2.npy",
+                                    "audio": "vggish.npy"}
+    assert settings["hparams"] == {"tau": 0.2}
+    assert settings["grid"] == {"lambda_1": [0.01, 0.1],
+                                "lambda_2": [0.01, 0.1]}

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "feature_norm": "standardize",
     "output": None,
     "resume": False,
+    "overwrite": False,
     "plot": False,
     "progress": True,
 }
@@ -252,6 +253,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if settings["output"] is None:
         raise UsageError("--output is required")
     check_output_folder(settings["output"])
+    check_output_is_free(settings["output"], settings["resume"],
+                         settings["overwrite"])
     if (settings["data"] is None) == (settings["dataset"] is None):
         raise UsageError("give exactly one of --data FOLDER or --dataset NAME")
     if settings["dataset"] is not None and settings["dataset"] not in DATASETS:
@@ -320,6 +323,29 @@ def check_output_folder(output: str | os.PathLike) -> None:
             f"--output '{path}' is an existing file, not a folder; give a "
             f"new folder (or the folder of the run to --resume)")
     _check_output_parent(path, "made")
+
+
+def check_output_is_free(output: str | os.PathLike, resume: bool,
+                         overwrite: bool) -> None:
+    """Raise a :class:`UsageError` when the ``train --output`` folder
+    already holds a run (its ``results.json`` or ``last.pt``) and neither
+    ``--resume`` nor ``--overwrite`` says what to do with it.
+
+    Args:
+        output (str or os.PathLike): The ``train --output`` folder.
+        resume (bool): ``--resume`` was given.
+        overwrite (bool): ``--overwrite`` was given.
+    """
+    if resume or overwrite:
+        return
+    path = Path(output)
+    held = [name for name in (RESULTS_FILE, "last.pt")
+            if (path / name).exists()]
+    if held:
+        raise UsageError(
+            f"--output '{path}' already holds a run ({', '.join(held)}); "
+            f"pass --resume to continue it, --overwrite to train it again "
+            f"from scratch, or give another --output")
 
 
 def check_output_file(output: str | os.PathLike) -> None:
@@ -728,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", metavar="FILE", help="a .toml, .yaml or .json file")
     add("--resume", action="store_const", const=True,
         help="continue from OUTPUT/last.pt")
+    add("--overwrite", action="store_const", const=True,
+        help="train again into an OUTPUT that holds a run (refused "
+             "otherwise)")
     add("--plot", action="store_const", const=True,
         help="save OUTPUT/curve.png (needs matplotlib)")
     add("--no-progress", dest="progress", action="store_const", const=False,
@@ -832,7 +861,14 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         weight_decay=settings["weight_decay"],
         progress=settings["progress"],
     )
-    print(f"best epoch {result['best_epoch']}")
+    if "params" in result:  # a grid: which configuration won, and where
+        from mde_pyg.train.grid import GRID_FILE
+
+        chosen = ", ".join(f"{k}={v}" for k, v in result["params"].items())
+        print(f"selected on valid {settings['eval_metric']}: {chosen} "
+              f"(run_{result['index']:03d}; every configuration in "
+              f"{Path(settings['output']) / GRID_FILE})")
+    print(f"best epoch {result['best_epoch']} (counted from 0)")
     print(format_metrics({"valid": result["valid"], "test": result["test"]}))
     print(f"results written to {Path(settings['output']) / RESULTS_FILE}")
     return result

@@ -259,8 +259,11 @@ def main() -> None:
                         help="'paper': PAPER_GRIDS where a model has one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", default=None)
-    parser.add_argument("--feature-norm", default="standardize")
+    parser.add_argument("--precision", default=None,
+                        choices=("fp32", "bf16"), help="default: fp32")
+    parser.add_argument("--feature-norm", default="standardize",
+                        choices=("none", "l2", "standardize"),
+                        help="default: standardize")
     parser.add_argument("--max-epochs", type=int, default=1000)
     parser.add_argument("--patience", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=1)

@@ -195,3 +195,14 @@ def test_stale_compares_every_model_argument(tmp_path):
     cached["config"]["model_hparams"] = None
     assert "records no model argument" in accuracy.stale(
         cached, args, "bm3", 1, params)
+
+
+@pytest.mark.parametrize("flag, value", [("--precision", "fp16"),
+                                         ("--feature-norm", "zscore")])
+def test_bad_choices_fail_before_any_run(folder, tmp_path, flag, value):
+    done = subprocess.run([sys.executable, SCRIPT, "--data", str(folder),
+                           "--work", str(tmp_path / "work"), flag, value],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert f"argument {flag}: invalid choice: '{value}'" in done.stderr
+    assert not (tmp_path / "work").exists()

@@ -1,6 +1,7 @@
 import collections
 import csv
 import os.path as osp
+import re
 import warnings
 
 import numpy as np
@@ -139,7 +140,10 @@ def test_bad_features(tmp_path):
         with pytest.raises(ValueError, match=r"image_feat.npy has 1 NaN or "
                            r"infinite value\(s\), the first in row 1 "):
             read_mmrec(folder)
-        with pytest.raises(ValueError, match="missing.npy' does not exist"):
+        with pytest.raises(ValueError, match="missing.npy' does not exist"
+                           rf".*; '{re.escape(str(folder))}' holds "
+                           r"image_feat.npy, "
+                           r"text_feat.npy$"):
             read_mmrec(folder, modalities={"image": "missing.npy"})
 
 

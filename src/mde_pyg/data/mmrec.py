@@ -228,6 +228,18 @@ def _load_npy(path: str) -> np.ndarray:
                          f"{_SAVE_HINT}") from error
 
 
+def _npy_files_beside(path: str) -> str:
+    """``"; the folder holds a.npy, b.npy"``: the choices beside a missing
+    feature file, or nothing when its folder holds none.
+    """
+    folder = osp.dirname(path) or "."
+    try:
+        found = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
+    except OSError:
+        return ""
+    return f"; '{folder}' holds {', '.join(found)}" if found else ""
+
+
 def read_features(path: str, num_items: int) -> Tensor:
     """Load one modality's ``[num_items, dim]`` feature matrix as float32.
 
@@ -244,6 +256,7 @@ def read_features(path: str, num_items: int) -> Tensor:
         raise ValueError(
             f"Modality file '{path}' does not exist; pass an existing file "
             f"as 'modalities={{name: file}}' (--modality NAME=FILE)"
+            f"{_npy_files_beside(path)}"
         )
     x = _load_npy(path)
     if x.ndim != 2:

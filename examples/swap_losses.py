@@ -221,7 +221,9 @@ def main() -> None:
                         "of --data (repeat)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
                         choices=VARIANTS)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", "--max-epochs", type=int, default=40,
+                        help="epochs to train, all of them (no early "
+                             "stopping; the best valid epoch is reported)")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--dim", type=int, default=64)
@@ -243,12 +245,14 @@ def main() -> None:
         parser.error(str(error))
     print(f"{data['user'].num_nodes} users, {data['item'].num_nodes} items, "
           f"modalities {list(modality_features(data))}")
-    print(f"{'variant':<10} {'best epoch':>10} {'recall@20':>10} "
-          f"{'ndcg@20':>10} {'seconds':>8}")
+    # test metrics at the epoch (counted from 0) of best valid Recall@20
+    print(f"{'variant':<10} {'best epoch':>10} {'valid R@20':>10} "
+          f"{'test R@20':>10} {'test N@20':>10} {'seconds':>8}")
     for variant in args.variants:
         start = time.perf_counter()
         result = run(variant, data, args)
         print(f"{variant:<10} {result['epoch']:>10} "
+              f"{result['valid_recall@20']:>10.4f} "
               f"{result['recall@20']:>10.4f} {result['ndcg@20']:>10.4f} "
               f"{time.perf_counter() - start:>8.1f}")
 

@@ -180,6 +180,9 @@ def test_recommend_command(mde_run, capsys):
         score.view(-1).tolist(), rel=1e-5)
     assert "top-4 items of 2 users" in capsys.readouterr().out
     assert not list(out.glob(".*tmp*"))
+    assert main(["recommend", str(out), "--k", "2", "--users", "3",
+                 "--output", str(out / "one.tsv")]) == 0
+    assert "top-2 items of 1 user (" in capsys.readouterr().out
 
 
 def test_recommend_command_errors(tiny_folder, tmp_path, capsys):

@@ -933,7 +933,8 @@ def run_recommend(args: argparse.Namespace) -> Path:
     atomic_write(output, write)
     splits = EXCLUDE[args.exclude]
     left_out = f"their {', '.join(splits)} items" if splits else "nothing"
-    print(f"top-{args.k} items of {count} users (leaving out {left_out}) "
+    print(f"top-{args.k} items of {count} user{'s' * (count != 1)} "
+          f"(leaving out {left_out}) "
           f"written to {output}")
     return output
 

@@ -322,9 +322,15 @@ def info_nce(
         symmetric (bool, optional): Average the ``a -> b`` and ``b -> a``
             directions. (default: :obj:`True`)
     """
+    _check_same_shape("info_nce", _VIEWS, 2, a=a, b=b)
+    return _info_nce(a, b, tau, weight, symmetric)
+
+
+def _info_nce(a: Tensor, b: Tensor, tau: float, weight: Tensor | None,
+              symmetric: bool) -> Tensor:
+    """:func:`info_nce` of inputs whose shapes its callers checked."""
     if tau <= 0:
         raise ValueError(f"'tau' must be positive, got {tau}")
-    _check_same_shape("info_nce", _VIEWS, 2, a=a, b=b)
     a = normalize(a) / tau
     b = normalize(b)
     positive = (a * b).sum(dim=-1)
@@ -447,13 +453,13 @@ def msa_loss(
     _check_same_shape("msa_loss", "two [B, d] matrices of the same shape, "
                       "one modality each, rows aligned (the same nodes)", 2,
                       x_a=x_a, x_b=x_b)
-    return info_nce(x_a, x_b, tau, weight, symmetric)
+    return _info_nce(x_a, x_b, tau, weight, symmetric)
 
 
 def multi_msa_loss(x: Modalities, weight: Tensor | None = None,
                    tau: float = 0.2, symmetric: bool = True) -> Tensor:
     """:func:`msa_loss` averaged over every pair of modalities in ``x``."""
-    terms = [msa_loss(a, b, weight, tau, symmetric)
+    terms = [_info_nce(a, b, tau, weight, symmetric)  # _pairs checked
              for a, b in _pairs(x, "multi_msa_loss", ndim=2)]
     return torch.stack(terms).mean()
 
@@ -584,7 +590,7 @@ def solo_sim_loss(z_a: Tensor, z_b: Tensor, tau: float = 0.2) -> Tensor:
     _check_same_shape("solo_sim_loss", "two [N, d] matrices of the same "
                       "shape, rows aligned (the same items)", 2,
                       z_a=z_a, z_b=z_b)
-    return info_nce(z_a, z_b, tau, symmetric=False)
+    return _info_nce(z_a, z_b, tau, None, symmetric=False)
 
 
 def gaussian_log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
@@ -751,7 +757,7 @@ class SoloSimLoss(nn.Module):
 
     def forward(self, z: Modalities) -> Tensor:
         r"""Return :math:`\alpha` times the pairwise :func:`solo_sim_loss`."""
-        terms = [solo_sim_loss(a, b, self.tau)
+        terms = [_info_nce(a, b, self.tau, None, False)  # _pairs checked
                  for a, b in _pairs(z, "SoloSimLoss", "z", 2)]
         return self.weight * torch.stack(terms).mean()
 

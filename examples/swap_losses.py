@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +39,11 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
 
-from mde_pyg.cli import UsageError, parse_assignments
+from mde_pyg.cli import UsageError, parse_assignments, read_folder
 from mde_pyg.data import (
     RATES,
     SyntheticMultiModal,
     modality_features,
-    read_mmrec,
 )
 from mde_pyg.losses import MDALoss, MSALoss
 from mde_pyg.nn import SeparateAlignDistance
@@ -134,13 +132,8 @@ def load(args: argparse.Namespace) -> HeteroData:
                              "data has its own modalities)")
         return SyntheticMultiModal(num_users=600, num_items=400,
                                    seed=args.seed)[0]
-    modalities = parse_assignments(args.modality, "--modality") or None
-    if not Path(args.data).is_dir():
-        raise UsageError(f"data folder '{args.data}' does not exist")
-    try:
-        return read_mmrec(args.data, modalities=modalities)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read '{args.data}': {error}") from error
+    return read_folder(args.data, modalities=parse_assignments(
+        args.modality, "--modality"))
 
 
 def run(variant: str, data: HeteroData, args: argparse.Namespace

@@ -1,19 +1,13 @@
-"""Bad input to ``mde-pyg`` and to the examples: one line on stderr that
+"""Bad input to ``mde-pyg``: one line on stderr that
 names the file, row or option and the fix; exit status 2; nothing
 written."""
 
-import importlib.util
 import json
-import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mde_pyg.cli import main
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def tiny_args(tiny_folder, out, model="mostpop", *extra):
@@ -139,65 +133,6 @@ def test_a_bad_device_names_the_valid_forms(tiny_folder, tmp_path, capsys):
     assert err == ("mde-pyg train: error: --device must be cpu, cuda or "
                    "cuda:N (the index of a GPU), or a torch.device; got "
                    "'gpu'")
-
-
-# Examples #####################################################################
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(ROOT, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def example_error(capsys, monkeypatch, name, *argv):
-    """Run the example's ``main`` on ``argv``; return its one-line error."""
-    example = load_example(name)
-    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
-    with pytest.raises(SystemExit) as info:
-        example.main()
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
-
-
-@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
-def test_examples_reject_a_modality_without_its_file(
-        name, tiny_folder, capsys, monkeypatch):
-    # 'text' alone names no file: rejected as mde-pyg rejects it.
-    err = example_error(capsys, monkeypatch, name, "--data",
-                        str(tiny_folder), "--modality", "text")
-    assert err == (f"{name}.py: error: --modality expects KEY=VALUE, got "
-                   f"'text'")
-    # The synthetic data has its own modalities: --modality needs --data.
-    err = example_error(capsys, monkeypatch, name, "--modality",
-                        "text=text.npy")
-    assert err == (f"{name}.py: error: --modality needs --data FOLDER (the "
-                   f"synthetic data has its own modalities)")
-
-
-@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
-def test_examples_name_a_missing_feature_file(name, tiny_folder, capsys,
-                                              monkeypatch):
-    err = example_error(capsys, monkeypatch, name, "--data",
-                        str(tiny_folder), "--modality", "text=missing.npy")
-    assert err.startswith(f"{name}.py: error: cannot read '{tiny_folder}': ")
-    assert f"'{tiny_folder / 'missing.npy'}' does not exist" in err
-
-
-def test_custom_model_exits_with_one_line(tmp_path):
-    done = subprocess.run(
-        [sys.executable, osp.join(ROOT, "examples", "custom_model.py"),
-         "--data", str(tmp_path / "nowhere")],
-        capture_output=True, text=True)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"custom_model.py: error: data folder '{tmp_path / 'nowhere'}' does "
-        f"not exist")
 
 
 def test_recommend_of_a_file_names_the_run(tiny_folder, tmp_path, capsys):

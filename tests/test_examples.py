@@ -4,6 +4,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 from mde_pyg.cli import load_data
 from mde_pyg.runs import load_run
 from mde_pyg.train import Evaluator
@@ -66,3 +68,54 @@ def test_swap_losses_example_only_adds_the_losses():
     args.lambda_1 = args.lambda_2 = 0.5
     assert example.run("mde", data, args) != content
     assert 0 < content["recall@20"] <= 1
+
+
+# Bad input: one line on stderr, exit status 2, as mde-pyg
+
+
+def example_error(capsys, monkeypatch, name, *argv):
+    """Run the example's ``main`` on ``argv``; return its one-line error."""
+    example = load_example(name)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    with pytest.raises(SystemExit) as info:
+        example.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
+def test_examples_reject_a_modality_without_its_file(
+        name, tiny_folder, capsys, monkeypatch):
+    # 'text' alone names no file: rejected as mde-pyg rejects it.
+    err = example_error(capsys, monkeypatch, name, "--data",
+                        str(tiny_folder), "--modality", "text")
+    assert err == (f"{name}.py: error: --modality expects KEY=VALUE, got "
+                   f"'text'")
+    # The synthetic data has its own modalities: --modality needs --data.
+    err = example_error(capsys, monkeypatch, name, "--modality",
+                        "text=text.npy")
+    assert err == (f"{name}.py: error: --modality needs --data FOLDER (the "
+                   f"synthetic data has its own modalities)")
+
+
+@pytest.mark.parametrize("name", ["swap_losses", "custom_model"])
+def test_examples_name_a_missing_feature_file(name, tiny_folder, capsys,
+                                              monkeypatch):
+    err = example_error(capsys, monkeypatch, name, "--data",
+                        str(tiny_folder), "--modality", "text=missing.npy")
+    assert err.startswith(f"{name}.py: error: cannot read '{tiny_folder}': ")
+    assert f"'{tiny_folder / 'missing.npy'}' does not exist" in err
+
+
+def test_custom_model_exits_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, osp.join(ROOT, "examples", "custom_model.py"),
+         "--data", str(tmp_path / "nowhere")],
+        capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"custom_model.py: error: data folder '{tmp_path / 'nowhere'}' does "
+        f"not exist")

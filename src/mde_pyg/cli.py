@@ -24,7 +24,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -367,6 +367,37 @@ def check_output_file(output: str | os.PathLike) -> None:
 # Data and models ##############################################################
 
 
+def read_folder(
+    data: str | os.PathLike,
+    inter_file: str | None = None,
+    modalities: Mapping[str, str] | None = None,
+    transform: Callable[[HeteroData], HeteroData] | None = None,
+) -> HeteroData:
+    """Read a folder in MMRec's layout (:func:`mde_pyg.data.read_mmrec`),
+    then apply ``transform``; a missing folder or a file that cannot be
+    read (or built into graphs) raises a :class:`UsageError` naming it.
+
+    Args:
+        data (str or os.PathLike): The folder.
+        inter_file (str, optional): The ``.inter`` file in ``data``.
+            (default: :obj:`None`)
+        modalities (Mapping[str, str], optional): Modality name -> feature
+            file. (default: :obj:`None`: the loader's default)
+        transform (Callable, optional): Applied to the data read.
+            (default: :obj:`None`)
+    """
+    from mde_pyg.data import read_mmrec
+
+    if not Path(data).is_dir():
+        raise UsageError(f"data folder '{data}' does not exist")
+    try:
+        out = read_mmrec(str(data), inter_file,
+                         dict(modalities) if modalities else None)
+        return out if transform is None else transform(out)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read '{data}': {error}") from error
+
+
 def load_data(
     data: str | os.PathLike | None = None,
     dataset: str | None = None,
@@ -411,14 +442,7 @@ def load_data(
     transform = Compose(transforms)
     modalities = dict(modalities) if modalities else None
     if data is not None:
-        from mde_pyg.data import read_mmrec
-
-        if not Path(data).is_dir():
-            raise UsageError(f"data folder '{data}' does not exist")
-        try:
-            return transform(read_mmrec(str(data), inter_file, modalities))
-        except (OSError, ValueError) as error:
-            raise UsageError(f"cannot read '{data}': {error}") from error
+        return read_folder(data, inter_file, modalities, transform)
     if dataset == "synthetic":
         from mde_pyg.data import SyntheticMultiModal
 

@@ -247,13 +247,21 @@ def graphs():
     return MultiModalGraphs(k_user=2, k_item=2)(hand_data())
 
 
-def test_check_data_accepts_built_data_and_models_build():
+def test_check_data_takes_the_last_ids_and_refuses_the_next():
     from mde_pyg.models import build_model
 
     data = graphs()
+    rates = data["user", "rates", "item"].edge_index
+    rates[0, 0], rates[1, 0] = 4, 5  # the last user and the last item
     check_data(data)
-    model = build_model("mde", data, embedding_dim=8)
-    assert model.num_items == 6
+    assert build_model("mde", data, embedding_dim=8).num_items == 6
+    for row, node_type, num in ((0, "user", 5), (1, "item", 6)):
+        bad = graphs()
+        bad["user", "rates", "item"].edge_index[row, 0] = num  # one past
+        with pytest.raises(ValueError, match=rf"names the {node_type} id "
+                           rf"{num} \(row {row}, edge 0\), but "
+                           rf"data\['{node_type}'\].num_nodes is {num}"):
+            check_data(bad)
 
 
 def short_text(data):

@@ -111,6 +111,8 @@ def stale(cached: dict, args, model: str, seed: int,
              "feature norm": (source.get("feature_norm"), args.feature_norm),
              "precision": (config.get("precision"),
                            args.precision or "fp32"),
+             "device": (_device_type(config.get("device")),
+                        _device_type(args.device)),
              "max epochs": (config.get("max_epochs"), args.max_epochs),
              "patience": (config.get("patience"), args.patience)}
     model_params, trainer_params = split_params(params)
@@ -128,6 +130,13 @@ def stale(cached: dict, args, model: str, seed: int,
         if was != want:
             return f"has {what} {was!r}, not {want!r}"
     return None
+
+
+def _device_type(device: str | None) -> str | None:
+    """``"cuda"`` for ``"cuda:1"``: a run's s / epoch depends on the kind of
+    device it ran on (the table names one), not on which GPU it was.
+    """
+    return None if device is None else device.split(":", 1)[0]
 
 
 def variant_a_rows(names: list[str]) -> dict:
@@ -243,9 +252,17 @@ def summarise(results: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--modality", action="append", metavar="NAME=FILE")
-    parser.add_argument("--models", nargs="+", default=list(GRIDS))
+    parser.add_argument("--data", required=True, metavar="FOLDER",
+                        help="an MMRec-format dataset folder (its .inter "
+                             "file and feature .npy files)")
+    parser.add_argument("--modality", action="append", metavar="NAME=FILE",
+                        help="a modality and its feature file in --data "
+                             "(repeat per modality; default: the "
+                             "folder's image/text files)")
+    parser.add_argument("--models", nargs="+", default=list(GRIDS),
+                        metavar="MODEL",
+                        help="models to run (default: every model of "
+                             "GRIDS)")
     parser.add_argument("--variants", nargs="*", default=None,
                         metavar="MODEL",
                         help="also run the ablations and variants in "
@@ -257,20 +274,37 @@ def main() -> None:
     parser.add_argument("--grids", choices=["small", "paper"],
                         default="small",
                         help="'paper': PAPER_GRIDS where a model has one")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        metavar="SEED",
+                        help="seeds of the selected configuration; the "
+                             "grid runs with seed 0, which is always "
+                             "included (default: 0 1 2)")
+    parser.add_argument("--device", default=None,
+                        help="passed to mde-pyg train (default: cuda if "
+                             "available, else cpu)")
     parser.add_argument("--precision", default=None,
                         choices=("fp32", "bf16"), help="default: fp32")
     parser.add_argument("--feature-norm", default="standardize",
                         choices=("none", "l2", "standardize"),
                         help="default: standardize")
-    parser.add_argument("--max-epochs", type=int, default=1000)
-    parser.add_argument("--patience", type=int, default=20)
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", default="runs/accuracy")
-    parser.add_argument("--rerun", action="store_true")
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--max-epochs", type=int, default=1000,
+                        help="epochs per run at most (default: 1000)")
+    parser.add_argument("--patience", type=int, default=20,
+                        help="early stopping: epochs without a better "
+                             "valid recall@20 (default: 20)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at a time (default: 1)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="OMP threads per run (default: 2)")
+    parser.add_argument("--work", default="runs/accuracy", metavar="FOLDER",
+                        help="where each run's folder goes; a run whose "
+                             "results.json matches its arguments is "
+                             "reused (default: runs/accuracy)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="re-train runs that --work already holds")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="the Markdown table (default: benchmarks/"
+                             "results/accuracy_<dataset>.md)")
     args = parser.parse_args()
     from _common import check_models
     from mde_pyg.data.mmrec import find_inter_file
@@ -284,6 +318,10 @@ def main() -> None:
     from _common import code_version
 
     args.code = code_version()  # before any edit during the run
+    if args.device is None:  # resolved once, so the table names it
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.seeds = list(dict.fromkeys([0, *args.seeds]))  # 0 first, once
 
     grids = dict(GRIDS)
@@ -367,7 +405,7 @@ def write_table(args, done: list) -> None:
     header = ["model", *METRICS, "s / epoch", "best epoch",
               "selected on valid"]
     machine = machine_header(
-        args.device or 'cpu', code=args.code,
+        args.device, code=args.code,
         threads=f"{args.threads} per run, {args.jobs} runs at a time")
     text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
             f"mean ± std)\n\n{machine}\n\n"

@@ -174,10 +174,11 @@ def test_stale_compares_every_model_argument(tmp_path):
 
     args = argparse.Namespace(
         data=str(tmp_path), modality=["text=t.npy"], feature_norm="none",
-        precision=None, max_epochs=5, patience=3)
+        precision=None, max_epochs=5, patience=3, device="cpu")
     hparams = {**BM3.default_hparams(), "reg_weight": 0.01}
     cached = {"model": "bm3", "config": {
         "seed": 1, "precision": "fp32", "max_epochs": 5, "patience": 3,
+        "device": "cpu",
         "lr": 0.01, "model_hparams": hparams,
         "data": {"data": osp.basename(tmp_path), "cwd": str(tmp_path.parent),
                  "modality": {"text": "t.npy"}, "feature_norm": "none"}}}
@@ -185,6 +186,14 @@ def test_stale_compares_every_model_argument(tmp_path):
     assert accuracy.stale(cached, args, "bm3", 1, params) is None
     assert accuracy.stale(cached, args, "bm3", 1, {**params, "lr": 0.1}) \
         == "has lr 0.01, not 0.1"
+    # s / epoch is the device's: a CPU run does not answer for a GPU table,
+    # though any GPU's run answers for another's
+    args.device = "cuda"
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "has device 'cpu', not 'cuda'"
+    cached["config"]["device"] = "cuda:1"
+    assert accuracy.stale(cached, args, "bm3", 1, params) is None
+    cached["config"]["device"] = args.device = "cpu"
     # a default that changed since (or an argument added) is another run
     hparams["reg_scope"] = "batch"
     assert accuracy.stale(cached, args, "bm3", 1, params) == \

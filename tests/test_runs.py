@@ -54,6 +54,12 @@ def test_load_run_of_a_grid_rebuilds_the_selected_run(tmp_path):
     assert model.num_layers == selected
     assert evaluate(model, data, "valid", result["config"]["ks"]) == \
         result["valid"]
+    # one point of the grid is named as such, with the folder to give
+    with pytest.raises(FileNotFoundError,
+                       match=r"'.*run_001' is one configuration of the grid "
+                             r"'.*grid' \(a row of '.*grid.csv'\); give the "
+                             r"grid's folder"):
+        load_run(out / "run_001")
     # results.json written before it named the checkpoint: grid.csv does.
     old = {k: v for k, v in result.items() if k != "checkpoint"}
     (out / "results.json").write_text(json.dumps(old))

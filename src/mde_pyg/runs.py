@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,19 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.cli import RESULTS_FILE, load_data_source
 from mde_pyg.models.base import Recommender
+from mde_pyg.train.grid import GRID_FILE
 
 
 def _read_summary(run: Path) -> dict[str, Any]:
     path = run / RESULTS_FILE
+    grid = run.parent / GRID_FILE
+    if not path.is_file() and re.fullmatch(r"run_\d+", run.name) and \
+            grid.is_file():
+        raise FileNotFoundError(
+            f"'{run}' is one configuration of the grid '{run.parent}' "
+            f"(a row of '{grid}'); give the grid's folder '{run.parent}', "
+            f"which loads the configuration selected on valid, or train "
+            f"another configuration on its own with 'mde-pyg train --set'")
     if not path.is_file():
         raise FileNotFoundError(
             f"'{run}' holds no {RESULTS_FILE}; give the --output folder of a "

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mde_pyg.cli import load_data
 from mde_pyg.runs import load_run
@@ -68,6 +69,14 @@ def test_swap_losses_example_only_adds_the_losses():
     args.lambda_1 = args.lambda_2 = 0.5
     assert example.run("mde", data, args) != content
     assert 0 < content["recall@20"] <= 1
+    # --seed seeds the training, not the data: seeds compare on one dataset
+    args.seed = 1
+    other = example.load(args)
+    for key in data.node_types + data.edge_types:
+        for name, value in data[key].items():
+            same = (torch.equal(other[key][name], value)
+                    if torch.is_tensor(value) else other[key][name] == value)
+            assert same, (key, name)
 
 
 # Bad input: one line on stderr, exit status 2, as mde-pyg

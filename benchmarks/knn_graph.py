@@ -65,10 +65,16 @@ def run_one(num_items: int, dim: int, k: int, device: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, nargs="+",
-                        default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
+                        default=[10_000, 100_000, 1_000_000], metavar="N",
+                        help="numbers of random items (default: 10^4 10^5 "
+                             "10^6)")
+    parser.add_argument("--dim", type=int, default=384,
+                        help="feature width (default: 384, a text "
+                             "embedding's)")
+    parser.add_argument("--k", type=int, default=10,
+                        help="neighbours per item (default: 10)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu)")
     parser.add_argument("--precision", nargs="+", default=["fp32"],
                         choices=["fp32", "bf16"],
                         help="precision(s) of knn_cosine to time")
@@ -78,7 +84,9 @@ def main() -> None:
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="the Markdown table (default: benchmarks/"
+                             "results/knn_graph_<device>.md)")
     args = parser.parse_args()
     from _common import code_version
 

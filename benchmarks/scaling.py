@@ -120,9 +120,14 @@ def run_one(model_name: str, interactions: int, device: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--interactions", type=int, nargs="+",
-                        default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--models", nargs="+", default=["lightgcn", "mde"])
-    parser.add_argument("--device", default="cpu")
+                        default=[10_000, 100_000, 1_000_000], metavar="N",
+                        help="sizes of the synthetic datasets, in "
+                             "interactions (default: 10^4 10^5 10^6)")
+    parser.add_argument("--models", nargs="+", default=["lightgcn", "mde"],
+                        metavar="MODEL",
+                        help="default: lightgcn mde")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="time epochs of more batches from their first "
                         "1 + MAX_STEPS batches (see the module docstring)")
@@ -130,7 +135,10 @@ def main() -> None:
                         help="each user chooses among CANDIDATES random "
                         "items (see the module docstring)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="the Markdown table, with its plot beside it "
+                             "as .png (default: benchmarks/results/"
+                             "scaling_<device>.md)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="do not call mde_pyg.tune_cpu_allocator")
     args = parser.parse_args()

@@ -518,17 +518,28 @@ def run_profile(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+",
+    parser.add_argument("--models", nargs="+", metavar="MODEL",
                         default=["mostpop", "lightgcn", "vbpr", "mmgcn",
                                  "grcn", "dualgnn", "slmrec", "lgmrec",
-                                 "freedom", "dragon", "bm3", "sand", "mde"])
-    parser.add_argument("--data", default=DEFAULT_DATA)
-    parser.add_argument("--device", default="cpu")
+                                 "freedom", "dragon", "bm3", "sand", "mde"],
+                        help="models to time, each in its own process "
+                             "(default: all)")
+    parser.add_argument("--data", default=DEFAULT_DATA, metavar="FOLDER",
+                        help="the folder of baby_graph.inter (default: "
+                             "../shared/data/baby_graph beside the project)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu)")
     parser.add_argument("--precision", default="fp32",
-                        choices=["fp32", "bf16"])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--output", default=None)
+                        choices=["fp32", "bf16"],
+                        help="bf16: autocast (default: fp32)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="timed epochs per model, after one warm-up "
+                             "epoch (default: 2)")
+    parser.add_argument("--batch-size", type=int, default=2048,
+                        help="default: 2048, the paper's")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="the Markdown table (default: benchmarks/"
+                             "results/speed_<device>_<precision>.md)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="do not call mde_pyg.tune_cpu_allocator")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",

@@ -136,7 +136,7 @@ def main() -> None:
             f"float32 similarity matrix would need "
             f"{4 * args.items[-1] ** 2 / 2**30:,.0f} GiB.\n")
     out = args.output or osp.join(HERE, "results",
-                                  f"knn_graph_{args.device}.md")
+                                  f"knn_graph_{args.device.split(':')[0]}.md")
     write_results(out, text, len(rows) - len(failed), failed, "knn_graph.py")
 
 

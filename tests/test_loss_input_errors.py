@@ -181,6 +181,30 @@ def test_modules_name_node_weight(module):
         2 * module([a, b]).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("cls, per_node", [
+    (MDALoss, True), (MSALoss, True), (SoloSimLoss, False),
+    (NegL2Distance, False)])
+def test_modules_take_one_number_as_weight(cls, per_node):
+    # a module's 'weight' is its coefficient (lambda_1, lambda_2, alpha,
+    # u_reg): per-node weights there would make the loss a vector
+    with pytest.raises(TypeError) as info:
+        cls(weight=torch.ones(4))
+    message = str(info.value)
+    assert message.startswith(f"{cls.__name__}: 'weight' is the loss's "
+                              f"coefficient, one number, got a tensor of "
+                              f"shape (4,)")
+    assert ("node_weight=" in message) == per_node
+    with pytest.raises(TypeError, match="one number, got str"):
+        cls(weight="0.1")
+    # a number or a one-element tensor (e.g. a schedule's value) scales it
+    a, b = _rand(4, 3), _rand(4, 3)
+    args = (a, b) if cls is NegL2Distance else ([a, b],)
+    base = cls(weight=1.0)(*args)
+    for weight in (3, 3.0, torch.tensor(3.0)):
+        assert cls(weight=weight)(*args).item() == pytest.approx(
+            3 * base.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("cls", [MSALoss, SoloSimLoss])
 def test_modules_check_tau_when_built(cls):
     with pytest.raises(ValueError, match="'tau' must be positive, got 0"):

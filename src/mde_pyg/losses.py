@@ -10,8 +10,10 @@ and average over all modality pairs.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -489,6 +491,24 @@ def _check_node_weight(module: str, x: Modalities,
             f"modality), got {tuple(node_weight.shape)}")
 
 
+def _check_scale(module: str, weight: Any, per_node: bool) -> None:
+    """Raise a :class:`TypeError` unless a module's ``weight`` (its
+    coefficient) is one number: a per-node tensor passed there would make
+    the loss a vector.
+    """
+    if isinstance(weight, Tensor):
+        if weight.numel() == 1:
+            return
+    elif isinstance(weight, numbers.Real):
+        return
+    shape = (f"a tensor of shape {tuple(weight.shape)}"
+             if isinstance(weight, Tensor) else type(weight).__name__)
+    fix = ("; per-node weights go to forward(x, node_weight=...)"
+           if per_node else "")
+    raise TypeError(f"{module}: 'weight' is the loss's coefficient, one "
+                    f"number, got {shape}{fix}")
+
+
 class MDALoss(nn.Module):
     r"""Module form of :func:`mda_loss`, scaled by :math:`\lambda_1`.
 
@@ -498,6 +518,7 @@ class MDALoss(nn.Module):
 
     def __init__(self, weight: float = 0.01) -> None:
         super().__init__()
+        _check_scale("MDALoss", weight, per_node=True)
         self.weight = weight
 
     def forward(self, x: Modalities,
@@ -527,6 +548,7 @@ class MSALoss(nn.Module):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"'tau' must be positive, got {tau}")
+        _check_scale("MSALoss", weight, per_node=True)
         self.weight = weight
         self.tau = tau
         self.symmetric = symmetric
@@ -752,6 +774,7 @@ class SoloSimLoss(nn.Module):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"'tau' must be positive, got {tau}")
+        _check_scale("SoloSimLoss", weight, per_node=False)
         self.weight = weight
         self.tau = tau
 
@@ -776,6 +799,7 @@ class NegL2Distance(nn.Module):
 
     def __init__(self, weight: float = 0.006) -> None:
         super().__init__()
+        _check_scale("NegL2Distance", weight, per_node=False)
         self.weight = weight
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:

@@ -281,3 +281,33 @@ def test_runs_of_an_earlier_version_reload(tmp_path, capsys):
     with pytest.raises(SystemExit):  # one line, not a traceback
         main(["recommend", str(out)])
     assert "do not fit the SAND" in capsys.readouterr().err
+
+
+def test_a_fitted_model_ranks_as_it_was_evaluated(synthetic_graphs):
+    # FREEDOM scores a pruned, re-sampled graph in training mode and the
+    # full one in evaluation: fit leaves it in evaluation mode, and its
+    # own recommend scores in evaluation mode whatever the caller's mode.
+    from mde_pyg.models import build_model
+    from mde_pyg.train import Trainer
+
+    data = synthetic_graphs
+    model = build_model("freedom", data)
+    result = Trainer(model, data, max_epochs=1, ks=(5, 20),
+                     progress=False).fit()
+    assert result["model"] is model and not model.training
+    user = torch.arange(40)
+    item, _ = recommend(model, data, user, k=5, exclude=())
+    assert torch.equal(model.recommend(user, k=5), item)
+    model.train()
+    with torch.no_grad():
+        pruned = model.scorer()(user)
+    assert not torch.allclose(pruned, model.eval().scorer()(user))
+    model.train()
+    assert torch.equal(model.recommend(user, k=5), item)
+    assert model.training  # restored
+    # ids are checked as mde_pyg.train.recommend checks them
+    with pytest.raises(ValueError, match=rf"outside \[0, {model.num_users}\) "
+                       rf".*e\.g\. -1"):
+        model.recommend(torch.tensor([0, -1]), k=5)
+    with pytest.raises(TypeError, match=r"one user: torch.tensor\(\[u\]\)"):
+        model.recommend(torch.tensor(0), k=5)

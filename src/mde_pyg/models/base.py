@@ -60,6 +60,17 @@ def plain_values(value: Any) -> Any:
     return repr(value)
 
 
+def check_batch(fn: str, user: Tensor) -> None:
+    """Raise a :class:`ValueError` naming ``fn`` when the batch ``user`` is
+    empty, for a loss whose shapes would fail on it before a loss function
+    could say so (the loss functions refuse empty batches themselves).
+    """
+    if user.numel() == 0:
+        raise ValueError(f"{fn}: 'user' is an empty batch: a mean over no "
+                         f"rows is NaN; skip the step when a batch has no "
+                         f"rows")
+
+
 def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:
     """Return the rows of ``x`` at each of ``index``, in one gather.
 
@@ -288,6 +299,9 @@ class Recommender(nn.Module):
 
         The embeddings are computed once here, so that a full-ranking
         evaluation over many user batches propagates the graph only once.
+        They are those of the model's current mode: call it in evaluation
+        mode (``model.eval()``), as the evaluator and :meth:`recommend` do,
+        since dropout, noise and pruned graphs belong to training.
         """
         user_emb, item_emb = self.get_embedding()
         item_t = item_emb.t().contiguous()
@@ -304,10 +318,16 @@ class Recommender(nn.Module):
         k: int = 20,
         exclude: Tensor | None = None,
     ) -> Tensor:
-        r"""Return the top-``k`` item ids of each user in ``user``.
+        r"""Return the top-``k`` item ids of each user in ``user``, scored
+        in evaluation mode (the model's mode is restored after).
+
+        Nothing is left out unless ``exclude`` says so, so the users' own
+        training items can come back: :func:`mde_pyg.train.recommend`
+        leaves out the train split's items by default.
 
         Args:
-            user (torch.Tensor): User ids, shape ``[B]``.
+            user (torch.Tensor): User ids in ``[0, num_users)``, shape
+                ``[B]``.
             k (int, optional): Number of items per user. (default: :obj:`20`)
             exclude (torch.Tensor, optional): Pairs ``[2, E]`` of
                 (position in ``user``, item id) never to recommend, e.g. the
@@ -332,7 +352,23 @@ class Recommender(nn.Module):
                 f"; to leave out the items of a split, call "
                 f"mde_pyg.train.recommend(model, data, user, k, "
                 f"exclude=('train',))")
-        scores = self.scorer()(user)
+        user = torch.as_tensor(user)
+        if user.is_floating_point() or user.dtype == torch.bool or \
+                user.dim() != 1:
+            raise TypeError(f"'user' takes a [B] tensor of integer user "
+                            f"ids (one user: torch.tensor([u])), got "
+                            f"{user.dtype} of shape {tuple(user.shape)}")
+        bad = user[(user < 0) | (user >= self.num_users)]
+        if bad.numel() > 0:
+            raise ValueError(
+                f"'user' has ids outside [0, {self.num_users}) (the "
+                f"number of users), e.g. {int(bad[0])}")
+        training = self.training
+        self.eval()  # dropout, noise and pruned graphs are training's
+        try:
+            scores = self.scorer()(user)
+        finally:
+            self.train(training)
         if exclude is not None:
             scores[exclude[0], exclude[1]] = float("-inf")
         return scores.topk(k, dim=-1).indices

@@ -673,7 +673,8 @@ class Trainer:
                 (default: :obj:`False`)
 
         Returns:
-            A dict with ``model`` (the model, best weights loaded),
+            A dict with ``model`` (the model, best weights loaded, in
+            evaluation mode: call ``model.train()`` to train it further),
             ``best_epoch``, ``valid`` and ``test`` (metric dicts of the best
             validation epoch), ``config`` (:attr:`config`) and ``history``
             (one dict per epoch: ``epoch``, ``loss``, ``parts`` (mean loss
@@ -695,7 +696,9 @@ class Trainer:
             self.generator.manual_seed(self.seed)
 
         if self.optimizer is None and self.estimator_optimizer is None:
-            return self._evaluate_only()
+            result = self._evaluate_only()
+            self.model.eval()
+            return result
 
         self._log_lines = self.progress and not can_redraw(sys.stderr)
         bar = tqdm(
@@ -713,6 +716,8 @@ class Trainer:
 
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        # the model ranks as it was evaluated (model.recommend, scorer)
+        self.model.eval()
         return self._result()
 
     def _resume_keys(self) -> list[str]:

@@ -97,6 +97,10 @@ MISMATCHED = [
      "multi_msa_loss: 'v' has shape (4, 3) but 't' has shape (3, 3)"),
     (lambda: MSALoss()({"v": _rand(4), "t": _rand(4)}),
      "multi_msa_loss: 'v' must have 2 dimensions, got shape (4,)"),
+    (lambda: mda_loss([_rand(8), _rand(8)]),
+     "mda_loss: 'x[0]' must have 2 dimensions, got shape (8,)"),
+    (lambda: mda_loss({"v": _rand(2, 4, 3), "t": _rand(2, 4, 3)}),
+     "mda_loss: 'v' must have 2 dimensions, got shape (2, 4, 3)"),
     (lambda: SoloSimLoss()({"text": _rand(4, 3), "image": _rand(2, 3)}),
      "SoloSimLoss: 'text' has shape (4, 3) but 'image' has shape (2, 3); "
      "pass one tensor per modality in 'z'"),
@@ -107,6 +111,25 @@ MISMATCHED = [
 def test_mismatched_shapes_name_the_arguments(call, message):
     with pytest.raises(ValueError, match=_msg(message)):
         call()
+
+
+EMPTY = [
+    (lambda e: bpr_loss(e[:, 0], e[:, 0]), "bpr_loss: 'pos'"),
+    (lambda e: mda_loss({"v": e, "t": e}), "mda_loss: 'v'"),
+    (lambda e: msa_loss(e, e), "msa_loss: 'x_a'"),
+    (lambda e: MDALoss()([e, e]), "mda_loss: 'x[0]'"),
+    (lambda e: MSALoss()([e, e]), "multi_msa_loss: 'x[0]'"),
+    (lambda e: info_nce(e, e), "info_nce: 'a'"),
+    (lambda e: SoloSimLoss()([e, e]), "SoloSimLoss: 'z[0]'"),
+]
+
+
+@pytest.mark.parametrize("call, name", EMPTY)
+def test_an_empty_batch_is_refused_not_nan(call, name):
+    # a mean over no rows is NaN, which backward spreads to every weight
+    with pytest.raises(ValueError, match=_msg(
+            f"{name} is an empty batch (shape (0,")):
+        call(torch.empty(0, 8))
 
 
 def test_errors_say_how_to_fix():

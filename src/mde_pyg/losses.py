@@ -45,6 +45,11 @@ def _check_same_shape(fn: str, fix: str, ndim: int | None = None,
             raise ValueError(
                 f"{fn}: '{first}' has shape {tuple(ref.shape)} but '{name}' "
                 f"has shape {tuple(t.shape)}; pass {fix}")
+    if ref.dim() > 0 and ref.size(0) == 0:
+        raise ValueError(
+            f"{fn}: '{first}' is an empty batch (shape {tuple(ref.shape)}): "
+            f"a mean over no rows is NaN; skip the step (or the term) when "
+            f"a batch has no rows")
 
 
 def _pairs(x: Modalities, fn: str, arg: str = "x",
@@ -177,7 +182,7 @@ def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
             :class:`mde_pyg.nn.NodeLevelTradeoff`). (default: ones)
     """
     terms = [F.cosine_similarity(a, b, dim=-1).abs()
-             for a, b in _pairs(x, "mda_loss")]
+             for a, b in _pairs(x, "mda_loss", ndim=2)]
     return _weighted_mean(torch.stack(terms).mean(0), weight)
 
 

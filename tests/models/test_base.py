@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mde_pyg.models import available_models, build_model
 from mde_pyg.models.base import gather_rows, map_rows
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -163,3 +164,14 @@ def test_from_data_keeps_every_hyper_parameter_as_plain_values(data):
     assert plain_values({"w": (np.float32(0.5), None), 1: {"b": np.bool_(1)},
                          "f": len}) == {"w": [0.5, None], "1": {"b": True},
                                         "f": repr(len)}
+
+
+@pytest.mark.parametrize("name", [m for m in available_models()
+                                  if m != "mostpop"])
+def test_every_loss_refuses_an_empty_batch(name, data):
+    # a loss over no rows would be NaN (and backward would spread it to
+    # every weight): each model says so instead of failing on a shape
+    model = build_model(name, data)
+    empty = torch.empty(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="is an empty batch"):
+        model.loss(empty, empty, empty)

@@ -9,7 +9,7 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.functional import normalize
 from mde_pyg.losses import embedding_norm_reg
-from mde_pyg.models.base import gather_rows, map_rows
+from mde_pyg.models.base import check_batch, gather_rows, map_rows
 from mde_pyg.models.encoder import feature_buffers
 from mde_pyg.models.lightgcn import LightGCN
 
@@ -151,6 +151,7 @@ class BM3(LightGCN):
         is that of :func:`~mde_pyg.losses.cosine_prediction_loss` term by
         term.
         """
+        check_batch("BM3.loss", user)  # the view below would not say so
         ego = self.embedding.weight
         item = pos + self.num_users
         out = self.propagation(ego, *self.graphs.get("user_item"))

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
-from mde_pyg.models.base import Recommender, map_rows
+from mde_pyg.models.base import Recommender, check_batch, map_rows
 from mde_pyg.models.encoder import feature_buffers
 
 
@@ -85,6 +85,7 @@ class VBPR(Recommender):
     def loss(self, user: Tensor, pos: Tensor,
              neg: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return BPR plus the L2 term on the batch representations."""
+        check_batch("VBPR.loss", user)  # split below would not say so
         u = self.user.index_select(0, user)
         p, n = self.item_embedding(torch.cat([pos, neg])).split(pos.numel())
         parts = {"bpr": embedding_bpr_loss(u, p, n),

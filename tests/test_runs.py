@@ -311,3 +311,35 @@ def test_a_fitted_model_ranks_as_it_was_evaluated(synthetic_graphs):
         model.recommend(torch.tensor([0, -1]), k=5)
     with pytest.raises(TypeError, match=r"one user: torch.tensor\(\[u\]\)"):
         model.recommend(torch.tensor(0), k=5)
+
+
+def test_load_run_of_a_trainer_output_dir(synthetic_graphs, tmp_path):
+    # Trainer(output_dir=...) from Python writes best.pt, no results.json:
+    # load_run rebuilds the model from best.pt's config for the data given
+    from mde_pyg.models import build_model
+    from mde_pyg.train import Trainer
+
+    data = synthetic_graphs
+    model = build_model("lightgcn", data, num_layers=1)
+    out = tmp_path / "py_run"
+    result = Trainer(model, data, max_epochs=2, ks=(5, 20), progress=False,
+                     output_dir=out).fit()
+    assert not (out / "results.json").exists()
+    assert result["config"]["model_path"] == \
+        "mde_pyg.models.lightgcn:LightGCN"
+    with pytest.raises(ValueError, match=r"written by a Trainer from Python "
+                       r".*load_run\('.*py_run', data=data\)"):
+        load_run(out)
+    loaded, same = load_run(out, data=data)
+    assert same is data and loaded.num_layers == 1 and not loaded.training
+    assert evaluate(loaded, data, "test", (5, 20)) == result["test"]
+    user = torch.arange(30)
+    assert torch.equal(loaded.recommend(user, k=5), model.recommend(user, 5))
+    # a checkpoint of an earlier version (no model_path) names the manual
+    # route; other data is refused as for a CLI run
+    state = torch.load(out / "best.pt", weights_only=False)
+    del state["config"]["model_path"]
+    torch.save(state, out / "best.pt")
+    with pytest.raises(ValueError, match=r"records no model_path .*"
+                       r"model.load_state_dict\(torch.load\("):
+        load_run(out, data=data)

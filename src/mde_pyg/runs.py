@@ -15,6 +15,12 @@ from torch_geometric.data import HeteroData
 from mde_pyg.cli import RESULTS_FILE, load_data_source
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.grid import GRID_FILE
+from mde_pyg.train.trainer import (
+    BEST_CHECKPOINT,
+    CheckpointError,
+    data_sizes,
+    load_checkpoint,
+)
 
 
 def _read_summary(run: Path) -> dict[str, Any]:
@@ -124,7 +130,11 @@ def load_run(
     way (a relative folder is looked for from here, then from where the run
     started) and checked against the numbers of users, items and
     interactions the run was trained on. For a grid, the selected
-    configuration is rebuilt. An incomplete ``results.json`` or a
+    configuration is rebuilt. The ``output_dir`` of a
+    :class:`~mde_pyg.train.Trainer` run from Python (``best.pt`` and no
+    ``results.json``) is rebuilt from ``best.pt``'s config, the model's
+    import path and constructor arguments, for the ``data`` passed (it
+    records no way to load it). An incomplete ``results.json`` or a
     checkpoint that cannot be read raises a :class:`ValueError` (for the
     checkpoint a :class:`~mde_pyg.train.trainer.CheckpointError`) naming
     the file.
@@ -150,26 +160,14 @@ def load_run(
     Returns:
         ``(model, data)``, the model in evaluation mode.
     """
-    from mde_pyg.models import build_model
-    from mde_pyg.train.trainer import (
-        CheckpointError,
-        data_sizes,
-        load_checkpoint,
-    )
-
     run = Path(run)
+    if _is_trainer_run(run):
+        return _load_trainer_run(run, data, device)
     summary = _read_summary(run)
     config = summary["config"]
     checkpoint = _checkpoint(run, summary)
     # A bad file fails before the data is loaded again:
-    state = load_checkpoint(
-        checkpoint, ["model"],
-        "train the run again (or restore the file from a copy)")
-    if not isinstance(state["model"], dict):
-        raise CheckpointError(
-            f"'{checkpoint}' has a \"model\" of type "
-            f"{type(state['model']).__name__}, not the model's weights; "
-            f"train the run again (or restore the file from a copy)")
+    state = _read_weights(checkpoint)
     if data is None:
         source = _resolve_paths(dict(config["data"]))
         if data_folder is not None:
@@ -186,6 +184,32 @@ def load_run(
                 f"{source.get('cwd')}, where the run started); give where "
                 f"it is now as 'data_folder' (mde-pyg recommend --data)")
         data = load_data_source(source)
+    model = _rebuild(run, summary["model"], _model_hparams(summary), config,
+                     data, checkpoint, state, run / RESULTS_FILE)
+    return model.to(device or "cpu").eval(), data
+
+
+def _read_weights(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's entries, checked to hold the model's weights."""
+    state = load_checkpoint(
+        checkpoint, ["model"],
+        "train the run again (or restore the file from a copy)")
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(
+            f"'{checkpoint}' has a \"model\" of type "
+            f"{type(state['model']).__name__}, not the model's weights; "
+            f"train the run again (or restore the file from a copy)")
+    return state
+
+
+def _rebuild(run: Path, name: str, hparams: dict[str, Any],
+             config: dict[str, Any], data: HeteroData, checkpoint: Path,
+             state: dict[str, Any], recorded_in: Path) -> Recommender:
+    """Build model ``name`` for ``data`` (checked against the sizes the run
+    was trained on) with ``hparams``, and load the checkpoint's weights.
+    """
+    from mde_pyg.models import build_model, get_model_class
+
     trained_on = config.get("data_sizes")
     if trained_on is not None:
         sizes = data_sizes(data)
@@ -195,19 +219,56 @@ def load_run(
             raise ValueError(
                 f"The data differs from what '{run}' was trained on "
                 f"({'; '.join(changed)}); give the run's data")
-
-    from mde_pyg.models import get_model_class
-
-    legacy = get_model_class(summary["model"]).legacy_hparams
-    model = build_model(summary["model"], data,
-                        **{**legacy, **_model_hparams(summary)})
+    legacy = get_model_class(name).legacy_hparams
+    model = build_model(name, data, **{**legacy, **hparams})
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # keys or shapes that do not fit
         first = str(error).strip().splitlines()[:3]
         raise ValueError(
             f"The weights in '{checkpoint}' do not fit the "
-            f"{type(model).__name__} rebuilt from '{run}/results.json' "
+            f"{type(model).__name__} rebuilt from '{recorded_in}' "
             f"({' '.join(line.strip() for line in first)[:300]}); the run "
             f"was probably trained by another version of mde-pyg") from None
+    return model
+
+
+def _is_trainer_run(run: Path) -> bool:
+    """Whether ``run`` is the ``output_dir`` of a :class:`Trainer` used from
+    Python: its best weights, but no ``results.json`` (which only ``mde-pyg
+    train`` writes) and not one point of a grid.
+    """
+    return (not (run / RESULTS_FILE).is_file()
+            and (run / BEST_CHECKPOINT).is_file()
+            and not (re.fullmatch(r"run_\d+", run.name)
+                     and (run.parent / GRID_FILE).is_file()))
+
+
+def _load_trainer_run(run: Path, data: HeteroData | None,
+                      device: torch.device | str | None
+                      ) -> tuple[Recommender, HeteroData]:
+    """:func:`load_run` of a :class:`~mde_pyg.train.Trainer`'s
+    ``output_dir``: the model is rebuilt from ``best.pt``'s config (its
+    class's import path and constructor arguments) for the given ``data``.
+    """
+    checkpoint = run / BEST_CHECKPOINT
+    if data is None:
+        raise ValueError(
+            f"'{run}' was written by a Trainer from Python ({checkpoint}, no "
+            f"{RESULTS_FILE}), which records no way to load its data: pass "
+            f"the data it was trained on, load_run('{run}', data=data)")
+    state = _read_weights(checkpoint)
+    config = state.get("config")
+    path = config.get("model_path") if isinstance(config, dict) else None
+    if not isinstance(path, str) or config.get("model_hparams") is None:
+        what = ("no model_path (written by an earlier mde-pyg)"
+                if not isinstance(path, str) else
+                "no model_hparams (a model not built by from_data)")
+        raise ValueError(
+            f"'{checkpoint}' records {what}, so the model cannot be rebuilt "
+            f"from it: build the model as it was trained and load the "
+            f"weights, model.load_state_dict(torch.load('{checkpoint}')"
+            f"['model'])")
+    model = _rebuild(run, path, dict(config["model_hparams"]), config, data,
+                     checkpoint, state, checkpoint)
     return model.to(device or "cpu").eval(), data

@@ -447,14 +447,17 @@ class Trainer:
     @property
     def config(self) -> dict[str, Any]:
         """The training settings, as JSON-serialisable values, with the
-        model's ``hparams`` (set by
+        model's class and its import path (``model_path``,
+        ``"package.module:Class"``), its ``hparams`` (set by
         :meth:`~mde_pyg.models.Recommender.from_data`; :obj:`None` for a
         model built otherwise) as ``model_hparams``, and the numbers of
         users, items and train / valid / test interactions as
         ``data_sizes``.
         """
+        cls = type(self.model)
         return {
-            "model_class": self.model.__class__.__name__,
+            "model_class": cls.__name__,
+            "model_path": f"{cls.__module__}:{cls.__qualname__}",
             "lr": self.lr,
             "batch_size": self.batch_size,
             "max_epochs": self.max_epochs,

@@ -157,6 +157,23 @@ def test_info_nce_gradients_match_autograd_logsumexp(symmetric, tau, device,
                           atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("tau", [0.2, 0.01])  # 0.01: bound 100 > 40
+def test_info_nce_of_half_inputs_is_float32_on_both_paths(dtype, tau):
+    # the blocked path (bound <= 40) and the plain logsumexp beyond it
+    # both compute in float32: the value is that of float64 at the same
+    # (rounded) inputs, and its dtype does not move with tau
+    from mde_pyg.losses import info_nce
+
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 5).to(dtype), torch.randn(6, 5).to(dtype)
+    got = info_nce(a, b, tau)
+    want = info_nce(a.double(), b.double(), tau)
+    assert got.dtype == torch.float32
+    # up to the rounding of normalize, which runs in the input's precision
+    assert got.item() == pytest.approx(want.item(), rel=1e-2)
+
+
 @pytest.mark.parametrize("used", ["row", "col", "both"])
 @pytest.mark.parametrize("block_rows", [None, 3])  # 3: blocks of 3 + 3 + 1
 def test_bounded_logsumexp_gradients_of_either_direction(used, block_rows,

@@ -296,14 +296,19 @@ def _logsumexp_of_product(a: Tensor, b: Tensor, bound: float,
     whose entries are bounded by ``bound`` in absolute value: through
     :class:`_BoundedLogSumExp` (in blocks, never the whole ``[N, M]``
     matrix) up to a bound of 40, by autograd's :func:`torch.logsumexp`
-    above it.
+    above it; in float32 or wider either way.
     """
     if bound <= 40.0:
         row, col = _BoundedLogSumExp.apply(a, b, bound, columns)
         return row, col if columns else None
-    logits = a @ b.t()
-    return (logits.logsumexp(dim=1),
-            logits.logsumexp(dim=0) if columns else None)
+    # as the blocked path: float32 at least, outside autocast (a small
+    # temperature is where a bf16 or fp16 product would lose the most)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype),
+                                torch.float32)
+    with torch.autocast(a.device.type, enabled=False):
+        logits = a.to(dtype) @ b.to(dtype).t()
+        return (logits.logsumexp(dim=1),
+                logits.logsumexp(dim=0) if columns else None)
 
 
 def info_nce(

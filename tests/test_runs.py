@@ -343,3 +343,27 @@ def test_load_run_of_a_trainer_output_dir(synthetic_graphs, tmp_path):
     with pytest.raises(ValueError, match=r"records no model_path .*"
                        r"model.load_state_dict\(torch.load\("):
         load_run(out, data=data)
+
+
+def test_training_again_removes_recommendations_of_earlier_weights(
+        tmp_path, capsys):
+    out = tmp_path / "run"
+    train(out, "lightgcn")
+    assert main(["recommend", str(out), "--k", "3"]) == 0
+    tsv = out / "recommendations.tsv"
+    assert tsv.is_file()
+    capsys.readouterr()
+    # resumed to more epochs, the run's best weights may change: the file
+    # made from the earlier ones goes, and the output says how to remake it
+    assert main(["train", "--model", "lightgcn", *SYNTHETIC[:-3],
+                 "--max-epochs", "3", "--no-progress", "--output", str(out),
+                 "--resume"]) == 0
+    assert not tsv.exists()
+    assert f"removed {tsv}, made from the run's earlier weights; 'mde-pyg " \
+           f"recommend {out}' makes it again" in capsys.readouterr().out
+    # a recommendations file elsewhere (--output FILE) is the user's own
+    mine = tmp_path / "mine.tsv"
+    assert main(["recommend", str(out), "--k", "3", "--output",
+                 str(mine)]) == 0
+    train(out, "lightgcn", "--overwrite")
+    assert mine.is_file()

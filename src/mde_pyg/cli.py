@@ -864,6 +864,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             f"the data has {num_items} items, fewer than the largest cut-off "
             f"{max(settings['ks'])}; lower --ks"
         )
+    # recommendations made from this folder's earlier weights
+    stale = Path(settings["output"]) / RECOMMENDATIONS_FILE
+    stale = stale if stale.is_file() else None
     result = train_model(
         model,
         data,
@@ -895,6 +898,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"best epoch {result['best_epoch']} (counted from 0)")
     print(format_metrics({"valid": result["valid"], "test": result["test"]}))
     print(f"results written to {Path(settings['output']) / RESULTS_FILE}")
+    if stale is not None:
+        stale.unlink(missing_ok=True)
+        print(f"removed {stale}, made from the run's earlier weights; "
+              f"'mde-pyg recommend {settings['output']}' makes it again")
     return result
 
 

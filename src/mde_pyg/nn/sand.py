@@ -315,6 +315,14 @@ class SeparateAlignDistance(nn.Module):
         if index is not None:
             x_split = {m: x_split[m].index_select(0, index)
                        for m in self.modalities}
+        rows = next(iter(x_split.values())).size(0)
+        if self.training and rows < 2:
+            raise ValueError(
+                f"SeparateAlignDistance.losses needs at least 2 rows in "
+                f"training (SoloSim contrasts the rows with each other, and "
+                f"the projection heads' BatchNorm1d normalises over them), "
+                f"got {rows}{' (index)' if index is not None else ''}; "
+                f"skip the term for such a batch")
         z = {m: self.heads[m](split_halves(x_split[m])[0])
              for m in self.solo_sim_order}
         terms = []

@@ -91,3 +91,12 @@ def test_modality_weights_not_numbers(bad):
     assert check_modality_weights({"text": 3, "image": 1},
                                   ["image", "text"]) == {"image": 1.0,
                                                          "text": 3.0}
+
+
+def test_sum_fusion_of_different_widths_named():
+    x = {"v": torch.ones(3, 4), "t": torch.ones(3, 2)}
+    with pytest.raises(ValueError, match=_msg(
+            "mode='sum' adds the modalities up, so they must have one "
+            "width, got widths {'v': 4, 't': 2}; use mode='concat', or "
+            "project the modalities to one width first")):
+        PreferenceFusion(3, ["v", "t"], mode="sum")(x)

@@ -434,3 +434,160 @@ def test_symmetry_of_non_canonical_csr():
     skew = csr_tensor(crow, torch.tensor([2, 1, 0, 0]),
                       torch.tensor([2.0, 1.0, 1.5, 2.0]), (3, 3))
     assert not csr_is_symmetric(skew)
+
+
+def unique_graph(num_nodes, symmetric, seed):
+    # no duplicate entries: to_csr would sum them in the values' dtype
+    from torch_geometric.utils import coalesce
+
+    edge_index, weight = random_graph(num_nodes, symmetric=symmetric,
+                                      seed=seed)
+    return coalesce(edge_index, weight, num_nodes)
+
+
+FLOAT64_LAYERS = [
+    lambda: LightGCNConv(), lambda: LightGCNConv(symmetric=False),
+    lambda: SimpleGraphConv(), lambda: SimpleGraphConv(residual=False),
+    lambda: MultiHopPropagation(2, "mean"),
+    lambda: MultiHopPropagation(3, "sum", symmetric=False),
+    lambda: MultiHopPropagation(2, "last", symmetric=False),
+    lambda: MultiHopPropagation(0)]
+
+
+@pytest.mark.parametrize("make", FLOAT64_LAYERS)
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.float64])
+def test_float64_csr_path_equals_edge_index_path(make, weight_dtype):
+    # float64 x stays float64 on the CSR path, whether the graph's values
+    # are float64 or float32 (converted for the product, not x cast down)
+    layer = make()
+    n = 12
+    edge_index, weight = unique_graph(n, True, seed=8)
+    weight = weight.to(weight_dtype)
+    adj = to_csr(edge_index, weight, (n, n))
+    assert adj.dtype == weight_dtype
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(8),
+                    dtype=torch.float64)
+    out_c, grad_c = value_and_grad(layer, x, adj)
+    out_e, grad_e = value_and_grad(layer, x, edge_index, weight)
+    assert out_c.dtype == grad_c.dtype == out_e.dtype == torch.float64
+    torch.testing.assert_close(out_c, out_e, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_c, grad_e, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", FLOAT64_LAYERS[:-1])
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.float64])
+def test_float64_csr_path_gradcheck(make, weight_dtype):
+    layer = make()
+    edge_index, weight = unique_graph(8, True, seed=9)
+    adj = to_csr(edge_index, weight.to(weight_dtype), (8, 8))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(9),
+                    dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: layer(x, adj), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: layer(x, adj), (x,))
+
+
+def test_to_csr_value_dtypes():
+    edge_index, weight = unique_graph(6, False, seed=1)
+    for given, kept in [(torch.float64, torch.float64),
+                        (torch.float32, torch.float32),
+                        (torch.float16, torch.float32),
+                        (torch.bfloat16, torch.float32),
+                        (torch.long, torch.float32)]:
+        adj = to_csr(edge_index, (10 * weight).to(given), (6, 6))
+        assert adj.dtype == kept
+        torch.testing.assert_close(
+            adj.to_dense(), dense(edge_index, (10 * weight).to(given)
+                                  .to(kept).float(), 6).to(kept))
+    assert to_csr(edge_index, None, (6, 6)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_csr_path(dtype):
+    # The CPU sparse kernels have no half-precision form: the products run
+    # in float32. Over a float32 graph the result is float32 (as with
+    # bf16 under autocast); over a graph of the same half dtype
+    # (model.half()) it is cast back, as the edge_index path's dtype.
+    n = 10
+    edge_index, weight = unique_graph(n, True, seed=2)
+    adj = to_csr(edge_index, weight, (n, n))
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(2))
+    xh = x.to(dtype)
+    def matrices(a):
+        return [(LightGCNConv(), a),
+                (SimpleGraphConv(symmetric=True), torch.eye(n) + a),
+                (MultiHopPropagation(2, "sum"), torch.eye(n) + a + a @ a)]
+
+    for layer, matrix in matrices(dense(edge_index, weight, n)):
+        out, grad = value_and_grad(layer, xh, adj)
+        assert out.dtype == torch.float32 and grad.dtype == dtype
+        torch.testing.assert_close(out, matrix @ xh.float())
+    # the graph's values rounded to the half dtype, the products in float32
+    rounded = dense(edge_index, weight.to(dtype).float(), n)
+    for layer, matrix in matrices(rounded):
+        out, grad = value_and_grad(layer, xh, adj.to(dtype))
+        out_e, _ = value_and_grad(layer, xh, edge_index, weight.to(dtype))
+        assert out.dtype == grad.dtype == out_e.dtype == dtype
+        torch.testing.assert_close(out, (matrix @ xh.float()).to(dtype))
+        torch.testing.assert_close(out, out_e, rtol=2e-2, atol=2e-2)
+
+
+def test_symmetry_check_of_non_canonical_csr_does_not_warn():
+    # PyTorch warns once per process about a sparse constructor called
+    # without check_invariants, so the check runs in a fresh process.
+    import subprocess
+    import sys
+
+    code = """if True:
+        import warnings
+        import torch
+        from mde_pyg.nn import LightGCNConv, to_csr
+        from mde_pyg.nn.sparse import csr_is_symmetric, csr_tensor
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unsorted = csr_tensor(torch.tensor([0, 2, 3, 4]),
+                                  torch.tensor([2, 1, 0, 0]),
+                                  torch.tensor([2.0, 1.0, 1.0, 2.0]), (3, 3))
+            assert csr_is_symmetric(unsorted)
+            asymmetric = to_csr(torch.tensor([[0, 1, 1], [1, 2, 2]]),
+                                torch.tensor([1.0, 2.0, 3.0]), (3, 3))
+            assert not csr_is_symmetric(asymmetric)
+            try:
+                LightGCNConv()(torch.ones(3, 2), asymmetric)
+            except ValueError:
+                pass
+            LightGCNConv(symmetric=False)(torch.ones(3, 2), asymmetric)
+        print("ok")
+    """
+    result = subprocess.run([sys.executable, "-c", code],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_graph_buffers_keep_the_models_dtype(fused):
+    # float64 weights in the data do not make a float32 model's graphs
+    # float64 (to_csr keeps float64 for layers used on their own); a
+    # replaced graph takes the dtype of the one it replaces
+    from mde_pyg.nn.graphs import GraphBuffers
+
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    weight = torch.tensor([0.5, 0.25, 2.0], dtype=torch.float64)
+    graphs = GraphBuffers(fused)
+    graphs.add("g", edge_index, weight, (3, 3))
+    adj, w = graphs.get("g")
+    assert (adj if fused else w).dtype == torch.float32
+    graphs.double()
+    graphs.set("g", edge_index, weight.float(), (3, 3))
+    adj, w = graphs.get("g")
+    assert (adj if fused else w).dtype == torch.float64
+    dense = torch.zeros(3, 3, dtype=torch.float64)
+    dense[edge_index[1], edge_index[0]] = weight  # adj_t: row = target
+    if fused:
+        assert torch.equal(adj.to_dense(), dense)
+        graphs.set("g", edge_index, None, (3, 3))  # ones, in float64
+        adj, _ = graphs.get("g")
+        assert adj.dtype == torch.float64
+        assert torch.equal(adj.to_dense(), (dense != 0).double())
+    else:
+        assert torch.equal(w, weight)

@@ -81,3 +81,16 @@ def test_learnable_tradeoff():
     (w_d.sum() - w_a.sum()).backward()
     assert tradeoff.weight.grad[[0, 3]].abs().sum() > 0
     assert tradeoff.weight.grad[[1, 2, 4]].abs().sum() == 0
+
+
+def test_fusion_widths_per_mode():
+    # concat takes modalities of any widths, side by side; sum needs one
+    x = {"v": torch.ones(3, 4), "t": 2 * torch.ones(3, 2)}
+    out, _ = PreferenceFusion(3, ["v", "t"])(x)
+    assert torch.allclose(out, torch.tensor([[0.5] * 4 + [1.0] * 2] * 3))
+    with pytest.raises(ValueError, match=r"widths \{'v': 4, 't': 2\}.*"
+                       r"mode='concat'"):
+        PreferenceFusion(3, ["v", "t"], mode="sum")(x)
+    out, _ = PreferenceFusion(3, ["v", "t"], mode="sum")(
+        {"v": x["v"][:, :2], "t": x["t"]})
+    assert torch.allclose(out, torch.full((3, 2), 1.5))

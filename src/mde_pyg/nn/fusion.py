@@ -130,7 +130,8 @@ class PreferenceFusion(nn.Module):
 
         Args:
             x_dict (Dict[str, Tensor]): Per-modality representations of the
-                nodes ``index`` (or of all nodes).
+                nodes ``index`` (or of all nodes); of one width ``d`` for
+                ``mode="sum"``.
             index (torch.Tensor, optional): Node ids of the rows of
                 ``x_dict``. (default: :obj:`None`)
 
@@ -150,6 +151,12 @@ class PreferenceFusion(nn.Module):
                     f"but the fusion weighs {rows} nodes ({pref.size(0)}); "
                     f"pass one [N, d] row per node, and for a batch of "
                     f"nodes their ids as 'index'")
+        widths = {m: x_dict[m].size(-1) for m in self.modalities}
+        if self.mode == "sum" and len(set(widths.values())) > 1:
+            raise ValueError(
+                f"mode='sum' adds the modalities up, so they must have one "
+                f"width, got widths {widths}; use mode='concat', or project "
+                f"the modalities to one width first")
         parts = [pref[:, j:j + 1] * x_dict[m]
                  for j, m in enumerate(self.modalities)]
         fused = torch.cat(parts, dim=-1) if self.mode == "concat" else \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.typing import Adj, OptTensor
 
@@ -29,7 +30,15 @@ class GraphBuffers(nn.Module):
 
     def add(self, name: str, edge_index: Tensor, edge_weight: OptTensor,
             size: tuple[int, int]) -> None:
-        """Store the graph ``name`` with ``size = (num_src, num_dst)``."""
+        """Store the graph ``name`` with ``size = (num_src, num_dst)``.
+
+        Floating weights are stored in float32, the dtype of the model's
+        parameters (``model.double()`` converts them with the rest), so
+        that float64 weights in the data do not make a float32 model's
+        propagation float64.
+        """
+        if edge_weight is not None and edge_weight.is_floating_point():
+            edge_weight = edge_weight.float()
         if self.fused:
             self.register_buffer(f"{name}_adj",
                                  to_csr(edge_index, edge_weight, size),
@@ -43,8 +52,18 @@ class GraphBuffers(nn.Module):
 
     def set(self, name: str, edge_index: Tensor, edge_weight: OptTensor,
             size: tuple[int, int]) -> None:
-        """Replace graph ``name`` (e.g. a re-sampled pruned graph)."""
-        device = self.get(name)[0].device
+        """Replace graph ``name`` (e.g. a re-sampled pruned graph), its
+        floating weights in the dtype of the graph it replaces.
+        """
+        adj, old_weight = self.get(name)
+        device = adj.device
+        dtype = adj.dtype if self.fused else (
+            None if old_weight is None else old_weight.dtype)
+        if dtype is not None and edge_weight is None and self.fused:
+            edge_weight = torch.ones(edge_index.size(1), dtype=dtype)
+        elif dtype is not None and edge_weight is not None and \
+                edge_weight.is_floating_point():
+            edge_weight = edge_weight.to(dtype)
         if self.fused:
             setattr(self, f"{name}_adj",
                     to_csr(edge_index.to(device),

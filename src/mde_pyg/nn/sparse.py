@@ -34,12 +34,19 @@ def to_csr(
         edge_weight (torch.Tensor, optional): Weights ``[E]`` (ones when
             :obj:`None`).
         size (Tuple[int, int]): ``(num_source, num_target)``.
+
+    The values keep the floating dtype of ``edge_weight`` (float64 stays
+    float64); float32 without weights, or for integer, boolean and
+    half-precision weights, which the sparse kernels do not take.
     """
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1),
                                  device=edge_index.device)
+    dtype = (edge_weight.dtype if edge_weight.is_floating_point()
+             else torch.float32)
     adj_t = torch.sparse_coo_tensor(
-        edge_index.flip(0), edge_weight.to(torch.float),
+        edge_index.flip(0),
+        edge_weight.to(torch.promote_types(dtype, torch.float32)),
         (size[1], size[0]), check_invariants=False)
     with warnings.catch_warnings():  # "CSR support is in beta state"
         warnings.simplefilter("ignore", UserWarning)
@@ -74,10 +81,11 @@ def csr_is_symmetric(adj: Tensor, rtol: float = 1e-5) -> bool:
     crow, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
     row = torch.repeat_interleave(
         torch.arange(adj.size(0), device=adj.device), crow.diff())
-    a = torch.sparse_coo_tensor(torch.stack([row, col]), value,
-                                adj.shape).coalesce()
-    b = torch.sparse_coo_tensor(torch.stack([col, row]), value,
-                                adj.shape).coalesce()
+    # (the indices come from a valid CSR tensor: no invariants to check)
+    a = torch.sparse_coo_tensor(torch.stack([row, col]), value, adj.shape,
+                                check_invariants=False).coalesce()
+    b = torch.sparse_coo_tensor(torch.stack([col, row]), value, adj.shape,
+                                check_invariants=False).coalesce()
     return (torch.equal(a.indices(), b.indices())
             and torch.allclose(a.values(), b.values(), rtol=rtol, atol=0.0))
 
@@ -111,25 +119,60 @@ class _CSRMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj: Tensor, adj_transposed: Tensor,
                 x: Tensor) -> Tensor:
-        ctx.adj_transposed = adj_transposed
+        ctx.adj_transposed, ctx.dtype = adj_transposed, x.dtype
         return _sparse_mm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[2]:
             return None, None, None
-        return None, None, _sparse_mm(ctx.adj_transposed, grad)
+        return None, None, _sparse_mm(ctx.adj_transposed,
+                                      grad).to(ctx.dtype)
+
+
+def _product_dtypes(a: Tensor, b: Tensor) -> tuple[torch.dtype,
+                                                   torch.dtype]:
+    """The dtypes of a sparse product of ``a`` and ``b``: that of its
+    result and the one it is computed in, at least float32
+    (:func:`_sparse_dtype`). The result has the wider of the two dtypes,
+    as the ``edge_index`` path's ``w * x_j``, or under autocast the
+    computed one, which autocast casts where the next operation needs.
+    """
+    dtype = _sparse_dtype(a, b)
+    if torch.is_autocast_enabled(a.device.type):
+        return dtype, dtype
+    return torch.promote_types(a.dtype, b.dtype), dtype
+
+
+def _csr_as(adj: Tensor, dtype: torch.dtype) -> Tensor:
+    """``adj`` with its values in ``dtype``; a fixed CSR matrix shares its
+    indices, only the values are copied (and only if the dtype differs).
+    """
+    if adj.dtype == dtype:
+        return adj
+    if adj.requires_grad or adj.layout != torch.sparse_csr:
+        return adj.to(dtype)
+    return csr_tensor(adj.crow_indices(), adj.col_indices(),
+                      adj.values().to(dtype), tuple(adj.shape))
 
 
 def _sparse_mm(adj: Tensor, x: Tensor) -> Tensor:
-    """``adj @ x`` in the adjacency's precision, outside autocast.
+    """``adj @ x`` outside autocast, in the wider of the two dtypes.
 
-    Sparse kernels have no bfloat16 path on CPU (MKL) or for mixed fp32 x
-    bf16 operands on CUDA (cuSPARSE); the product is memory-bound, so fp32
-    costs little.
+    Sparse kernels have no half-precision path on CPU (MKL) or for mixed
+    fp32 x bf16 operands on CUDA (cuSPARSE), so a product of half-precision
+    operands runs in float32 (the product is memory-bound, so this costs
+    little); it returns float32, unless both operands have one
+    half-precision dtype (``model.half()``) and autocast is off, when it
+    is cast back to it. A float64 ``x`` over a float32 ``adj`` (or the
+    reverse) runs in float64, the other operand's values converted for
+    the call.
     """
+    out_dtype, dtype = _product_dtypes(adj, x)
     with torch.autocast(x.device.type, enabled=False):
-        return torch.sparse.mm(adj, x.to(adj.dtype).contiguous())
+        out = torch.sparse.mm(_csr_as(adj, dtype),
+                              x.to(dtype).contiguous())
+    return out.to(out_dtype)
 
 
 def csr_matmul(adj: Tensor, x: Tensor,
@@ -140,6 +183,11 @@ def csr_matmul(adj: Tensor, x: Tensor,
     ``adj_transposed`` (computed once, see :func:`csr_transpose`) or, for a
     symmetric ``adj``, ``adj`` itself. Without it, or when ``adj`` requires
     gradients, PyTorch's own sparse product is used.
+
+    The result has the wider of the two dtypes, as on the ``edge_index``
+    path (float64 for a float64 ``x`` or ``adj``); half-precision operands
+    are multiplied in float32, outside autocast, and under autocast the
+    result is that float32. The gradient of ``x`` has the dtype of ``x``.
 
     Args:
         adj (torch.Tensor): A sparse CSR matrix ``[N, M]``.
@@ -175,21 +223,25 @@ class _CSRHops(torch.autograd.Function):
 
 
 def _hops(adj: Tensor, x: Tensor, num_layers: int, reduce: str) -> Tensor:
-    """Horner's form of the hops, in the adjacency's precision, outside
-    autocast (as :func:`_sparse_mm`).
+    """Horner's form of the hops, outside autocast, in the dtypes of
+    :func:`_sparse_mm`.
     """
+    out_dtype, dtype = _product_dtypes(adj, x)
     with torch.autocast(x.device.type, enabled=False):
-        x = x.to(adj.dtype).contiguous()
+        adj = _csr_as(adj, dtype)
+        x = x.to(dtype).contiguous()
         if reduce == "last":
             for _ in range(num_layers):
                 x = torch.sparse.mm(adj, x)
-            return x
+            return x.to(out_dtype)
         # x + A (x + A (x + ...)): each hop's sum is accumulated into the
         # product (beta = 1), not added to a running total afterwards
         out = x
         for _ in range(num_layers):
             out = torch.addmm(x, adj, out)
-        return out.div_(num_layers + 1) if reduce == "mean" else out
+        if reduce == "mean":
+            out.div_(num_layers + 1)
+        return out.to(out_dtype)
 
 
 #: How :func:`csr_hops` combines the hops.
@@ -213,7 +265,7 @@ def csr_hops(adj: Tensor, x: Tensor, num_layers: int, reduce: str = "mean",
     combination over :math:`\mathbf{A}^\top`. A stack of
     :func:`csr_matmul` hops with a running sum computes the same values
     with a zero-filled output and a separate addition per hop, and as many
-    additions again in its backward.
+    additions again in its backward. Dtypes as in :func:`csr_matmul`.
 
     Args:
         adj (torch.Tensor): A sparse CSR matrix ``[N, N]``.
@@ -230,7 +282,7 @@ def csr_hops(adj: Tensor, x: Tensor, num_layers: int, reduce: str = "mean",
     if num_layers < 0:
         raise ValueError(f"'num_layers' must be >= 0, got {num_layers}")
     if num_layers == 0:  # x itself, as a new tensor
-        return x.to(adj.dtype, copy=True)
+        return x.to(torch.promote_types(adj.dtype, x.dtype), copy=True)
     if adj_transposed is None:
         adj_transposed = adj
     return _CSRHops.apply(x, adj, adj_transposed, num_layers, reduce)
@@ -332,7 +384,8 @@ def weighted_csr_matmul(graph: Any, weight: Tensor, x: Tensor) -> Tensor:
     transpose; PyTorch's own backward would form a dense ``[N, M]``
     gradient first. The product runs outside autocast in float32 (or
     float64 where an input is), since the sparse kernels have no
-    reduced-precision form; the gradients return in the inputs' dtypes.
+    reduced-precision form, and returns the dtype :func:`csr_matmul`
+    does; the gradients return in the inputs' dtypes.
 
     Args:
         graph: The structure, e.g. an
@@ -342,10 +395,11 @@ def weighted_csr_matmul(graph: Any, weight: Tensor, x: Tensor) -> Tensor:
         weight (torch.Tensor): Values ``[nnz]`` in CSR order.
         x (torch.Tensor): Dense ``[M, F]``.
     """
-    dtype = _sparse_dtype(weight, x)
+    out_dtype, dtype = _product_dtypes(weight, x)
     with torch.autocast(x.device.type, enabled=False):
-        return _EdgeWeightedMatmul.apply(weight.to(dtype),
-                                         x.to(dtype).contiguous(), graph)
+        out = _EdgeWeightedMatmul.apply(weight.to(dtype),
+                                        x.to(dtype).contiguous(), graph)
+    return out.to(out_dtype)
 
 
 def csr_edge_dot(graph: Any, x_src: Tensor, x_dst: Tensor) -> Tensor:
@@ -353,17 +407,18 @@ def csr_edge_dot(graph: Any, x_src: Tensor, x_dst: Tensor) -> Tensor:
     \rangle` at every stored entry :math:`(i, j)` of a CSR structure, in
     CSR order, without gathering ``[nnz, F]`` rows; the backward is two
     sparse products. Computed outside autocast in float32 (or float64),
-    as :func:`weighted_csr_matmul`.
+    with the result's dtype as in :func:`weighted_csr_matmul`.
 
     Args:
         graph: The structure, as in :func:`weighted_csr_matmul`.
         x_src (torch.Tensor): Column-side rows ``[M, F]``.
         x_dst (torch.Tensor): Row-side rows ``[N, F]``.
     """
-    dtype = _sparse_dtype(x_src, x_dst)
+    out_dtype, dtype = _product_dtypes(x_src, x_dst)
     with torch.autocast(x_src.device.type, enabled=False):
-        return _EdgeDot.apply(x_src.to(dtype).contiguous(),
-                              x_dst.to(dtype).contiguous(), graph)
+        out = _EdgeDot.apply(x_src.to(dtype).contiguous(),
+                             x_dst.to(dtype).contiguous(), graph)
+    return out.to(out_dtype)
 
 
 def _sparse_dtype(a: Tensor, b: Tensor) -> torch.dtype:

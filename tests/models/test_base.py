@@ -175,3 +175,24 @@ def test_every_loss_refuses_an_empty_batch(name, data):
     empty = torch.empty(0, dtype=torch.long)
     with pytest.raises(ValueError, match="is an empty batch"):
         model.loss(empty, empty, empty)
+
+
+@pytest.mark.parametrize("name", [m for m in available_models()
+                                  if m != "mostpop"])
+def test_every_model_keeps_its_dtype(name, data):
+    # model.double() computes in float64 (the CSR products too), and
+    # model.half() / .bfloat16() run (the sparse products in float32) and
+    # give embeddings of their dtype, near the float32 ones
+    def embeddings(dtype):
+        torch.manual_seed(0)  # the same weights, then cast
+        model = build_model(name, data).eval().to(dtype)
+        with torch.no_grad():
+            return torch.cat(model.get_embedding())
+
+    want = embeddings(torch.float32).double()
+    for dtype, tol in [(torch.float64, 1e-5), (torch.bfloat16, 0.1),
+                       (torch.float16, 0.02)]:
+        got = embeddings(dtype)
+        assert got.dtype == dtype
+        err = (got.double() - want).norm() / want.norm()
+        assert err < tol, (dtype, float(err))

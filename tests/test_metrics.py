@@ -115,3 +115,74 @@ def test_empty_positions_never_hit():
     with pytest.raises(ValueError, match="non-negative"):
         ranking_metrics(torch.tensor([[-2, 0]]), [torch.tensor([0])],
                         ks=(2,))
+
+
+def test_repeated_ranked_items_are_an_error():
+    message = ("'top_items' row 0 lists item 1 more than once .*each row of "
+               "the ranking must list distinct item ids; -1 pads")
+    with pytest.raises(ValueError, match=message):
+        ranking_metrics(torch.tensor([[1, 1, 1]]), [torch.tensor([1, 2])],
+                        ks=(3,))
+    # the first offending row is named, also through RankingMetrics
+    top = torch.tensor([[0, 1, 2, -1], [4, 3, 0, 3], [2, 2, 1, 0]])
+    metric = RankingMetrics(ks=(2,))
+    with pytest.raises(ValueError, match=r"row 1 lists item 3 .*2 such row"):
+        metric.update(top, [torch.tensor([0])] * 3)
+    assert metric.num_users == 0
+    # -1 padding may repeat
+    out = ranking_metrics(torch.tensor([[3, -1, -1]]), [torch.tensor([3])],
+                          ks=(3,))
+    assert out["recall@3"] == 1.0
+    assert out["precision@3"] == pytest.approx(1 / 3)
+
+
+def test_targets_as_sequences_of_ints(example):
+    top, targets = example
+    base = ranking_metrics(top, targets, ks=(2, 4))
+    as_lists = [t.tolist() for t in targets]
+    assert ranking_metrics(top, as_lists, ks=(2, 4)) == base
+    assert ranking_metrics(top, tuple(as_lists), ks=(2, 4)) == base
+    # an empty list is a user without held-out items
+    top4 = torch.cat([top, torch.tensor([[0, 1, 2, 3]])])
+    assert ranking_metrics(top4, [*as_lists, []], ks=(2, 4)) == base
+    assert ranking_metrics(top[:1], [[1]], ks=(1,))["recall@1"] == 0.0
+
+
+def test_float_targets_are_refused(example):
+    top, targets = example
+    floats = [targets[0], targets[1].float(), targets[2]]
+    with pytest.raises(TypeError, match=r"'targets\[1\]' must hold integer "
+                                        r"item ids, got torch.float32"):
+        ranking_metrics(top, floats, ks=(2,))
+    with pytest.raises(TypeError, match="integer item ids"):
+        ranking_metrics(top[:1], [[1.5]], ks=(2,))
+    with pytest.raises(TypeError, match="torch.bool"):
+        ranking_metrics(top[:1], [torch.tensor([True])], ks=(2,))
+
+
+def test_rank_top_k_orders_by_score_then_id():
+    from mde_pyg.metrics import rank_top_k
+
+    scores = torch.tensor([[1.0, 3.0, 1.0, 3.0, 2.0, 1.0],
+                           [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                           [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    # by hand: (score desc, id asc)
+    full = [[1, 3, 4, 0, 2, 5], [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]]
+    for k in range(1, 7):
+        values, indices = rank_top_k(scores, k)
+        assert indices.tolist() == [row[:k] for row in full]
+        assert torch.equal(values, scores.gather(1, indices))
+
+
+def test_model_recommend_ranks_ties_by_item_id(synthetic_graphs):
+    # all-zero embeddings score every item 0: the smallest ids come first,
+    # and an excluded item gives its place to the next id
+    from mde_pyg.models import build_model
+
+    model = build_model("lightgcn", synthetic_graphs)
+    torch.nn.init.zeros_(model.embedding.weight)
+    user = torch.tensor([0, 5])
+    assert model.recommend(user, k=4).tolist() == [[0, 1, 2, 3]] * 2
+    exclude = torch.tensor([[1], [2]])  # user 5 (position 1), item 2
+    assert model.recommend(user, k=4, exclude=exclude).tolist() == \
+        [[0, 1, 2, 3], [0, 1, 3, 4]]

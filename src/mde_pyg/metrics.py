@@ -44,6 +44,106 @@ def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
     return ks
 
 
+def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
+                     k: int) -> Tensor:
+    """Return the ``[B, k]`` ids of the ``k`` best items of each row of
+    ``scores`` under the order (score descending, id ascending), in no
+    particular order.
+
+    ``values`` / ``indices`` are the sorted :func:`torch.topk` of ``scores``
+    at ``k + 1`` (or at ``k`` when there are only ``k`` items). Its first
+    ``k`` ids are already right unless the ``k``-th score ties with the
+    ``(k + 1)``-th: only those rows are fixed, by keeping the items above
+    the ``k``-th score and filling the rest with the smallest ids of the
+    items at it.
+    """
+    top = indices[:, :k]
+    if values.size(1) == k:
+        return top
+    rows = (values[:, k] == values[:, k - 1]).nonzero().view(-1)
+    if rows.numel() == 0:
+        return top
+    num_items = scores.size(1)
+    cut = values[rows, k - 1:k]
+    sub = scores if rows.numel() == scores.size(0) else scores[rows]
+    # The tied items, scored num_items (id 0) down to 1; the others 0
+    # (float32 holds every id exactly up to 2 ** 24 items):
+    dtype = torch.float32 if num_items <= 2**24 else torch.float64
+    rev_id = torch.arange(num_items, 0, -1, device=scores.device,
+                          dtype=dtype)
+    tied = torch.where(sub == cut, rev_id, 0.0).topk(k, dim=1).indices
+    above = (values[rows, :k] > cut).sum(1, keepdim=True)
+    position = torch.arange(k, device=scores.device)
+    fill = tied.gather(1, (position - above).clamp(min=0))
+    top = top.clone()
+    top[rows] = torch.where(position < above, top[rows], fill)
+    return top
+
+
+def rank_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Return the ``(values, indices)`` of the ``k`` best items of each row
+    of ``scores`` ``[B, N]``, best first: by score, the higher first, and
+    items of equal score by id, the smaller first.
+
+    So the ranking is the same on every device and its first ``j`` items
+    do not depend on ``k`` (:func:`torch.topk` alone orders ties as its
+    ``k`` and the device happen to make it, so that Recall@5 of a model
+    with tied scores moved with the other cut-offs asked for). It costs a
+    :func:`torch.topk` at ``k + 1`` and a sort of the ``k`` chosen; only
+    rows whose ties straddle the cut take one more pass over their scores.
+    NaN ranks first, as in :func:`torch.topk`.
+
+    Args:
+        scores (torch.Tensor): Scores ``[B, N]``.
+        k (int): Items per row, at most ``N``.
+    """
+    values, indices = scores.topk(min(k + 1, scores.size(1)), dim=-1)
+    indices = _rank_ties_by_id(scores, values, indices, k)
+    # the (score, id) order within the k chosen: ids ascending, then a
+    # stable sort by score keeps equal scores in that order
+    indices = indices.sort(dim=1).values
+    values, order = scores.gather(1, indices).sort(
+        dim=1, descending=True, stable=True)
+    return values, indices.gather(1, order)
+
+
+def _check_distinct(top_items: Tensor) -> None:
+    """Raise a :class:`ValueError` if a row of ``top_items`` repeats an id
+    other than the ``-1`` padding.
+    """
+    if top_items.size(1) < 2:
+        return
+    ordered = top_items.sort(dim=1).values
+    repeat = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    bad = repeat.any(dim=1).nonzero().view(-1)
+    if bad.numel() > 0:
+        row = int(bad[0])
+        item = int(ordered[row, 1:][repeat[row]][0])
+        raise ValueError(
+            f"'top_items' row {row} lists item {item} more than once "
+            f"({top_items[row].tolist()}; {bad.numel()} such row(s)); each "
+            f"row of the ranking must list distinct item ids; -1 pads")
+
+
+def _as_targets(targets: Sequence[Tensor | Sequence[int]]) -> list[Tensor]:
+    """Return ``targets`` as 1-D integer tensors, refusing float or bool
+    ones (which :meth:`torch.Tensor.long` would silently truncate).
+    """
+    out = []
+    for u, target in enumerate(targets):
+        target = torch.as_tensor(target)
+        if target.numel() == 0:
+            target = target.long()
+        if target.is_floating_point() or target.is_complex() or \
+                target.dtype == torch.bool:
+            raise TypeError(
+                f"'targets[{u}]' must hold integer item ids, got "
+                f"{target.dtype}; give an integer tensor or a sequence of "
+                f"ints (e.g. 'target.long()' if the values are whole)")
+        out.append(target.reshape(-1))
+    return out
+
+
 def _hit_matrix(
     top_items: Tensor, targets: Sequence[Tensor]
 ) -> tuple[Tensor, Tensor]:
@@ -88,7 +188,7 @@ def _hit_matrix(
 
 def per_user_metrics(
     top_items: Tensor,
-    targets: Sequence[Tensor],
+    targets: Sequence[Tensor | Sequence[int]],
     ks: Sequence[int] = (5, 10, 20, 50),
 ) -> dict[str, Tensor]:
     r"""Return every metric of every user, as tensors of shape ``[U]``.
@@ -102,10 +202,16 @@ def per_user_metrics(
             ``[U, max_k]`` with ``max_k >= max(ks)``, best first, no
             repeated id within a row; ``-1`` marks an empty position (a
             user with fewer than ``max_k`` rankable items), never a hit.
-        targets (Sequence[torch.Tensor]): ``U`` tensors; ``targets[u]`` holds
-            the held-out item ids of user ``u`` (duplicates count once).
+        targets (Sequence[torch.Tensor or Sequence[int]]): ``U`` integer
+            tensors (or sequences of ints); ``targets[u]`` holds the
+            held-out item ids of user ``u`` (duplicates count once).
         ks (Sequence[int], optional): Cut-offs :math:`K`.
             (default: :obj:`(5, 10, 20, 50)`)
+
+    Raises:
+        ValueError: If a row of ``top_items`` repeats an item id (``-1``
+            padding aside), or on a bad shape or cut-off.
+        TypeError: If a target holds float or bool values.
     """
     if top_items.dim() != 2:
         raise ValueError(
@@ -122,6 +228,8 @@ def per_user_metrics(
             f"holds {len(targets)}; give one target tensor per ranked user"
         )
     ks = _check_ks(ks, top_items.size(1))
+    _check_distinct(top_items)
+    targets = _as_targets(targets)
     max_k = ks[-1]
     hits, counts = _hit_matrix(top_items[:, :max_k].long(), targets)
 
@@ -158,7 +266,7 @@ def per_user_metrics(
 
 def ranking_metrics(
     top_items: Tensor,
-    targets: Sequence[Tensor],
+    targets: Sequence[Tensor | Sequence[int]],
     ks: Sequence[int] = (5, 10, 20, 50),
 ) -> dict[str, float]:
     r"""Compute Recall, Precision, MAP and NDCG at every cut-off in ``ks``.
@@ -175,8 +283,10 @@ def ranking_metrics(
 
     Args:
         top_items (torch.Tensor): Ranked item ids of each user, shape
-            ``[U, max_k]`` with ``max_k >= max(ks)``, best first.
-        targets (Sequence[torch.Tensor]): ``U`` tensors of held-out item ids.
+            ``[U, max_k]`` with ``max_k >= max(ks)``, best first, distinct
+            within a row (``-1`` pads).
+        targets (Sequence[torch.Tensor or Sequence[int]]): ``U`` integer
+            tensors (or sequences of ints) of held-out item ids.
         ks (Sequence[int], optional): Cut-offs :math:`K`.
             (default: :obj:`(5, 10, 20, 50)`)
     """
@@ -223,13 +333,16 @@ class RankingMetrics:
         self._sums = {key: 0.0 for key in self.keys}
         self.num_users = 0
 
-    def update(self, top_items: Tensor, targets: Sequence[Tensor]) -> None:
+    def update(self, top_items: Tensor,
+               targets: Sequence[Tensor | Sequence[int]]) -> None:
         """Add a batch of users.
 
         Args:
-            top_items (torch.Tensor): Ranked item ids, shape ``[B, max_k]``.
-            targets (Sequence[torch.Tensor]): ``B`` tensors of held-out items;
-                users with none are skipped.
+            top_items (torch.Tensor): Ranked item ids, shape ``[B, max_k]``,
+                distinct within a row (``-1`` pads).
+            targets (Sequence[torch.Tensor or Sequence[int]]): ``B`` integer
+                tensors (or sequences of ints) of held-out items; users
+                with none are skipped.
         """
         values = per_user_metrics(top_items, targets, self.ks)
         valid = ~values[self.keys[0]].isnan()
@@ -258,5 +371,6 @@ __all__ = [
     "METRIC_NAMES",
     "RankingMetrics",
     "per_user_metrics",
+    "rank_top_k",
     "ranking_metrics",
 ]

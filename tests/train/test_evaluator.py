@@ -163,3 +163,107 @@ def test_a_model_without_a_scorer_is_named(synthetic_graphs):
         Evaluator(data, "valid", ks=(5,))(plain)
     with pytest.raises(TypeError, match=message):
         recommend(plain, data, k=5)
+
+
+def brute_top(scores, seen, k):
+    # (score desc, id asc) over the unseen items, by a plain Python sort
+    out = []
+    for u, row in enumerate(scores.tolist()):
+        unseen = [i for i in range(len(row)) if i not in seen[u]]
+        ranked = sorted(unseen, key=lambda i: (-row[i], i))[:k]
+        out.append(ranked + [-1] * (k - len(ranked)))
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 100])
+def test_integer_scores_rank_ties_by_item_id(batch_size):
+    gen = torch.Generator().manual_seed(batch_size)
+    num_users, num_items = 25, 60
+    key = torch.randperm(num_users * num_items, generator=gen)[:400]
+    pairs = torch.stack([key // num_items, key % num_items], dim=1)
+    train, valid = pairs[:300], pairs[300:]
+    data = make_data(train.tolist(), valid.tolist(), valid[:1].tolist(),
+                     num_users, num_items)
+    # few distinct values: ties at every cut-off
+    model = FixedScores(torch.randint(0, 4, (num_users, num_items),
+                                      generator=gen))
+    seen = [set() for _ in range(num_users)]
+    for u, i in train.tolist():
+        seen[u].add(i)
+
+    evaluator = Evaluator(data, "valid", ks=(5, 10, 20, 50),
+                          batch_size=batch_size)
+    users = evaluator.users
+    expected = brute_top(model.scores[users], [seen[u] for u in users], 50)
+    top = evaluator.top_items(model, users)
+    assert top.tolist() == expected
+    # the first j items do not depend on how many are asked for
+    for k in (1, 5, 13):
+        assert Evaluator(data, "valid", ks=(k,)).top_items(
+            model, users).tolist() == [row[:k] for row in expected]
+
+    full = evaluator(model)
+    alone = Evaluator(data, "valid", ks=(5,), batch_size=batch_size)(model)
+    assert alone == {key: full[key] for key in alone}
+    assert full == pytest.approx(ranking_metrics(
+        torch.tensor(expected), evaluator.targets, ks=(5, 10, 20, 50)),
+        rel=1e-12)
+
+
+def test_ties_straddling_the_cut_take_the_smaller_ids():
+    # item 0 is seen; item 2 is best; items 1, 3, 4, 5 tie at 2.0
+    data = make_data(train=[(0, 0), (1, 0)], valid=[(0, 1), (1, 1)],
+                     test=[(0, 2)], num_users=2, num_items=7)
+    scores = torch.tensor([[9.0, 2, 5, 2, 2, 2, 1],
+                           [9.0, 2, 2, 2, 3, 3, 3]])
+    seen = Evaluator(data, "valid", ks=(1,)).seen
+    cpu = torch.device("cpu")
+    for k, expected in [(1, [[2], [4]]), (2, [[2, 1], [4, 5]]),
+                        (3, [[2, 1, 3], [4, 5, 6]]),
+                        (4, [[2, 1, 3, 4], [4, 5, 6, 1]]),
+                        (6, [[2, 1, 3, 4, 5, 6], [4, 5, 6, 1, 2, 3]])]:
+        values, items = seen.top_k(lambda u: scores[u].clone(),
+                                   torch.tensor([0, 1]), k, cpu)
+        assert items.tolist() == expected
+        assert values.tolist() == scores.gather(1, items).tolist()
+    # a user with fewer unseen items than k: ties among them still by id
+    values, items = seen.top_k(lambda u: scores[u].clone(),
+                               torch.tensor([0]), 7, cpu)
+    assert items.tolist() == [[2, 1, 3, 4, 5, 6, -1]]
+    assert values[0, -1] == float("-inf")
+
+
+def test_recommend_ranks_ties_by_item_id():
+    from mde_pyg.train import recommend
+
+    data = make_data(train=[(0, 0), (1, 3)], valid=[(0, 1)], test=[(1, 2)],
+                     num_users=2, num_items=6)
+    model = FixedScores(torch.tensor([[5, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 7, 1, 0]]))
+    items, scores = recommend(model, data, k=3)
+    assert items.tolist() == [[1, 2, 3], [0, 1, 2]]
+    assert scores.tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_users_without_train_interactions_are_not_evaluated():
+    # user 2 has valid and test items but no train interaction (METHOD.md
+    # section 4: the users of a split that are also in train)
+    data = make_data(train=[(0, 0), (1, 1)], valid=[(0, 1), (1, 2), (2, 3)],
+                     test=[(2, 0), (0, 2)], num_users=3, num_items=4)
+    model = FixedScores(torch.tensor([[0, 3, 2, 1],
+                                      [0, 0, 1, 3],
+                                      [0, 0, 0, 9]]))
+    valid = Evaluator(data, "valid", ks=(1,))
+    assert valid.users.tolist() == [0, 1]
+    assert [t.tolist() for t in valid.targets] == [[1], [2]]
+    # u0 ranks item 1 first (a hit), u1 ranks item 3 first (a miss)
+    assert valid(model)["recall@1"] == 0.5
+    test = Evaluator(data, "test", ks=(1,))
+    assert test.users.tolist() == [0]
+    assert str(test) == "Evaluator(split='test', 1 users, ks=[1])"
+
+    only_new = make_data(train=[(0, 0)], valid=[(1, 1)], test=[(1, 2)],
+                         num_users=2, num_items=4)
+    with pytest.raises(ValueError, match="both the valid split and the "
+                                         "training split"):
+        Evaluator(only_new, "valid", ks=(1,))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from mde_pyg.data.mmrec import check_data
+from mde_pyg.metrics import rank_top_k
 
 #: Ranges of the hyper-parameters several models share, checked by
 #: :meth:`Recommender.check_hparams`: name -> (bound, whether the bound
@@ -371,7 +372,7 @@ class Recommender(nn.Module):
             self.train(training)
         if exclude is not None:
             scores[exclude[0], exclude[1]] = float("-inf")
-        return scores.topk(k, dim=-1).indices
+        return rank_top_k(scores, k)[1]  # equal scores: the smaller id first
 
     def extra_repr_parts(self) -> list[str]:
         """Model-specific ``key=value`` items appended to ``repr``."""

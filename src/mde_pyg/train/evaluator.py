@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType
 
-from mde_pyg.metrics import RankingMetrics
+from mde_pyg.metrics import RankingMetrics, rank_top_k
 from mde_pyg.models.base import Recommender
 
 #: The interaction edge type of every dataset in :mod:`mde_pyg.data`.
@@ -109,6 +109,9 @@ class SeenItems:
         fewer than ``k`` unseen items gets index ``-1`` and value ``-inf``
         in the positions past them (never a seen item).
 
+        Items are ranked by score, the higher first, and items of equal
+        score by id, the smaller first (:func:`mde_pyg.metrics.rank_top_k`).
+
         Args:
             score (Callable): A :meth:`~mde_pyg.models.Recommender.scorer`;
                 its score matrix is masked in place, so it must return a
@@ -121,9 +124,9 @@ class SeenItems:
         scores = score(user).float()
         mask = self.pairs(user, device)
         scores[mask[0], mask[1]] = float("-inf")
-        values, indices = scores.topk(k, dim=-1)
-        # topk ranks NaN first, so a row with a NaN score has it at the
-        # top: one look at the first column, not a pass over all scores
+        values, indices = rank_top_k(scores, k)
+        # NaN ranks first, so a row with a NaN score has it at the top: one
+        # look at the first column, not a pass over all scores
         nan = values[:, 0].isnan()
         if nan.any():
             raise FloatingPointError(
@@ -162,11 +165,15 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.device]:
 class Evaluator:
     r"""Full-ranking evaluation over all items (the MMRec protocol).
 
-    Every user with at least one interaction in ``split`` is ranked against
-    all items; the user's *training* items are masked out (validation items
-    are not masked when testing), the top ``max(ks)`` items are taken with
-    :func:`torch.topk` and compared with the user's held-out items by
-    :class:`mde_pyg.metrics.RankingMetrics`.
+    Every user with at least one interaction in ``split`` and at least one
+    in the training split is ranked against all items (a user without
+    training interactions is not evaluated); the user's *training*
+    items are masked out (validation items are not masked when testing),
+    and the top ``max(ks)`` items are compared with the user's held-out
+    items by :class:`mde_pyg.metrics.RankingMetrics`. Items are ranked by
+    score, the higher first, and items of equal score by id, the smaller
+    first (:meth:`SeenItems.top_k`), so the metrics at a cut-off do not
+    depend on the other cut-offs in ``ks`` nor on the device.
 
     The evaluated users, the mask (CSR ``indptr`` / ``indices``) and the
     targets are computed once here; a call needs one
@@ -223,16 +230,18 @@ class Evaluator:
         # Held-out items of the evaluated users:
         ptr, index = _csr(split_edges(data, self.split), self.num_users)
         count = ptr[1:] - ptr[:-1]
-        self.users = (count > 0).nonzero().view(-1)
+        in_train = self.seen.indptr[1:] > self.seen.indptr[:-1]
+        self.users = ((count > 0) & in_train).nonzero().view(-1)
         if self.users.numel() == 0:
             raise ValueError(
-                f"The {self.split} split of the data has no interaction, so "
-                f"there is nothing to evaluate; give interactions with "
-                f"x_label {1 if self.split == 'valid' else 2}"
+                f"No user has interactions in both the {self.split} split "
+                f"and the training split, so there is nothing to evaluate; "
+                f"give the users with x_label "
+                f"{1 if self.split == 'valid' else 2} interactions "
+                f"training ones (x_label 0) too"
             )
-        self.targets: list[Tensor] = list(
-            torch.split(index, count[self.users].tolist())
-        )
+        per_user = torch.split(index, count.tolist())
+        self.targets: list[Tensor] = [per_user[u] for u in self.users.tolist()]
 
     @property
     def max_k(self) -> int:
@@ -253,7 +262,8 @@ class Evaluator:
 
     def top_items(self, model: Recommender, user: Tensor) -> Tensor:
         """Return the top ``max(ks)`` unseen items of every user in ``user``
-        (``-1`` past the last unseen item of a user with fewer).
+        (``-1`` past the last unseen item of a user with fewer), equal
+        scores ranked by the smaller item id first.
 
         Args:
             model (Recommender): The model to rank with.

@@ -172,6 +172,12 @@ def test_rank_top_k_orders_by_score_then_id():
         values, indices = rank_top_k(scores, k)
         assert indices.tolist() == [row[:k] for row in full]
         assert torch.equal(values, scores.gather(1, indices))
+    # ties among the chosen but none at the cut: only that row is reordered
+    scores = torch.tensor([[3.0, 1.0, 3.0, 0.0, 5.0],
+                           [9.0, 8.0, 7.0, 6.0, 5.0]])
+    values, indices = rank_top_k(scores, 3)
+    assert indices.tolist() == [[4, 0, 2], [0, 1, 2]]
+    assert values.tolist() == [[5.0, 3.0, 3.0], [9.0, 8.0, 7.0]]
 
 
 def test_model_recommend_ranks_ties_by_item_id(synthetic_graphs):

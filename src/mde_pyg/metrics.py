@@ -45,10 +45,10 @@ def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
 
 
 def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
-                     k: int) -> Tensor:
+                     k: int) -> tuple[Tensor, bool]:
     """Return the ``[B, k]`` ids of the ``k`` best items of each row of
     ``scores`` under the order (score descending, id ascending), in no
-    particular order.
+    particular order, and whether any row was changed.
 
     ``values`` / ``indices`` are the sorted :func:`torch.topk` of ``scores``
     at ``k + 1`` (or at ``k`` when there are only ``k`` items). Its first
@@ -59,10 +59,10 @@ def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
     """
     top = indices[:, :k]
     if values.size(1) == k:
-        return top
+        return top, False
     rows = (values[:, k] == values[:, k - 1]).nonzero().view(-1)
     if rows.numel() == 0:
-        return top
+        return top, False
     num_items = scores.size(1)
     cut = values[rows, k - 1:k]
     sub = scores if rows.numel() == scores.size(0) else scores[rows]
@@ -77,7 +77,7 @@ def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
     fill = tied.gather(1, (position - above).clamp(min=0))
     top = top.clone()
     top[rows] = torch.where(position < above, top[rows], fill)
-    return top
+    return top, True
 
 
 def rank_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -89,8 +89,9 @@ def rank_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     do not depend on ``k`` (:func:`torch.topk` alone orders ties as its
     ``k`` and the device happen to make it, so that Recall@5 of a model
     with tied scores moved with the other cut-offs asked for). It costs a
-    :func:`torch.topk` at ``k + 1`` and a sort of the ``k`` chosen; only
-    rows whose ties straddle the cut take one more pass over their scores.
+    :func:`torch.topk` at ``k + 1``; the ``k`` chosen are sorted again
+    only where equal scores are among them, and only rows whose ties
+    straddle the cut take one more pass over their scores.
     NaN ranks first, as in :func:`torch.topk`.
 
     Args:
@@ -98,13 +99,29 @@ def rank_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
         k (int): Items per row, at most ``N``.
     """
     values, indices = scores.topk(min(k + 1, scores.size(1)), dim=-1)
-    indices = _rank_ties_by_id(scores, values, indices, k)
+    top, changed = _rank_ties_by_id(scores, values, indices, k)
+    values = values[:, :k]
+    if changed:  # the chosen ids changed: reorder every row
+        rows = None
+    else:  # only rows with equal scores among the chosen need an order
+        rows = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero()
+        rows = rows.view(-1)
+        if rows.numel() == 0:
+            return values, top
     # the (score, id) order within the k chosen: ids ascending, then a
     # stable sort by score keeps equal scores in that order
-    indices = indices.sort(dim=1).values
-    values, order = scores.gather(1, indices).sort(
-        dim=1, descending=True, stable=True)
-    return values, indices.gather(1, order)
+    part = top if rows is None else top[rows]
+    part = part.sort(dim=1).values
+    part_scores = (scores.gather(1, part) if rows is None
+                   else scores[rows.view(-1, 1), part])
+    part_values, order = part_scores.sort(dim=1, descending=True,
+                                          stable=True)
+    part = part.gather(1, order)
+    if rows is None:
+        return part_values, part
+    top, values = top.clone(), values.clone()
+    top[rows], values[rows] = part, part_values
+    return values, top
 
 
 def _check_distinct(top_items: Tensor) -> None:
@@ -190,6 +207,8 @@ def per_user_metrics(
     top_items: Tensor,
     targets: Sequence[Tensor | Sequence[int]],
     ks: Sequence[int] = (5, 10, 20, 50),
+    *,
+    check_distinct: bool = True,
 ) -> dict[str, Tensor]:
     r"""Return every metric of every user, as tensors of shape ``[U]``.
 
@@ -207,6 +226,10 @@ def per_user_metrics(
             held-out item ids of user ``u`` (duplicates count once).
         ks (Sequence[int], optional): Cut-offs :math:`K`.
             (default: :obj:`(5, 10, 20, 50)`)
+        check_distinct (bool, optional): Refuse rows that repeat an item
+            (a sort of each row); :obj:`False` skips it for rankings known
+            to be distinct, such as those of :func:`rank_top_k`.
+            (default: :obj:`True`)
 
     Raises:
         ValueError: If a row of ``top_items`` repeats an item id (``-1``
@@ -228,7 +251,8 @@ def per_user_metrics(
             f"holds {len(targets)}; give one target tensor per ranked user"
         )
     ks = _check_ks(ks, top_items.size(1))
-    _check_distinct(top_items)
+    if check_distinct:
+        _check_distinct(top_items)
     targets = _as_targets(targets)
     max_k = ks[-1]
     hits, counts = _hit_matrix(top_items[:, :max_k].long(), targets)
@@ -334,7 +358,8 @@ class RankingMetrics:
         self.num_users = 0
 
     def update(self, top_items: Tensor,
-               targets: Sequence[Tensor | Sequence[int]]) -> None:
+               targets: Sequence[Tensor | Sequence[int]], *,
+               check_distinct: bool = True) -> None:
         """Add a batch of users.
 
         Args:
@@ -343,8 +368,11 @@ class RankingMetrics:
             targets (Sequence[torch.Tensor or Sequence[int]]): ``B`` integer
                 tensors (or sequences of ints) of held-out items; users
                 with none are skipped.
+            check_distinct (bool, optional): See :func:`per_user_metrics`.
+                (default: :obj:`True`)
         """
-        values = per_user_metrics(top_items, targets, self.ks)
+        values = per_user_metrics(top_items, targets, self.ks,
+                                  check_distinct=check_distinct)
         valid = ~values[self.keys[0]].isnan()
         for key, value in values.items():
             self._sums[key] += float(value[valid].sum())

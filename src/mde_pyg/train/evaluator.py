@@ -286,7 +286,8 @@ class Evaluator:
                 end = start + self.batch_size
                 top = self.seen.top_k(score, self.users[start:end],
                                       self.max_k, device)[1]
-                self.metric.update(top.cpu(), self.targets[start:end])
+                self.metric.update(top.cpu(), self.targets[start:end],
+                                   check_distinct=False)  # rank_top_k's
             return self.metric.compute()
 
     def __repr__(self) -> str:

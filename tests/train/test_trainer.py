@@ -493,3 +493,33 @@ def test_progress_bar_on_a_terminal_and_none_when_off(data, capsys,
     monkeypatch.undo()
     train(data, max_epochs=3).fit()  # progress=False
     assert capsys.readouterr().err == ""
+
+
+def test_resume_accepts_the_class_imported_from_elsewhere(synthetic_graphs,
+                                                          tmp_path):
+    # a notebook's class (module __main__) resumed from the module that
+    # now holds it: the import path may change, its name may not
+    from mde_pyg.models import build_model
+    from mde_pyg.train import ResumeMismatchError
+
+    def trainer(max_epochs):
+        model = build_model("lightgcn", synthetic_graphs)
+        return Trainer(model, synthetic_graphs, max_epochs=max_epochs,
+                       progress=False, ks=(5,), eval_metric="recall@5",
+                       output_dir=tmp_path)
+
+    trainer(1).fit()
+    last = tmp_path / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["config"]["model_path"] = "__main__:LightGCN"
+    torch.save(state, last)
+    resumed = trainer(2).fit(resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    assert resumed["config"]["model_path"] == \
+        "mde_pyg.models.lightgcn:LightGCN"
+    state = torch.load(last, weights_only=False)
+    state["config"]["model_class"] = "MyLightGCN"
+    torch.save(state, last)
+    with pytest.raises(ResumeMismatchError,
+                       match="model_class 'MyLightGCN' -> 'LightGCN'"):
+        trainer(3).fit(resume=True)

@@ -28,8 +28,11 @@ from mde_pyg.train.sampler import NegativeSampler
 #: Precision settings of :class:`Trainer`.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
-#: :attr:`Trainer.config` keys a resumed run may change.
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device"})
+#: :attr:`Trainer.config` keys a resumed run may change (``model_path``: the
+#: same class imported from elsewhere, e.g. a notebook's ``__main__`` class
+#: from a module; its name, arguments and weights are still compared).
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device",
+                                               "model_path"})
 
 
 class ResumeMismatchError(ValueError):
@@ -735,7 +738,7 @@ class Trainer:
 
     def _check_resume(self, saved: dict[str, Any], path: Path) -> None:
         """Refuse to continue a run under other settings than it started
-        with (only ``max_epochs`` and ``device`` may change).
+        with (only those of :data:`RESUMABLE_CHANGES` may change).
         """
         current = self.config
         changed = []

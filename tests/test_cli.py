@@ -186,6 +186,56 @@ def test_resume_under_other_settings_is_a_usage_error(tiny_folder, tmp_path,
     assert "lr 0.001 -> 0.01; model_hparams.num_layers 3 -> 1" in err
 
 
+def test_resume_under_other_data_settings_is_a_usage_error(
+        tiny_folder, tmp_path, capsys, monkeypatch):
+    # the run's graphs and features are those it started with: other
+    # --k-user / --feature-norm / feature files are refused before training,
+    # in one line (they went into results.json only, after training)
+    import numpy as np
+
+    out = tmp_path / "out"
+    args = tiny_args(tiny_folder, out, "--max-epochs", "1")
+    args[args.index("--model") + 1] = "vbpr"
+    assert main(args) == 0
+    saved = (out / "last.pt").read_bytes()
+    more = ["--resume", "--max-epochs", "2"]
+    for extra, change in [
+            (["--k-user", "1"], "data.k_user 2 -> 1"),
+            (["--feature-norm", "l2"],
+             "data.feature_norm 'standardize' -> 'l2'")]:
+        with pytest.raises(SystemExit):
+            main(args + more + extra)
+        err = capsys.readouterr().err
+        assert "cannot --resume:" in err and change in err
+        assert "Traceback" not in err
+    # the same file name holding another width: the weights do not fit
+    np.save(tiny_folder / "text.npy", np.ones((5, 6), dtype=np.float32))
+    with pytest.raises(SystemExit):
+        main(args + more)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cannot --resume:" in err and "does not fit this model" in err
+    assert "size mismatch" in err and "another feature file?" in err
+    assert (out / "last.pt").read_bytes() == saved  # nothing trained
+    # the same settings from another working directory: the run continues
+    np.save(tiny_folder / "text.npy", np.random.default_rng(0).normal(
+        size=(5, 4)).astype(np.float32))  # the fixture's features again
+    monkeypatch.chdir(tmp_path)
+    assert main(args + more) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    assert result["config"]["data"]["cwd"] == str(tmp_path)
+
+
+def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path):
+    out = tmp_path / "grid"
+    common = ["train", "--model", "lightgcn", "--dataset", "synthetic",
+              "--max-epochs", "1", "--no-progress", "--output", str(out)]
+    assert main(common + ["--grid", "num_layers=1,2,3"]) == 0
+    assert main(common + ["--grid", "num_layers=1,2", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("run_*")) == ["run_000",
+                                                         "run_001"]
+
+
 def test_interrupt_then_resume(tiny_folder, tmp_path, capsys, monkeypatch):
     from mde_pyg.train import Trainer
 

@@ -645,8 +645,9 @@ def train_model(
         plot (bool, optional): Also save ``curve.png``.
             (default: :obj:`False`)
         extra_config (Mapping[str, Any], optional): Recorded under
-            ``config`` in ``results.json`` (e.g. the data settings).
-            (default: :obj:`None`)
+            ``config`` in the checkpoints and ``results.json`` and compared
+            on resume (e.g. the data settings; see
+            :class:`~mde_pyg.train.Trainer`). (default: :obj:`None`)
         **trainer_kwargs: :class:`~mde_pyg.train.Trainer` arguments.
 
     Returns:
@@ -679,12 +680,14 @@ def train_model(
         if grid:
             result = grid_search(model, data, grid, fixed=model_kwargs,
                                  output_dir=output, resume=resume,
+                                 extra_config=extra_config,
                                  **trainer_kwargs)  # checks the grid first
         else:
             try:
                 seed_everything(trainer_kwargs.get("seed", 0))
                 recommender = build_model(model, data, **model_kwargs)
                 trainer = Trainer(recommender, data, output_dir=output,
+                                  extra_config=extra_config,
                                   **trainer_kwargs)
             except (ValueError, TypeError) as error:
                 raise UsageError(f"cannot train '{model}': {error}") from error
@@ -694,8 +697,7 @@ def train_model(
     except (ResumeMismatchError, CheckpointError) as error:
         raise UsageError(f"cannot --resume: {error}") from error  # untrained
 
-    config = {**result["config"], "hparams": dict(model_kwargs),
-              **(extra_config or {})}
+    config = {**result["config"], "hparams": dict(model_kwargs)}
     if grid:
         config["grid"] = grid
     summary = {

@@ -523,3 +523,27 @@ def test_resume_accepts_the_class_imported_from_elsewhere(synthetic_graphs,
     with pytest.raises(ResumeMismatchError,
                        match="model_class 'MyLightGCN' -> 'LightGCN'"):
         trainer(3).fit(resume=True)
+
+
+def test_extra_config_is_recorded_and_compared(synthetic_graphs, tmp_path):
+    from mde_pyg.models import build_model
+    from mde_pyg.train import ResumeMismatchError
+
+    def trainer(max_epochs, **extra):
+        model = build_model("lightgcn", synthetic_graphs)
+        return Trainer(model, synthetic_graphs, max_epochs=max_epochs,
+                       progress=False, ks=(5,), eval_metric="recall@5",
+                       output_dir=tmp_path, extra_config=extra)
+
+    result = trainer(1, data={"k_user": 5, "cwd": "/a"}).fit()
+    assert result["config"]["data"] == {"k_user": 5, "cwd": "/a"}
+    assert torch.load(tmp_path / "best.pt", weights_only=False)[
+        "config"]["data"]["k_user"] == 5
+    with pytest.raises(ResumeMismatchError, match=r"data.k_user 5 -> 6\)"):
+        trainer(2, data={"k_user": 6, "cwd": "/a"}).fit(resume=True)
+    # data.cwd (where relative paths start) may change
+    resumed = trainer(2, data={"k_user": 5, "cwd": "/b"}).fit(resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    with pytest.raises(ValueError, match=r"may not redefine the trainer's "
+                       r"own settings \['lr'\]"):
+        trainer(1, lr=0.5)

@@ -6,6 +6,8 @@ import csv
 import inspect
 import io
 import os
+import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from mde_pyg.train.trainer import (
 #: every other grid key goes to the model.
 TRAINER_KEYS: frozenset[str] = frozenset(
     inspect.signature(Trainer.__init__).parameters
-) - {"self", "model", "data", "output_dir", "callbacks"}
+) - {"self", "model", "data", "output_dir", "callbacks", "extra_config"}
 
 #: Name of the CSV file :func:`grid_search` writes into ``output_dir``.
 GRID_FILE = "grid.csv"
@@ -164,6 +166,7 @@ def grid_search(
     fixed: Mapping[str, Any] | None = None,
     output_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    extra_config: Mapping[str, Any] | None = None,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     r"""Train every configuration of ``grid``; select by *validation* score.
@@ -202,7 +205,12 @@ def grid_search(
         output_dir (str or os.PathLike, optional): Where runs and
             ``grid.csv`` go. (default: :obj:`None`)
         resume (bool, optional): Resume each run from its ``last.pt`` (runs
-            already finished are only reloaded). (default: :obj:`False`)
+            already finished are only reloaded); without it, the
+            ``run_<i>`` folders of an earlier, larger grid in
+            ``output_dir`` are removed. (default: :obj:`False`)
+        extra_config (Mapping[str, Any], optional): Recorded by every
+            run's :class:`Trainer` and compared on resume.
+            (default: :obj:`None`)
         **trainer_kwargs: Further :class:`Trainer` arguments for every run.
 
     Returns:
@@ -214,6 +222,12 @@ def grid_search(
     build = _factory(model)
     configs = check_grid(build, data, grid, fixed, **trainer_kwargs)
     out = None if output_dir is None else Path(output_dir)
+    if out is not None and not resume and out.is_dir():
+        # a new grid replaces the old: no run of another grid stays beside
+        for old in out.iterdir():
+            match = re.fullmatch(r"run_(\d+)", old.name)
+            if match and old.is_dir() and int(match[1]) >= len(configs):
+                shutil.rmtree(old)
     seed = trainer_kwargs.get("seed", 0)
     metric = trainer_kwargs.get("eval_metric", "recall@20")
 
@@ -228,6 +242,7 @@ def grid_search(
         recommender = build(data, **{**(fixed or {}), **model_kwargs})
         run_dir = None if out is None else out / f"run_{index:03d}"
         result = Trainer(recommender, data, output_dir=run_dir,
+                         extra_config=extra_config,
                          **run_kwargs).fit(resume=resume)
 
         row: dict[str, Any] = {"run": index, **params,

@@ -10,7 +10,7 @@ import pickle
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,10 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: :attr:`Trainer.config` keys a resumed run may change (``model_path``: the
 #: same class imported from elsewhere, e.g. a notebook's ``__main__`` class
 #: from a module; its name, arguments and weights are still compared).
+#: A dotted name is one entry of a recorded dict (``data.cwd``: where
+#: ``mde-pyg train`` started, from which its relative paths are read).
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device",
-                                               "model_path"})
+                                               "model_path", "data.cwd"})
 
 
 class ResumeMismatchError(ValueError):
@@ -368,6 +370,11 @@ class Trainer:
         callbacks (Iterable[Callable], optional): Called as
             ``callback(trainer, entry)`` after every epoch, once the
             checkpoint is written. (default: :obj:`()`)
+        extra_config (Mapping[str, Any], optional): JSON-serialisable
+            settings recorded in :attr:`config` and the checkpoints, and
+            compared on resume as the others, such as how the data was
+            loaded (``mde-pyg train`` records its data settings as
+            ``data``). (default: :obj:`None`)
     """
 
     def __init__(
@@ -388,6 +395,7 @@ class Trainer:
         progress: bool = True,
         eval_batch_size: int = 4096,
         callbacks: Iterable[EpochCallback] = (),
+        extra_config: Mapping[str, Any] | None = None,
     ) -> None:
         check_trainer_args(
             lr=lr, batch_size=batch_size, max_epochs=max_epochs,
@@ -445,6 +453,12 @@ class Trainer:
             if p.requires_grad and id(p) not in est_ids
         ]
         self.estimator_parameters = [p for p in est_params if p.requires_grad]
+        self.extra_config = {}
+        clash = sorted(set(extra_config or {}) & set(self.config))
+        if clash:
+            raise ValueError(f"'extra_config' may not redefine the trainer's "
+                             f"own settings {clash}; give them other names")
+        self.extra_config = dict(extra_config or {})
         self._reset_state()
 
     @property
@@ -473,6 +487,7 @@ class Trainer:
             "weight_decay": self.weight_decay,
             "model_hparams": getattr(self.model, "hparams", None),
             "data_sizes": self.data_sizes,
+            **self.extra_config,
         }
 
     def _reset_state(self) -> None:
@@ -696,7 +711,17 @@ class Trainer:
                 "delete it, or train without resume (mde-pyg train "
                 "without --resume) to start the run again")
             self._check_resume(state.get("config", {}), last)
-            self.load_state_dict(state)
+            try:
+                self.load_state_dict(state)
+            except (RuntimeError, ValueError) as error:  # other shapes
+                first = str(error).strip().splitlines()
+                raise ResumeMismatchError(
+                    f"'{last}' does not fit this model "
+                    f"({' '.join(line.strip() for line in first[:3])[:300]}"
+                    f"); it was written under other settings (another "
+                    f"feature file?): resume with the settings it was "
+                    f"started with, or train into another output folder"
+                ) from None
         else:
             seed_everything(self.seed)
             self.generator.manual_seed(self.seed)
@@ -751,7 +776,8 @@ class Trainer:
             if isinstance(old, dict) and isinstance(value, dict):
                 changed += [f"{key}.{k} {old.get(k)!r} -> {value.get(k)!r}"
                             for k in sorted({*old, *value})
-                            if old.get(k) != value.get(k)]
+                            if old.get(k) != value.get(k)
+                            and f"{key}.{k}" not in RESUMABLE_CHANGES]
             elif old != value:
                 changed.append(f"{key} {old!r} -> {value!r}")
         if changed:

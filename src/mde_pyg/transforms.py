@@ -577,7 +577,16 @@ class ItemKNNGraph(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(k={self.k})"
+        # every argument that changes the graphs, the defaults left out (a
+        # processed dataset's cache file is named from this string)
+        parts = [f"k={self.k}"]
+        if self.modalities is not None:
+            parts.append(f"modalities={self.modalities}")
+        if self.include_self:
+            parts.append("include_self=True")
+        if self.precision != "fp32":
+            parts.append(f"precision='{self.precision}'")
+        return f"{self.__class__.__name__}({', '.join(parts)})"
 
 
 class MultiModalGraphs(BaseTransform):
@@ -656,4 +665,7 @@ class NormalizeFeatures(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}('{self.method}')"
+        # as ItemKNNGraph's: every argument that changes the features
+        extra = ("" if self.modalities is None
+                 else f", modalities={self.modalities}")
+        return f"{self.__class__.__name__}('{self.method}'{extra})"

@@ -52,6 +52,41 @@ def test_mmrec_dataset_processes_and_caches(tmp_path):
     assert torch.equal(again[0]["item"].x_text, data["item"].x_text)
 
 
+def test_every_graph_setting_has_its_own_cache(tmp_path):
+    # the cache file is named from the pre-transform's repr: a setting that
+    # changes the graphs or features must not load another setting's file
+    import warnings
+
+    from mde_pyg.transforms import ItemKNNGraph, NormalizeFeatures
+
+    make_raw(tmp_path / "raw")
+
+    def load(transform):
+        with warnings.catch_warnings():  # PyG: "pre_transform differs"
+            warnings.simplefilter("ignore", UserWarning)
+            return MMRecDataset(str(tmp_path), "toy",
+                                pre_transform=transform)[0]
+
+    def self_loops(data):
+        ei = data["item", "similar_text", "item"].edge_index
+        return int((ei[0] == ei[1]).sum())
+
+    assert self_loops(load(MultiModalGraphs(k_user=2, k_item=1))) == 0
+    assert self_loops(load(MultiModalGraphs(k_user=2, k_item=1,
+                                            include_self=True))) == 3
+    names = [repr(t) for t in (
+        ItemKNNGraph(), ItemKNNGraph(include_self=True),
+        ItemKNNGraph(precision="bf16"), ItemKNNGraph(modalities=["text"]),
+        NormalizeFeatures("l2"), NormalizeFeatures("l2", ["text"]))]
+    assert len(set(names)) == len(names)
+    assert names[0] == "ItemKNNGraph(k=10)"  # defaults keep their old key
+    assert names[4] == "NormalizeFeatures('l2')"
+    l2_text = load(NormalizeFeatures("l2", ["text"]))
+    raw_image = np.load(tmp_path / "raw" / "image_feat.npy")
+    assert np.allclose(l2_text["item"].x_image.numpy(), raw_image,
+                       atol=1e-6)  # left as read, not the all-modality file
+
+
 def test_offline_error_names_files(tmp_path):
     with pytest.raises(RuntimeError, match=r"Place the files \['baby.inter', "
                        r"'image_feat.npy', 'text_feat.npy'\]"):

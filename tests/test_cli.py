@@ -106,6 +106,33 @@ def test_config_formats(tiny_folder, tmp_path, suffix):
     assert result["valid"]["recall@2"] == 0.5
 
 
+def test_yaml_config_reads_exponent_numbers_and_dashed_keys(tiny_folder,
+                                                            tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 as a string: it is the number it is in
+    # TOML, JSON and on the command line; [set] / [grid] keys may be dashed
+    from mde_pyg.cli import load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"model: lightgcn\ndata: {tiny_folder}\nks: 1,2\n"
+        f"eval-metric: recall@2\nk-user: 2\nk-item: 2\nmax-epochs: 1\n"
+        f"modality: {{text: text.npy}}\nprogress: false\nlr: 1e-3\n"
+        f"set: {{reg-weight: 1E-4, name: 1e-3x}}\n"
+        f"grid: {{num-layers: [1, 2], embedding_dim: [8]}}\n")
+    loaded = load_config(config)
+    assert loaded["lr"] == 1e-3 and isinstance(loaded["lr"], float)
+    assert loaded["set"] == {"reg_weight": 1e-4, "name": "1e-3x"}
+    assert loaded["grid"] == {"num_layers": [1, 2], "embedding_dim": [8]}
+    del loaded["set"]["name"]
+    config.write_text(config.read_text().replace(", name: 1e-3x", ""))
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(config), "--output", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["lr"] == 1e-3
+    assert result["config"]["model_hparams"]["reg_weight"] == 1e-4
+    assert result["params"]["num_layers"] in (1, 2)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--model", "nope"], "unknown model 'nope'"),
     (["--modality", "text"], "--modality expects KEY=VALUE, got 'text'"),

@@ -23,6 +23,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -161,6 +162,24 @@ def parse_grid(items: Mapping[str, Any]) -> dict[str, list[Any]]:
     return grid
 
 
+#: A number in exponent form without a dot, such as ``1e-3``: a string in
+#: YAML 1.1 (PyYAML's), a number in TOML, JSON and on the command line.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_floats(value: Any) -> Any:
+    """``value`` with the strings PyYAML left for numbers such as ``1e-3``
+    read as floats, recursively (``lr: 1e-3`` was refused as not a number).
+    """
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _yaml_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_yaml_floats(item) for item in value]
+    return value
+
+
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a ``.toml``, ``.yaml`` / ``.yml`` or ``.json`` config file.
 
@@ -192,7 +211,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
                 raise UsageError(
                     "YAML config files need PyYAML (pip install pyyaml)"
                 ) from error
-            config = yaml.safe_load(text) or {}
+            config = _yaml_floats(yaml.safe_load(text) or {})
         elif suffix == ".json":
             config = json.loads(text)
         else:
@@ -218,6 +237,10 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     for key in MAPPING_OPTIONS:
         if key in config and not isinstance(config[key], dict):
             raise UsageError(f"'{key}' in '{path}' must be a table/mapping")
+    for key in ("set", "grid"):  # dashes or underscores, as --set / --grid
+        if key in config:
+            config[key] = {str(k).replace("-", "_"): v
+                           for k, v in config[key].items()}
     return config
 
 

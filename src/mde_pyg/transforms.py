@@ -206,6 +206,7 @@ class UserCoOccurrenceGraph(BaseTransform):
         store = data[CO_OCCURS]
         store.edge_index = torch.stack([col, row])
         store.edge_weight = softmax_per_row(row, value, num_users)
+        store.k = self.k  # users kept per user, read by DualGNN
         return data
 
     def __repr__(self) -> str:

@@ -200,7 +200,11 @@ def test_user_graph_padding_by_hand():
 
 def test_on_epoch_start_redraws_the_padding(data):
     torch.manual_seed(0)
-    model = DualGNN(data, embedding_dim=8)  # data's k=10 < 40: all padded
+    # a graph that records no k (an earlier build): k_user 40 > the data's
+    # 10 neighbours, so every user is padded with 30 copies
+    data = data.clone()
+    del data["user", "co_occurs", "user"].k
+    model = DualGNN(data, embedding_dim=8)
     assert model.num_padding_draws == NU * 30
     before = model.graphs.get("user_user")[0].values().clone()
     model.on_epoch_start(1)
@@ -221,6 +225,12 @@ def test_errors_and_repr(data):
         DualGNN(data, user_aggr="sum")
     with pytest.raises(ValueError, match="'k_user'"):
         DualGNN(data, k_user=0)
+    # the graph keeps 10 users per user: k_user follows it, and more is
+    # refused (every user would be padded with random copies)
+    assert DualGNN(data).k_user == 10
+    with pytest.raises(ValueError, match=r"'k_user' is 11, but the data's "
+                       r"co-occurrence graph keeps 10 users per user"):
+        DualGNN(data, k_user=11)
     with pytest.raises(ValueError, match="'num_layers'"):
         DualGNN(data, num_layers=-1)
     bare = HeteroData()

@@ -237,8 +237,9 @@ class Recommender(nn.Module):
         A value must have the type of its constructor default (:obj:`True`
         or :obj:`False` for a flag, an integer for an integer, a number for
         a float) and lie in its range of :data:`HPARAM_RANGES` (a positive
-        ``embedding_dim``, a positive ``tau``, ``num_layers >= 0``, ...).
-        Names the constructor does not take are left to it.
+        ``embedding_dim``, a positive ``tau``, ``num_layers >= 0``, ...);
+        :obj:`None` passes where it is the constructor's default. Names the
+        constructor does not take are left to it.
 
         Args:
             hparams (Mapping[str, Any]): Constructor keyword arguments.
@@ -246,6 +247,8 @@ class Recommender(nn.Module):
         params = inspect.signature(cls.__init__).parameters
         for name, value in hparams.items():
             default = params[name].default if name in params else None
+            if value is None and name in params and default is None:
+                continue  # the constructor's own "not given"
             flag = isinstance(default, bool)
             integer = isinstance(default, int) and not flag
             numeric = integer or isinstance(default, float) or (

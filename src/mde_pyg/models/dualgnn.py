@@ -79,9 +79,9 @@ class DualGNN(Recommender):
     :math:`b_{u,v}` come from the graph of
     :class:`~mde_pyg.transforms.UserCoOccurrenceGraph` (softmax of the
     counts over the top users), which must have been built with at least
-    ``k_user`` neighbours per user (``MultiModalGraphs(k_user=40)``, its
-    default, for the default here); a smaller ``k_user`` keeps each
-    user's top ``k_user`` of them.
+    ``k_user`` neighbours per user (by default ``k_user`` is the ``k`` it
+    was built with, such as ``MultiModalGraphs(k_user=40)``); a smaller
+    ``k_user`` keeps each user's top ``k_user`` of them.
 
     The loss is BPR plus :math:`\lambda` times mean squares (MMRec's
     ``(t ** 2).mean()``) of the batch rows of every :math:`\mathbf{P}_m`
@@ -127,7 +127,9 @@ class DualGNN(Recommender):
             ``"weighted_sum"``, ``"mean"``, ``"max"``, ``"cat"``.
             (default: :obj:`"weighted_sum"`)
         k_user (int, optional): :math:`k`, co-occurring users per user
-            (MMRec: 40). (default: :obj:`40`)
+            (MMRec: 40), at most the ``k`` the graph was built with.
+            (default: :obj:`None`: that ``k``, e.g. ``mde-pyg train
+            --k-user``, or 40 for a graph that does not record it)
         user_aggr (str, optional): :math:`b_{u,v}`, ``"softmax"`` of the
             counts or ``"mean"``. (default: :obj:`"softmax"`)
         pad_neighbors (bool, optional): Pad short neighbour lists to
@@ -146,7 +148,7 @@ class DualGNN(Recommender):
         embedding_dim: int = 64,
         num_layers: int = 2,
         construction: str = "weighted_sum",
-        k_user: int = 40,
+        k_user: int | None = None,
         user_aggr: str = "softmax",
         pad_neighbors: bool = True,
         reg_weight: float = 1e-4,
@@ -158,8 +160,6 @@ class DualGNN(Recommender):
         if user_aggr not in USER_AGGRS:
             raise ValueError(f"'user_aggr' must be one of {USER_AGGRS}, got "
                              f"'{user_aggr}'")
-        if k_user < 1:
-            raise ValueError(f"'k_user' must be >= 1, got {k_user}")
         if num_layers < 0:
             raise ValueError(f"'num_layers' must be >= 0, got {num_layers}")
         if CO_OCCURS not in data.edge_types:
@@ -167,6 +167,18 @@ class DualGNN(Recommender):
                 f"The data has no {CO_OCCURS} graph; apply "
                 f"mde_pyg.transforms.UserCoOccurrenceGraph (or "
                 f"MultiModalGraphs) first")
+        built = data[CO_OCCURS].get("k")  # None: a graph of an earlier build
+        if k_user is None:
+            k_user = 40 if built is None else int(built)
+        if k_user < 1:
+            raise ValueError(f"'k_user' must be >= 1, got {k_user}")
+        if built is not None and k_user > built:
+            raise ValueError(
+                f"'k_user' is {k_user}, but the data's co-occurrence graph "
+                f"keeps {built} users per user, so every user would be "
+                f"padded with random copies; pass k_user <= {built} (or "
+                f"leave it out), or build the graph with k >= {k_user} "
+                f"(UserCoOccurrenceGraph(k), mde-pyg train --k-user)")
         super().__init__(data["user"].num_nodes, data["item"].num_nodes)
         dims = feature_buffers(self, data)
         self.modalities = list(dims)

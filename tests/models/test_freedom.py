@@ -111,6 +111,11 @@ def test_mixed_item_graph_weights(data):
         "image": 0.1, "text": 0.9}
     assert default_modality_weights(["text", "audio"]) == {
         "text": 0.5, "audio": 0.5}
+    # visual by name, not by first letter: lfm2k's vggish is audio
+    assert default_modality_weights(["vggish", "text"]) == {
+        "vggish": 0.5, "text": 0.5}
+    assert default_modality_weights(["text", "Video", "audio"]) == {
+        "text": 0.45, "Video": 0.1, "audio": 0.45}
     weights = {"image": 0.3, "text": 0.7}
     model = FREEDOM(data, embedding_dim=8, modality_weights=weights,
                     fused=False)

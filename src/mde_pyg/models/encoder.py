@@ -56,13 +56,27 @@ def add_item_graphs(graphs: GraphBuffers, data: HeteroData,
                    (num, num))
 
 
+#: Modality names read as the visual one (lower case), by the baselines
+#: whose reference code treats the image features apart.
+VISUAL_NAMES: frozenset[str] = frozenset(
+    {"image", "images", "img", "visual", "vision", "video", "v"})
+
+
+def is_visual(name: str) -> bool:
+    """Whether the modality ``name`` is visual (:data:`VISUAL_NAMES`, any
+    case): ``"image"`` or ``"video"`` is, ``"vggish"`` (audio) is not.
+    """
+    return name.lower() in VISUAL_NAMES
+
+
 def default_modality_weights(modalities: Sequence[str],
                              visual_weight: float = 0.1
                              ) -> dict[str, float]:
     """Return MMRec's item-graph mixing weights for ``modalities``.
 
-    The first modality named ``"image"`` or starting with ``"v"`` (visual,
-    video) gets ``visual_weight`` and the others share the rest equally, as
+    The first visual modality (:func:`is_visual`: ``"image"``,
+    ``"video"``, ...) gets ``visual_weight`` and the others share the rest
+    equally, as
     MMRec's ``mm_image_weight = 0.1`` (image 0.1, text 0.9); without such a
     modality all weigh the same.
 
@@ -74,8 +88,7 @@ def default_modality_weights(modalities: Sequence[str],
     names = list(modalities)
     if not names:
         raise ValueError("'modalities' is empty")
-    visual = [m for m in names
-              if m.lower() == "image" or m.lower().startswith("v")]
+    visual = [m for m in names if is_visual(m)]
     if len(names) == 1 or not visual:
         return {m: 1.0 / len(names) for m in names}
     rest = (1.0 - visual_weight) / (len(names) - 1)

@@ -18,7 +18,11 @@ from mde_pyg.losses import (
     hypergraph_contrastive_loss,
 )
 from mde_pyg.models.base import Recommender, gather_rows
-from mde_pyg.models.encoder import add_user_item_graph, feature_buffers
+from mde_pyg.models.encoder import (
+    add_user_item_graph,
+    feature_buffers,
+    is_visual,
+)
 from mde_pyg.nn.conv import LightGCNConv, MultiHopPropagation
 from mde_pyg.nn.graphs import GraphBuffers
 
@@ -212,8 +216,7 @@ class LGMRec(Recommender):
         self.eval_noise = eval_noise
         # Contrastive pairs (anchor, other): the visual modality anchors,
         # as MMRec's image -> text.
-        order = sorted(self.modalities, key=lambda m: not (
-            m.lower() == "image" or m.lower().startswith("v")))
+        order = sorted(self.modalities, key=lambda m: not is_visual(m))
         self.pairs = list(combinations(order, 2))
 
         self.graphs = GraphBuffers(fused)

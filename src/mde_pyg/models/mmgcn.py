@@ -13,7 +13,7 @@ from torch_geometric.utils import degree
 from mde_pyg.functional import normalize
 from mde_pyg.losses import embedding_bpr_loss, l2_reg
 from mde_pyg.models.base import Recommender, gather_rows
-from mde_pyg.models.encoder import feature_buffers
+from mde_pyg.models.encoder import feature_buffers, is_visual
 from mde_pyg.nn.conv import LightGCNConv
 from mde_pyg.nn.graphs import GraphBuffers
 from mde_pyg.nn.sparse import user_item_edges
@@ -21,12 +21,12 @@ from mde_pyg.nn.sparse import user_item_edges
 
 def default_latent_dims(feature_dims: Mapping[str, int],
                         latent_dim: int = 256) -> dict[str, int | None]:
-    """MMRec's MMGCN inputs: the visual modality (named ``"image"`` or
-    starting with ``"v"``) is mapped to ``latent_dim`` by a linear layer,
-    every other modality enters with its raw width (:obj:`None`).
+    """MMRec's MMGCN inputs: the visual modality
+    (:func:`~mde_pyg.models.encoder.is_visual`) is mapped to ``latent_dim``
+    by a linear layer, every other modality enters with its raw width
+    (:obj:`None`).
     """
-    return {m: latent_dim if m.lower() == "image" or
-            m.lower().startswith("v") else None for m in feature_dims}
+    return {m: latent_dim if is_visual(m) else None for m in feature_dims}
 
 
 class MMGCN(Recommender):

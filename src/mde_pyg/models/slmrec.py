@@ -12,7 +12,11 @@ from torch_geometric.data import HeteroData
 from mde_pyg.data.mmrec import modality_names
 from mde_pyg.losses import info_nce, inner_product_info_nce, l2_reg
 from mde_pyg.models.base import Recommender, gather_rows
-from mde_pyg.models.encoder import add_user_item_graph, feature_buffers
+from mde_pyg.models.encoder import (
+    add_user_item_graph,
+    feature_buffers,
+    is_visual,
+)
 from mde_pyg.nn.conv import MultiHopPropagation
 from mde_pyg.nn.graphs import GraphBuffers
 
@@ -20,13 +24,12 @@ SSL_TASKS = ("FAC", "FD", "FM", "FD+FM")
 
 
 def default_modality_order(modalities: Sequence[str]) -> list[str]:
-    """SLMRec's alignment order: the visual modalities (named ``"image"``
-    or starting with ``"v"``) first, then the others as given (the paper:
-    visual, acoustic, textual).
+    """SLMRec's alignment order: the visual modalities
+    (:func:`~mde_pyg.models.encoder.is_visual`) first, then the others as
+    given (the paper: visual, acoustic, textual).
     """
     names = list(modalities)
-    visual = [m for m in names
-              if m.lower() == "image" or m.lower().startswith("v")]
+    visual = [m for m in names if is_visual(m)]
     return visual + [m for m in names if m not in visual]
 
 

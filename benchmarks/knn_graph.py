@@ -62,6 +62,17 @@ def run_one(num_items: int, dim: int, k: int, device: str,
     return out
 
 
+def _bytes(size: float) -> str:
+    """``size`` bytes in the largest binary unit that keeps a digit before
+    the point (a 2,000^2 matrix is 15 MiB, not "0 GiB").
+    """
+    units = ("B", "KiB", "MiB", "GiB")
+    step = 0
+    while size >= 1024 and step < len(units) - 1:
+        size, step = size / 1024, step + 1
+    return f"{size:,.0f} {units[step]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, nargs="+",
@@ -134,7 +145,7 @@ def main() -> None:
             f"{args.device})\n\n{machine}\n\n"
             f"{markdown_table(header, rows)}\n\nA dense {args.items[-1]:,}^2 "
             f"float32 similarity matrix would need "
-            f"{4 * args.items[-1] ** 2 / 2**30:,.0f} GiB.\n")
+            f"{_bytes(4 * args.items[-1] ** 2)}.\n")
     out = args.output or osp.join(HERE, "results",
                                   f"knn_graph_{args.device.split(':')[0]}.md")
     write_results(out, text, len(rows) - len(failed), failed, "knn_graph.py")

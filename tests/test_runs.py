@@ -189,6 +189,11 @@ def test_recommend_command(mde_run, capsys):
     assert main(["recommend", str(out), "--k", "2", "--users", "3",
                  "--output", str(out / "one.tsv")]) == 0
     assert "top-2 items of 1 user (" in capsys.readouterr().out
+    # a repeated id counts once, in the order first given
+    assert main(["recommend", str(out), "--k", "2", "--users", "3,1,3",
+                 "--output", str(out / "two.tsv")]) == 0
+    assert "top-2 items of 2 users" in capsys.readouterr().out
+    assert [int(u) for u, *_ in read_tsv(out / "two.tsv")] == [3, 3, 1, 1]
 
 
 def test_recommend_command_errors(tiny_folder, tmp_path, capsys):

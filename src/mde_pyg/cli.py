@@ -827,7 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", metavar="RUN", help="the --output folder of the train run")
     add("--k", type=int, default=20, metavar="K", help="default: 20")
     add("--users", metavar="U1,U2",
-        help="user ids, comma separated (default: every user)")
+        help="user ids, comma separated; a repeated id counts once "
+             "(default: every user)")
     add("--exclude", choices=tuple(EXCLUDE), default="train",
         help="never recommend the user's items of these splits: 'all' "
              "recommends only new items (default: train, as the "
@@ -944,7 +945,9 @@ def run_recommend(args: argparse.Namespace) -> Path:
     users = None
     if args.users is not None:
         try:
-            users = torch.tensor([int(u) for u in args.users.split(",")])
+            # once each, in the order first given
+            users = torch.tensor(list(dict.fromkeys(
+                int(u) for u in args.users.split(","))))
         except ValueError as error:
             raise UsageError(
                 f"--users must be user ids separated by commas, got "

@@ -258,9 +258,22 @@ def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path):
     common = ["train", "--model", "lightgcn", "--dataset", "synthetic",
               "--max-epochs", "1", "--no-progress", "--output", str(out)]
     assert main(common + ["--grid", "num_layers=1,2,3"]) == 0
+    (out / "run_7").mkdir()  # not a run of the grid: left alone
+    (out / "run_7" / "notes.txt").write_text("mine")
     assert main(common + ["--grid", "num_layers=1,2", "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("run_*")) == ["run_000",
-                                                         "run_001"]
+                                                         "run_001", "run_7"]
+    # an unfinished grid (grid.csv, no results.json) is a run to resume or
+    # overwrite, not a free folder
+    (out / "results.json").unlink()
+    with pytest.raises(SystemExit):
+        main(common + ["--grid", "num_layers=1"])
+    # a folder that holds no grid: nothing is removed, even run_NNN
+    other = tmp_path / "other"
+    (other / "run_005").mkdir(parents=True)
+    (other / "run_005" / "last.pt").write_text("x")
+    assert main(common[:-1] + [str(other), "--grid", "num_layers=1"]) == 0
+    assert (other / "run_005" / "last.pt").read_text() == "x"
 
 
 def test_interrupt_then_resume(tiny_folder, tmp_path, capsys, monkeypatch):

@@ -351,7 +351,8 @@ def check_output_folder(output: str | os.PathLike) -> None:
 def check_output_is_free(output: str | os.PathLike, resume: bool,
                          overwrite: bool) -> None:
     """Raise a :class:`UsageError` when the ``train --output`` folder
-    already holds a run (its ``results.json`` or ``last.pt``) and neither
+    already holds a run (its ``results.json``, ``last.pt`` or a grid's
+    ``grid.csv``) and neither
     ``--resume`` nor ``--overwrite`` says what to do with it.
 
     Args:
@@ -362,8 +363,8 @@ def check_output_is_free(output: str | os.PathLike, resume: bool,
     if resume or overwrite:
         return
     path = Path(output)
-    held = [name for name in (RESULTS_FILE, "last.pt")
-            if (path / name).exists()]
+    held = [name for name in (RESULTS_FILE, "last.pt", "grid.csv")
+            if (path / name).exists()]  # grid.csv: a grid, maybe unfinished
     if held:
         raise UsageError(
             f"--output '{path}' already holds a run ({', '.join(held)}); "
@@ -642,6 +643,7 @@ def train_model(
     resume: bool = False,
     plot: bool = False,
     extra_config: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     """Train ``model`` (or grid-search it) and write ``results.json``.
@@ -671,6 +673,10 @@ def train_model(
             ``config`` in the checkpoints and ``results.json`` and compared
             on resume (e.g. the data settings; see
             :class:`~mde_pyg.train.Trainer`). (default: :obj:`None`)
+        overwrite (bool, optional): The folder's earlier run is replaced:
+            for a grid, the run folders of an earlier, larger grid go
+            (:func:`~mde_pyg.train.grid_search`'s ``replace``).
+            (default: :obj:`False`)
         **trainer_kwargs: :class:`~mde_pyg.train.Trainer` arguments.
 
     Returns:
@@ -703,6 +709,7 @@ def train_model(
         if grid:
             result = grid_search(model, data, grid, fixed=model_kwargs,
                                  output_dir=output, resume=resume,
+                                 replace=overwrite,
                                  extra_config=extra_config,
                                  **trainer_kwargs)  # checks the grid first
         else:
@@ -900,6 +907,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         hparams=settings["hparams"],
         grid=settings["grid"],
         resume=settings["resume"],
+        overwrite=settings["overwrite"],
         plot=settings["plot"],
         extra_config={"data": data_config},
         lr=settings["lr"],

@@ -18,6 +18,9 @@ from torch_geometric.data import HeteroData
 from mde_pyg.files import atomic_write_text
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.trainer import (
+    BEST_CHECKPOINT,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
     Trainer,
     check_trainer_args,
     seed_everything,
@@ -159,6 +162,21 @@ def check_grid(
     return configs
 
 
+def _remove_runs_beyond(out: Path, count: int) -> None:
+    """Remove the run folders ``run_<i>``, ``i >= count``, an earlier grid
+    wrote in ``out``: only folders (not links) named as :func:`grid_search`
+    names them that hold a run's files.
+    """
+    for old in out.iterdir():
+        match = re.fullmatch(r"run_(\d{3,})", old.name)
+        if (match is None or int(match[1]) < count or old.is_symlink()
+                or not old.is_dir()):
+            continue
+        if any((old / name).is_file() for name in
+               (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_FILE)):
+            shutil.rmtree(old)
+
+
 def grid_search(
     model: str | ModelFactory,
     data: HeteroData,
@@ -166,6 +184,7 @@ def grid_search(
     fixed: Mapping[str, Any] | None = None,
     output_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    replace: bool = False,
     extra_config: Mapping[str, Any] | None = None,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
@@ -205,9 +224,12 @@ def grid_search(
         output_dir (str or os.PathLike, optional): Where runs and
             ``grid.csv`` go. (default: :obj:`None`)
         resume (bool, optional): Resume each run from its ``last.pt`` (runs
-            already finished are only reloaded); without it, the
-            ``run_<i>`` folders of an earlier, larger grid in
-            ``output_dir`` are removed. (default: :obj:`False`)
+            already finished are only reloaded). (default: :obj:`False`)
+        replace (bool, optional): This grid replaces an earlier one in
+            ``output_dir`` (``mde-pyg train --overwrite``): the run folders
+            the earlier grid wrote beyond this one's (``run_<i>`` beside its
+            ``grid.csv``, holding a run's checkpoints) are removed.
+            (default: :obj:`False`)
         extra_config (Mapping[str, Any], optional): Recorded by every
             run's :class:`Trainer` and compared on resume.
             (default: :obj:`None`)
@@ -222,12 +244,8 @@ def grid_search(
     build = _factory(model)
     configs = check_grid(build, data, grid, fixed, **trainer_kwargs)
     out = None if output_dir is None else Path(output_dir)
-    if out is not None and not resume and out.is_dir():
-        # a new grid replaces the old: no run of another grid stays beside
-        for old in out.iterdir():
-            match = re.fullmatch(r"run_(\d+)", old.name)
-            if match and old.is_dir() and int(match[1]) >= len(configs):
-                shutil.rmtree(old)
+    if replace and out is not None and (out / GRID_FILE).is_file():
+        _remove_runs_beyond(out, len(configs))
     seed = trainer_kwargs.get("seed", 0)
     metric = trainer_kwargs.get("eval_metric", "recall@20")
 

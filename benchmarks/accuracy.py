@@ -120,11 +120,14 @@ def stale(cached: dict, args, model: str, seed: int,
         asked[key] = (config.get(key), value)
     # a default changed since, or an argument added, is another run too
     recorded = config.get("model_hparams") or {}
-    expected = plain_values({**get_model_class(model).default_hparams(),
-                             **model_params})
+    cls = get_model_class(model)
+    expected = plain_values({**cls.default_hparams(), **model_params})
+    resolved = cls.resolved_hparam_names
     for key in sorted(set(expected) | set(recorded)):
         if key not in recorded:
             return f"records no model argument '{key}'"
+        if key in resolved and expected.get(key) is None:
+            continue  # taken from the data (resolved_hparams), as recorded
         asked[key] = (recorded[key], expected.get(key))
     for what, (was, want) in asked.items():
         if was != want:

@@ -204,6 +204,18 @@ def test_stale_compares_every_model_argument(tmp_path):
     cached["config"]["model_hparams"] = None
     assert "records no model argument" in accuracy.stale(
         cached, args, "bm3", 1, params)
+    # DualGNN records the k_user it took from the graph (default None):
+    # the recorded value answers for the default, a given one is compared
+    from mde_pyg.models.dualgnn import DualGNN
+
+    cached["model"] = "dualgnn"
+    cached["config"]["model_hparams"] = {**DualGNN.default_hparams(),
+                                         "k_user": 40, "reg_weight": 0.01}
+    dual = {"reg_weight": 0.01, "lr": 0.01}
+    assert accuracy.stale(cached, args, "dualgnn", 1, dual) is None
+    assert accuracy.stale(cached, args, "dualgnn", 1,
+                          {**dual, "k_user": 10}) == \
+        "has k_user 40, not 10"
 
 
 @pytest.mark.parametrize("flag, value", [("--precision", "fp16"),

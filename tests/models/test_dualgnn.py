@@ -200,11 +200,11 @@ def test_user_graph_padding_by_hand():
 
 def test_on_epoch_start_redraws_the_padding(data):
     torch.manual_seed(0)
-    # a graph that records no k (an earlier build): k_user 40 > the data's
-    # 10 neighbours, so every user is padded with 30 copies
-    data = data.clone()
-    del data["user", "co_occurs", "user"].k
-    model = DualGNN(data, embedding_dim=8)
+    # k_user 40 > the data's 10 neighbours (a run of an earlier version,
+    # whose default was 40): every user is padded with 30 copies, warned
+    with pytest.warns(UserWarning, match="k_user=40, but the data's "
+                      "co-occurrence graph keeps 10 users per user"):
+        model = DualGNN(data, embedding_dim=8, k_user=40)
     assert model.num_padding_draws == NU * 30
     before = model.graphs.get("user_user")[0].values().clone()
     model.on_epoch_start(1)
@@ -228,9 +228,16 @@ def test_errors_and_repr(data):
     # the graph keeps 10 users per user: k_user follows it, and more is
     # refused (every user would be padded with random copies)
     assert DualGNN(data).k_user == 10
-    with pytest.raises(ValueError, match=r"'k_user' is 11, but the data's "
-                       r"co-occurrence graph keeps 10 users per user"):
-        DualGNN(data, k_user=11)
+    with pytest.raises(ValueError, match=r"'k_user' must be an integer, "
+                       r"got 2.5"):
+        DualGNN(data, k_user=2.5)
+    # recorded as used, so a run names it and is rebuilt with it
+    model = DualGNN.from_data(data, embedding_dim=8)
+    assert model.hparams["k_user"] == 10 and model.num_padding_draws == 0
+    # a graph of an earlier build records no k: the most any user keeps
+    old = data.clone()
+    del old["user", "co_occurs", "user"].k
+    assert DualGNN(old).k_user == 10
     with pytest.raises(ValueError, match="'num_layers'"):
         DualGNN(data, num_layers=-1)
     bare = HeteroData()

@@ -198,6 +198,11 @@ class Recommender(nn.Module):
     #: ``results.json`` does not record them, so that older runs reload.
     legacy_hparams: dict[str, Any] = {}
 
+    #: Constructor arguments whose default (:obj:`None`) means "take it
+    #: from the data" (DualGNN's ``k_user``, the k of its graph); ``hparams``
+    #: records the value used (:meth:`resolved_hparams`).
+    resolved_hparam_names: tuple[str, ...] = ()
+
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
         self.num_users = num_users
@@ -219,8 +224,17 @@ class Recommender(nn.Module):
         cls.check_hparams(hparams)
         check_data(data)
         model = cls(data, **hparams)
-        model.hparams = plain_values({**cls.default_hparams(), **hparams})
+        model.hparams = plain_values({**cls.default_hparams(), **hparams,
+                                      **model.resolved_hparams()})
         return model
+
+    def resolved_hparams(self) -> dict[str, Any]:
+        """Return the arguments of :attr:`resolved_hparam_names` as used
+        (attributes of the same names), so that ``hparams`` records the
+        value taken from the data and a run is rebuilt with it.
+        """
+        return {name: plain_values(getattr(self, name))
+                for name in self.resolved_hparam_names}
 
     @classmethod
     def default_hparams(cls) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
@@ -19,6 +22,20 @@ from mde_pyg.transforms import CO_OCCURS, topk_positions_per_row
 
 CONSTRUCTIONS = ("weighted_sum", "mean", "max", "cat")
 USER_AGGRS = ("softmax", "mean")
+
+
+def _graph_k(data: HeteroData) -> int:
+    """The users per user the co-occurrence graph of ``data`` keeps: the
+    ``k`` :class:`~mde_pyg.transforms.UserCoOccurrenceGraph` records, or for
+    a graph built before it recorded one, the most any user has.
+    """
+    store = data[CO_OCCURS]
+    if store.get("k") is not None:
+        return int(store.k)
+    target = store.edge_index[1]
+    if target.numel() == 0:
+        return 1
+    return int(torch.bincount(target).max())
 
 
 class DualGNN(Recommender):
@@ -127,9 +144,10 @@ class DualGNN(Recommender):
             ``"weighted_sum"``, ``"mean"``, ``"max"``, ``"cat"``.
             (default: :obj:`"weighted_sum"`)
         k_user (int, optional): :math:`k`, co-occurring users per user
-            (MMRec: 40), at most the ``k`` the graph was built with.
-            (default: :obj:`None`: that ``k``, e.g. ``mde-pyg train
-            --k-user``, or 40 for a graph that does not record it)
+            (MMRec: 40); above the ``k`` the graph was built with, every
+            user is padded (with a warning). (default: :obj:`None`: that
+            ``k``, e.g. ``mde-pyg train --k-user``, recorded in
+            ``hparams`` as used)
         user_aggr (str, optional): :math:`b_{u,v}`, ``"softmax"`` of the
             counts or ``"mean"``. (default: :obj:`"softmax"`)
         pad_neighbors (bool, optional): Pad short neighbour lists to
@@ -141,6 +159,8 @@ class DualGNN(Recommender):
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
             (default: :obj:`True`)
     """
+
+    resolved_hparam_names = ("k_user",)  # the k of the graph it is given
 
     def __init__(
         self,
@@ -167,18 +187,22 @@ class DualGNN(Recommender):
                 f"The data has no {CO_OCCURS} graph; apply "
                 f"mde_pyg.transforms.UserCoOccurrenceGraph (or "
                 f"MultiModalGraphs) first")
-        built = data[CO_OCCURS].get("k")  # None: a graph of an earlier build
+        built = _graph_k(data)
         if k_user is None:
-            k_user = 40 if built is None else int(built)
+            k_user = built
+        if isinstance(k_user, bool) or not isinstance(k_user,
+                                                      numbers.Integral):
+            raise ValueError(f"'k_user' must be an integer, got {k_user!r}")
         if k_user < 1:
             raise ValueError(f"'k_user' must be >= 1, got {k_user}")
-        if built is not None and k_user > built:
-            raise ValueError(
-                f"'k_user' is {k_user}, but the data's co-occurrence graph "
-                f"keeps {built} users per user, so every user would be "
-                f"padded with random copies; pass k_user <= {built} (or "
-                f"leave it out), or build the graph with k >= {k_user} "
-                f"(UserCoOccurrenceGraph(k), mde-pyg train --k-user)")
+        if k_user > built:  # MMRec's padding of every short list
+            warnings.warn(
+                f"DualGNN: k_user={k_user}, but the data's co-occurrence "
+                f"graph keeps {built} users per user, so every user is "
+                f"padded to {k_user} with random copies of its neighbours; "
+                f"leave k_user out (it follows the graph) or build the graph "
+                f"with k >= {k_user} (UserCoOccurrenceGraph(k), mde-pyg "
+                f"train --k-user)", stacklevel=2)
         super().__init__(data["user"].num_nodes, data["item"].num_nodes)
         dims = feature_buffers(self, data)
         self.modalities = list(dims)

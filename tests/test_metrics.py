@@ -177,6 +177,9 @@ def test_rank_top_k_orders_by_score_then_id():
                            [9.0, 8.0, 7.0, 6.0, 5.0]])
     values, indices = rank_top_k(scores, 3)
     assert indices.tolist() == [[4, 0, 2], [0, 1, 2]]
+    # NaN ranks first and counts as above a tied cut
+    nan = torch.tensor([[float("nan"), 5.0, 3.0, 3.0, 3.0]])
+    assert rank_top_k(nan, 3)[1].tolist() == [[0, 1, 2]]
     assert values.tolist() == [[5.0, 3.0, 3.0], [9.0, 8.0, 7.0]]
 
 

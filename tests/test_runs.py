@@ -350,6 +350,16 @@ def test_load_run_of_a_trainer_output_dir(synthetic_graphs, tmp_path):
         load_run(out, data=data)
 
 
+def test_load_run_of_an_unfinished_cli_run_says_to_resume(tmp_path):
+    out = tmp_path / "run"
+    train(out, "lightgcn")
+    (out / "results.json").unlink()  # as if killed before the end
+    with pytest.raises(FileNotFoundError, match=r"is an unfinished 'mde-pyg "
+                       r"train' run .* with the same 'mde-pyg train' command "
+                       r"and --resume"):
+        load_run(out)
+
+
 def test_training_again_removes_recommendations_of_earlier_weights(
         tmp_path, capsys):
     out = tmp_path / "run"

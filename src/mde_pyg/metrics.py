@@ -72,7 +72,8 @@ def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
     rev_id = torch.arange(num_items, 0, -1, device=scores.device,
                           dtype=dtype)
     tied = torch.where(sub == cut, rev_id, 0.0).topk(k, dim=1).indices
-    above = (values[rows, :k] > cut).sum(1, keepdim=True)
+    head = values[rows, :k]
+    above = ((head > cut) | head.isnan()).sum(1, keepdim=True)  # NaN first
     position = torch.arange(k, device=scores.device)
     fill = tied.gather(1, (position - above).clamp(min=0))
     top = top.clone()

@@ -252,13 +252,19 @@ def _load_trainer_run(run: Path, data: HeteroData | None,
     class's import path and constructor arguments) for the given ``data``.
     """
     checkpoint = run / BEST_CHECKPOINT
+    state = _read_weights(checkpoint)
+    config = state.get("config")
+    if data is None and isinstance(config, dict) and \
+            isinstance(config.get("data"), dict):  # mde-pyg train's settings
+        raise FileNotFoundError(
+            f"'{run}' is an unfinished 'mde-pyg train' run ({checkpoint}, no "
+            f"{RESULTS_FILE}, which is written when training ends): finish "
+            f"it with the same 'mde-pyg train' command and --resume")
     if data is None:
         raise ValueError(
             f"'{run}' was written by a Trainer from Python ({checkpoint}, no "
             f"{RESULTS_FILE}), which records no way to load its data: pass "
             f"the data it was trained on, load_run('{run}', data=data)")
-    state = _read_weights(checkpoint)
-    config = state.get("config")
     path = config.get("model_path") if isinstance(config, dict) else None
     if not isinstance(path, str) or config.get("model_hparams") is None:
         what = ("no model_path (written by an earlier mde-pyg)"

@@ -196,3 +196,9 @@ def test_every_model_keeps_its_dtype(name, data):
         assert got.dtype == dtype
         err = (got.double() - want).norm() / want.norm()
         assert err < tol, (dtype, float(err))
+        # in training too, after an epoch's re-sampled graphs (FREEDOM's
+        # pruned graph, DualGNN's padding)
+        model = build_model(name, data).to(dtype).train()
+        model.on_epoch_start(1)
+        with torch.no_grad():
+            assert all(e.dtype == dtype for e in model.get_embedding())

@@ -116,6 +116,12 @@ def test_mixed_item_graph_weights(data):
         "vggish": 0.5, "text": 0.5}
     assert default_modality_weights(["text", "Video", "audio"]) == {
         "text": 0.45, "Video": 0.1, "audio": 0.45}
+    # the first word counts: MMRec's v_feat and image_feat stay visual
+    from mde_pyg.models.encoder import is_visual
+
+    assert [is_visual(m) for m in ("v_feat", "image_feat", "visual-feat",
+                                   "vggish", "text_feat", "audio")] == [
+        True, True, True, False, False, False]
     weights = {"image": 0.3, "text": 0.7}
     model = FREEDOM(data, embedding_dim=8, modality_weights=weights,
                     fused=False)

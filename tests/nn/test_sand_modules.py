@@ -117,10 +117,15 @@ def test_separate_align_distance_losses():
                             sand.unique_map[m](rows[m][1])) for m in dims]
     assert batch["distance"].item() == pytest.approx(
         0.25 * (dist[0] + dist[1]).item() / 2, rel=1e-5)
-    # one row: nothing to contrast, no batch statistics to take
-    with pytest.raises(ValueError, match=r"needs at least 2 rows in "
-                       r"training .* got 1 \(index\); skip the term"):
-        sand.losses(x_split, torch.tensor([3]))
+    # one row in training (a batch's last): nothing to contrast, no batch
+    # statistics to take: SoloSim is 0, the distance that row's
+    one = sand.losses(x_split, torch.tensor([3]))
+    assert one["solosim"].item() == 0.0
+    rows = {m: split_halves(x_split[m][3:4]) for m in dims}
+    dist = [neg_l2_distance(sand.generic_map[m](rows[m][0]),
+                            sand.unique_map[m](rows[m][1])) for m in dims]
+    assert one["distance"].item() == pytest.approx(
+        0.25 * (dist[0] + dist[1]).item() / 2, rel=1e-5)
     # in evaluation (running statistics) one row is a value, of the heads
     # in evaluation mode
     sand.eval()

@@ -547,3 +547,10 @@ def test_extra_config_is_recorded_and_compared(synthetic_graphs, tmp_path):
     with pytest.raises(ValueError, match=r"may not redefine the trainer's "
                        r"own settings \['lr'\]"):
         trainer(1, lr=0.5)
+    # stored as plain values: a path or a NumPy number reads back
+    import numpy as np
+
+    trainer(3, data={"k_user": np.int64(5), "cwd": tmp_path}).fit(
+        resume=True)
+    config = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
+    assert config["data"] == {"k_user": 5, "cwd": str(tmp_path)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,7 +38,8 @@ HPARAM_RANGES: dict[str, tuple[float, bool]] = {
 
 def plain_values(value: Any) -> Any:
     """Return ``value`` with NumPy scalars, 0-d tensors and other numbers
-    made Python ``bool``, ``int`` or ``float``, tuples made lists, and
+    made Python ``bool``, ``int`` or ``float``, paths strings, tuples made
+    lists, and
     objects other than strings, ``None``, lists and string-keyed dicts made
     their ``repr``:
     values that JSON and ``torch.load(weights_only=True)`` both read back
@@ -48,6 +50,8 @@ def plain_values(value: Any) -> Any:
     """
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         return plain_values(value.item())  # a NumPy scalar, a 0-d tensor
     if isinstance(value, numbers.Integral):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -59,14 +60,16 @@ def add_item_graphs(graphs: GraphBuffers, data: HeteroData,
 #: Modality names read as the visual one (lower case), by the baselines
 #: whose reference code treats the image features apart.
 VISUAL_NAMES: frozenset[str] = frozenset(
-    {"image", "images", "img", "visual", "vision", "video", "v"})
+    {"image", "images", "img", "visual", "vision", "vis", "video", "v"})
 
 
 def is_visual(name: str) -> bool:
-    """Whether the modality ``name`` is visual (:data:`VISUAL_NAMES`, any
-    case): ``"image"`` or ``"video"`` is, ``"vggish"`` (audio) is not.
+    """Whether the modality ``name`` is visual: its first word (split at
+    ``_``, ``-``, ``.`` or a space) is in :data:`VISUAL_NAMES`, any case.
+    ``"image"``, ``"image_feat"``, ``"v_feat"`` (MMRec's) and ``"video"``
+    are; ``"vggish"`` (audio) is not.
     """
-    return name.lower() in VISUAL_NAMES
+    return re.split(r"[_\-. ]", name.lower(), maxsplit=1)[0] in VISUAL_NAMES
 
 
 def default_modality_weights(modalities: Sequence[str],

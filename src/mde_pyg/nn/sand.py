@@ -315,23 +315,23 @@ class SeparateAlignDistance(nn.Module):
         if index is not None:
             x_split = {m: x_split[m].index_select(0, index)
                        for m in self.modalities}
-        rows = next(iter(x_split.values())).size(0)
-        if self.training and rows < 2:
-            raise ValueError(
-                f"SeparateAlignDistance.losses needs at least 2 rows in "
-                f"training (SoloSim contrasts the rows with each other, and "
-                f"the projection heads' BatchNorm1d normalises over them), "
-                f"got {rows}{' (index)' if index is not None else ''}; "
-                f"skip the term for such a batch")
-        z = {m: self.heads[m](split_halves(x_split[m])[0])
-             for m in self.solo_sim_order}
+        first = next(iter(x_split.values()))
+        if self.training and first.size(0) < 2:
+            # one row (a batch's last, say): SoloSim has no other row to
+            # contrast with (its value is 0) and the heads' BatchNorm1d no
+            # statistics to take, so the term is 0
+            solosim = first.new_zeros(())
+        else:
+            z = {m: self.heads[m](split_halves(x_split[m])[0])
+                 for m in self.solo_sim_order}
+            solosim = self.solo_sim(z)
         terms = []
         for m, (a, b) in self.distance_pairs(x_split).items():
             # half the bound, as the authors' estimator returns it
             terms.append(0.5 * self.estimator(m)(a, b)
                          if self.distance == "club"
                          else neg_l2_distance(a, b))
-        return {"solosim": self.solo_sim(z),
+        return {"solosim": solosim,
                 "distance": self.ureg * torch.stack(terms).mean()}
 
     def estimator_loss(self, x_split: Mapping[str, Tensor],

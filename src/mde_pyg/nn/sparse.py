@@ -28,16 +28,15 @@ def to_csr(
 
     ``edge_index`` holds ``(source, target)`` pairs, so that
     ``adj_t @ x`` sums :math:`w_{j \to i} \mathbf{x}_j` into row :math:`i`.
+    The values keep the floating dtype of ``edge_weight`` (float64 stays
+    float64); float32 without weights, or for integer, boolean and
+    half-precision weights, which the sparse kernels do not take.
 
     Args:
         edge_index (torch.Tensor): Edges ``[2, E]``.
         edge_weight (torch.Tensor, optional): Weights ``[E]`` (ones when
             :obj:`None`).
         size (Tuple[int, int]): ``(num_source, num_target)``.
-
-    The values keep the floating dtype of ``edge_weight`` (float64 stays
-    float64); float32 without weights, or for integer, boolean and
-    half-precision weights, which the sparse kernels do not take.
     """
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1),

@@ -8,6 +8,7 @@ import numbers
 import os
 import pickle
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from mde_pyg.files import atomic_save, atomic_write_json
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, plain_values
 from mde_pyg.train.evaluator import Evaluator, _model_device, split_edges
 from mde_pyg.train.sampler import NegativeSampler
 
@@ -458,7 +459,8 @@ class Trainer:
         if clash:
             raise ValueError(f"'extra_config' may not redefine the trainer's "
                              f"own settings {clash}; give them other names")
-        self.extra_config = dict(extra_config or {})
+        # plain values: a checkpoint holds nothing torch.load refuses
+        self.extra_config = plain_values(dict(extra_config or {}))
         self._reset_state()
 
     @property
@@ -713,7 +715,9 @@ class Trainer:
             self._check_resume(state.get("config", {}), last)
             try:
                 self.load_state_dict(state)
-            except (RuntimeError, ValueError) as error:  # other shapes
+            except (RuntimeError, ValueError) as error:
+                if not re.search(r"state[_ ]dict", str(error)):
+                    raise  # not weights of other shapes (e.g. out of memory)
                 first = str(error).strip().splitlines()
                 raise ResumeMismatchError(
                     f"'{last}' does not fit this model "

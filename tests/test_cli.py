@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -110,7 +111,7 @@ def test_yaml_config_reads_exponent_numbers_and_dashed_keys(tiny_folder,
                                                             tmp_path):
     # PyYAML (YAML 1.1) reads 1e-3 as a string: it is the number it is in
     # TOML, JSON and on the command line; [set] / [grid] keys may be dashed
-    from mde_pyg.cli import load_config
+    from mde_pyg.cli import UsageError, load_config
 
     config = tmp_path / "c.yaml"
     config.write_text(
@@ -131,6 +132,11 @@ def test_yaml_config_reads_exponent_numbers_and_dashed_keys(tiny_folder,
     assert result["config"]["lr"] == 1e-3
     assert result["config"]["model_hparams"]["reg_weight"] == 1e-4
     assert result["params"]["num_layers"] in (1, 2)
+    twice = tmp_path / "twice.toml"
+    twice.write_text("[set]\nreg-weight = 0.1\nreg_weight = 0.2\n")
+    with pytest.raises(UsageError, match=r"'set' in '.*twice.toml' sets "
+                       r"'reg_weight' twice"):
+        load_config(twice)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -246,11 +252,23 @@ def test_resume_under_other_data_settings_is_a_usage_error(
     # the same settings from another working directory: the run continues
     np.save(tiny_folder / "text.npy", np.random.default_rng(0).normal(
         size=(5, 4)).astype(np.float32))  # the fixture's features again
+    # (the folder spelled relative to it: the same folder is read)
     monkeypatch.chdir(tmp_path)
-    assert main(args + more) == 0
+    relative = list(args)
+    relative[relative.index("--data") + 1] = tiny_folder.name
+    assert main(relative + more) == 0
     result = json.loads((out / "results.json").read_text())
     assert [h["epoch"] for h in result["history"]] == [0, 1]
     assert result["config"]["data"]["cwd"] == str(tmp_path)
+    assert result["config"]["data"]["folder"] == str(tiny_folder.resolve())
+    # another folder of the same shape is another run
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_folder, other)
+    moved = list(args)
+    moved[moved.index("--data") + 1] = str(other)
+    with pytest.raises(SystemExit):
+        main(moved + ["--resume", "--max-epochs", "3"])
+    assert "data.folder" in capsys.readouterr().err
 
 
 def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path):

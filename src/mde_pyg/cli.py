@@ -225,7 +225,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"cannot parse '{path}': {error}") from error
     if not isinstance(config, dict):
         raise UsageError(f"config file '{path}' must hold a table/mapping")
-    config = {k.replace("-", "_"): v for k, v in config.items()}
+    config = _underscored(config, str(path))
     if "modalities" in config:
         config["modality"] = config.pop("modalities")
     unknown = set(config) - set(DEFAULTS) - set(MAPPING_OPTIONS)
@@ -239,9 +239,22 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
             raise UsageError(f"'{key}' in '{path}' must be a table/mapping")
     for key in ("set", "grid"):  # dashes or underscores, as --set / --grid
         if key in config:
-            config[key] = {str(k).replace("-", "_"): v
-                           for k, v in config[key].items()}
+            config[key] = _underscored(config[key], f"'{key}' in '{path}'")
     return config
+
+
+def _underscored(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``table`` with dashes in its keys made underscores, refusing two keys
+    that become one (``k-user`` and ``k_user``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise UsageError(f"{where} sets '{name}' twice (dashes and "
+                             f"underscores name the same key); keep one")
+        out[name] = value
+    return out
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -882,6 +895,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     data = load_data_source(data_config)
     data_config["cwd"] = os.getcwd()  # where relative paths start
+    # the folder read, whatever the path's spelling: what a resume compares
+    given = settings["data"] or settings["root"]
+    data_config["folder"] = (None if given is None
+                             else str(Path(given).resolve()))
     from mde_pyg.train.evaluator import split_edges
 
     source = settings["data"] or settings["dataset"]
@@ -897,9 +914,14 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             f"the data has {num_items} items, fewer than the largest cut-off "
             f"{max(settings['ks'])}; lower --ks"
         )
-    # recommendations made from this folder's earlier weights
+    # recommendations made from this folder's earlier weights: gone before
+    # the weights change (a run that fails midway leaves none stale)
     stale = Path(settings["output"]) / RECOMMENDATIONS_FILE
-    stale = stale if stale.is_file() else None
+    if stale.is_file():
+        stale.unlink()
+        print(f"removed {stale}, made from the run's earlier weights; "
+              f"'mde-pyg recommend {settings['output']}' makes it again",
+              flush=True)
     result = train_model(
         model,
         data,
@@ -932,10 +954,6 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"best epoch {result['best_epoch']} (counted from 0)")
     print(format_metrics({"valid": result["valid"], "test": result["test"]}))
     print(f"results written to {Path(settings['output']) / RESULTS_FILE}")
-    if stale is not None:
-        stale.unlink(missing_ok=True)
-        print(f"removed {stale}, made from the run's earlier weights; "
-              f"'mde-pyg recommend {settings['output']}' makes it again")
     return result
 
 

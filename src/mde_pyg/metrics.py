@@ -47,8 +47,9 @@ def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
 def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
                      k: int) -> tuple[Tensor, bool]:
     """Return the ``[B, k]`` ids of the ``k`` best items of each row of
-    ``scores`` under the order (score descending, id ascending), in no
-    particular order, and whether any row was changed.
+    ``scores`` under the order (score descending, id ascending), and
+    whether any row was changed; a changed row lists the items above the
+    cut in score order, then the tied ones in id order.
 
     ``values`` / ``indices`` are the sorted :func:`torch.topk` of ``scores``
     at ``k + 1`` (or at ``k`` when there are only ``k`` items). Its first

@@ -53,7 +53,8 @@ class GraphBuffers(nn.Module):
     def set(self, name: str, edge_index: Tensor, edge_weight: OptTensor,
             size: tuple[int, int]) -> None:
         """Replace graph ``name`` (e.g. a re-sampled pruned graph), its
-        floating weights in the dtype of the graph it replaces.
+        weights in the dtype of the graph it replaces (float32 where that
+        had no weights).
         """
         adj, old_weight = self.get(name)
         device = adj.device

@@ -32,10 +32,12 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: :attr:`Trainer.config` keys a resumed run may change (``model_path``: the
 #: same class imported from elsewhere, e.g. a notebook's ``__main__`` class
 #: from a module; its name, arguments and weights are still compared).
-#: A dotted name is one entry of a recorded dict (``data.cwd``: where
-#: ``mde-pyg train`` started, from which its relative paths are read).
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "device",
-                                               "model_path", "data.cwd"})
+#: A dotted name is one entry of a recorded dict: ``mde-pyg train``'s data
+#: paths as spelled (``data.data``, ``data.root``) and where it started
+#: (``data.cwd``) may change, the folder they name (``data.folder``) not.
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {"max_epochs", "device", "model_path", "data.cwd", "data.data",
+     "data.root"})
 
 
 class ResumeMismatchError(ValueError):

@@ -180,6 +180,10 @@ def test_rank_top_k_orders_by_score_then_id():
     # NaN ranks first and counts as above a tied cut
     nan = torch.tensor([[float("nan"), 5.0, 3.0, 3.0, 3.0]])
     assert rank_top_k(nan, 3)[1].tolist() == [[0, 1, 2]]
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match=rf"1 <= k <= N, got shape "
+                           rf"\(1, 5\) and k={bad}"):
+            rank_top_k(nan, bad)
     assert values.tolist() == [[5.0, 3.0, 3.0], [9.0, 8.0, 7.0]]
 
 

@@ -100,6 +100,9 @@ def rank_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
         scores (torch.Tensor): Scores ``[B, N]``.
         k (int): Items per row, at most ``N``.
     """
+    if scores.dim() != 2 or not 1 <= k <= scores.size(1):
+        raise ValueError(f"rank_top_k takes scores [B, N] and 1 <= k <= N, "
+                         f"got shape {tuple(scores.shape)} and k={k}")
     values, indices = scores.topk(min(k + 1, scores.size(1)), dim=-1)
     top, changed = _rank_ties_by_id(scores, values, indices, k)
     values = values[:, :k]

@@ -186,3 +186,13 @@ def test_distinct_draws_are_distinct_and_uniform(size, high):
     expected = 4000 * size / high
     # every value about equally often (within 6 standard deviations)
     assert np.abs(counts - expected).max() < 6 * np.sqrt(expected)
+
+
+@pytest.mark.parametrize("per_user", [3, 4, 5, 6, 7])
+def test_small_synthetic_users_have_every_split(per_user):
+    # rounding left the valid (or test) split empty for 3-7 items per user
+    data = make_synthetic(30, 40, interactions_per_user=per_user, seed=0)
+    store = data["user", "rates", "item"]
+    for split in (store.edge_index, store.val_edge_index,
+                  store.test_edge_index):
+        assert torch.bincount(split[0], minlength=30).min() >= 1

@@ -202,3 +202,16 @@ def test_every_model_keeps_its_dtype(name, data):
         model.on_epoch_start(1)
         with torch.no_grad():
             assert all(e.dtype == dtype for e in model.get_embedding())
+
+
+def test_check_hparams_reads_the_annotation():
+    # "dropout: float = 0" takes 0.1 (the default's type said integer)
+    from mde_pyg.models.base import Recommender
+
+    class Custom(Recommender):
+        def __init__(self, data, dropout: float = 0, depth: int = 2):
+            super().__init__(1, 1)
+
+    Custom.check_hparams({"dropout": 0.1})
+    with pytest.raises(ValueError, match="'depth' must be an integer"):
+        Custom.check_hparams({"depth": 2.5})

@@ -134,6 +134,11 @@ def make_synthetic(
     rank[order] = np.tile(np.arange(interactions_per_user), num_users)
     n_train, n_valid = np.round(np.cumsum(split[:2])
                                 * interactions_per_user).astype(np.int64)
+    if interactions_per_user >= 3 and split[1] > 0 and split[2] > 0:
+        # every split gets an item per user (with 5 or 6 rounding left
+        # valid empty, and the trainer had nothing to stop on)
+        n_train = min(n_train, interactions_per_user - 2)
+        n_valid = min(max(n_valid, n_train + 1), interactions_per_user - 1)
     label = np.where(rank < max(n_train, 1), 0,
                      np.where(rank < n_valid, 1, 2))
 

@@ -268,7 +268,11 @@ class Recommender(nn.Module):
             if value is None and name in params and default is None:
                 continue  # the constructor's own "not given"
             flag = isinstance(default, bool)
-            integer = isinstance(default, int) and not flag
+            # the annotation first: "dropout: float = 0" takes 0.1
+            annotation = str(params[name].annotation) if name in params \
+                else ""
+            integer = (isinstance(default, int) and not flag
+                       and "float" not in annotation)
             numeric = integer or isinstance(default, float) or (
                 name in HPARAM_RANGES)
             if flag and not isinstance(value, bool):

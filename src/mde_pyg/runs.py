@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch_geometric.data import HeteroData
 
 from mde_pyg.cli import RESULTS_FILE, load_data_source
 from mde_pyg.models.base import Recommender
-from mde_pyg.train.grid import GRID_FILE
+from mde_pyg.train.grid import GRID_FILE, grid_run_index
 from mde_pyg.train.trainer import (
     BEST_CHECKPOINT,
     CheckpointError,
@@ -26,8 +25,7 @@ from mde_pyg.train.trainer import (
 def _read_summary(run: Path) -> dict[str, Any]:
     path = run / RESULTS_FILE
     grid = run.parent / GRID_FILE
-    if not path.is_file() and re.fullmatch(r"run_\d+", run.name) and \
-            grid.is_file():
+    if not path.is_file() and grid_run_index(run) is not None:
         raise FileNotFoundError(
             f"'{run}' is one configuration of the grid '{run.parent}' "
             f"(a row of '{grid}'); give the grid's folder '{run.parent}', "
@@ -240,8 +238,7 @@ def _is_trainer_run(run: Path) -> bool:
     """
     return (not (run / RESULTS_FILE).is_file()
             and (run / BEST_CHECKPOINT).is_file()
-            and not (re.fullmatch(r"run_\d+", run.name)
-                     and (run.parent / GRID_FILE).is_file()))
+            and grid_run_index(run) is None)
 
 
 def _load_trainer_run(run: Path, data: HeteroData | None,

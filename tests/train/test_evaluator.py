@@ -76,12 +76,17 @@ def test_masks_train_but_not_valid_items(tiny):
     assert 2 in top[0].tolist()
 
 
+def random_pairs(num_users, num_items, count, gen):
+    # count distinct (user, item) pairs, [count, 2]
+    key = torch.randperm(num_users * num_items, generator=gen)[:count]
+    return torch.stack([key // num_items, key % num_items], dim=1)
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 100])
 def test_random_mask_property(batch_size):
     gen = torch.Generator().manual_seed(batch_size)
     num_users, num_items = 20, 30
-    key = torch.randperm(num_users * num_items, generator=gen)[:200]
-    pairs = torch.stack([key // num_items, key % num_items], dim=1)
+    pairs = random_pairs(num_users, num_items, 200, gen)
     train, valid, test = pairs[:120], pairs[120:160], pairs[160:]
     data = make_data(train.tolist(), valid.tolist(), test.tolist(),
                      num_users, num_items)
@@ -179,8 +184,7 @@ def brute_top(scores, seen, k):
 def test_integer_scores_rank_ties_by_item_id(batch_size):
     gen = torch.Generator().manual_seed(batch_size)
     num_users, num_items = 25, 60
-    key = torch.randperm(num_users * num_items, generator=gen)[:400]
-    pairs = torch.stack([key // num_items, key % num_items], dim=1)
+    pairs = random_pairs(num_users, num_items, 400, gen)
     train, valid = pairs[:300], pairs[300:]
     data = make_data(train.tolist(), valid.tolist(), valid[:1].tolist(),
                      num_users, num_items)

@@ -60,10 +60,9 @@ class GraphBuffers(nn.Module):
         device = adj.device
         dtype = adj.dtype if self.fused else (
             torch.float32 if old_weight is None else old_weight.dtype)
-        if dtype is not None and edge_weight is None and self.fused:
+        if edge_weight is None and self.fused:
             edge_weight = torch.ones(edge_index.size(1), dtype=dtype)
-        elif dtype is not None and edge_weight is not None and \
-                edge_weight.is_floating_point():
+        elif edge_weight is not None and edge_weight.is_floating_point():
             edge_weight = edge_weight.to(dtype)
         if self.fused:
             adj = to_csr(edge_index.to(device),
@@ -71,7 +70,7 @@ class GraphBuffers(nn.Module):
                          else edge_weight.to(device), size)
             # to_csr makes half precision float32: back to the graph's own
             setattr(self, f"{name}_adj",
-                    adj if dtype in (None, adj.dtype) else adj.to(dtype))
+                    adj if adj.dtype == dtype else adj.to(dtype))
         else:
             setattr(self, f"{name}_edge_index", edge_index.to(device))
             setattr(self, f"{name}_edge_weight",

@@ -162,14 +162,26 @@ def check_grid(
     return configs
 
 
+def grid_run_index(path: str | os.PathLike) -> int | None:
+    """Return ``i`` when ``path`` is the folder ``run_<i>`` of one grid
+    configuration, as :func:`grid_search` names them, beside its grid's
+    ``grid.csv``; :obj:`None` otherwise.
+    """
+    path = Path(path)
+    match = re.fullmatch(r"run_(\d{3,})", path.name)
+    if match is None or not (path.parent / GRID_FILE).is_file():
+        return None
+    return int(match[1])
+
+
 def _remove_runs_beyond(out: Path, count: int) -> None:
     """Remove the run folders ``run_<i>``, ``i >= count``, an earlier grid
     wrote in ``out``: only folders (not links) named as :func:`grid_search`
     names them that hold a run's files.
     """
     for old in out.iterdir():
-        match = re.fullmatch(r"run_(\d{3,})", old.name)
-        if (match is None or int(match[1]) < count or old.is_symlink()
+        index = grid_run_index(old)
+        if (index is None or index < count or old.is_symlink()
                 or not old.is_dir()):
             continue
         if any((old / name).is_file() for name in

@@ -65,7 +65,9 @@ class MultiViewLightGCN(Recommender):
         super().__init__(data["user"].num_nodes, data["item"].num_nodes)
         self.modalities = modality_names(data)
         for m in self.modalities:  # buffers follow the model's device
-            self.register_buffer(f"x_{m}", data["item"][f"x_{m}"].float(),
+            # detached: the data's tensor, without its autograd history
+            self.register_buffer(f"x_{m}",
+                                 data["item"][f"x_{m}"].detach().float(),
                                  persistent=False)
         edge_index, edge_weight = user_item_edges(data)
         self.register_buffer("edge_index", edge_index, persistent=False)

@@ -239,3 +239,55 @@ def test_modules_without_modalities_say_so():
         with pytest.raises(ValueError, match="needs at least two "
                            "modalities, got 0"):
             module({}, torch.ones(3))
+
+
+@pytest.mark.parametrize("module", [MDALoss(1.0), MSALoss(1.0)])
+def test_modules_take_the_modalities_as_one_dict_or_list(module):
+    a, b = _rand(4, 3), _rand(4, 3)
+    name = type(module).__name__
+    # the function's form, module(x_v, x_t), passes x_t as node_weight
+    with pytest.raises(TypeError, match=rf"{name}: 'x' is one tensor of shape "
+                       r"\(4, 3\); pass the modalities as one dict or list of "
+                       rf"\[B, d\] tensors, e\.g\. {name}\(\{{'v': x_v, 't': "
+                       r"x_t\}\)"):
+        module(a, b)
+    with pytest.raises(TypeError, match=rf"{name}: modality 'x\[1\]' is a "
+                       r"list, not a tensor"):
+        module([a, [1.0] * 3])
+    with pytest.raises(TypeError, match=rf"{name}: 'node_weight' takes a "
+                       r"tensor of shape \(4,\), one weight per node, got "
+                       rf"list; the loss's coefficient is {name}\(weight="):
+        module([a, b], [1.0] * 4)
+
+
+def test_functions_say_weight_is_per_node():
+    from mde_pyg.losses import mda_loss, msa_loss
+
+    a, b = _rand(4, 3), _rand(4, 3)
+    for call in (lambda: msa_loss(a, b, 0.5), lambda: mda_loss([a, b], 0.5)):
+        with pytest.raises(TypeError, match=r"'weight' takes per-node "
+                           r"weights, a tensor of shape \(4,\), got float; a "
+                           r"coefficient multiplies the returned loss"):
+            call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_msa_follows_float32(dtype):
+    from mde_pyg.losses import msa_loss
+
+    # identical views: the loss is small, where rounding the positive term
+    # to half precision alone once took it below 0
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    low = x.to(dtype)
+    reference = msa_loss(low.float(), low.float(), tau=0.05)
+    value = msa_loss(low, low, tau=0.05)
+    assert value.item() >= 0
+    assert value.item() == pytest.approx(reference.item(), abs=2e-3)
+    # a 0-d tensor tau: the same value, and no warning from inside
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert MSALoss(1.0, tau=torch.tensor(0.05))([x, x]).item() == \
+            pytest.approx(msa_loss(x, x, tau=0.05).item(), rel=1e-6)

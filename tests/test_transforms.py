@@ -108,6 +108,14 @@ def test_item_knn_graph_hand():
     data = ItemKNNGraph(k=1, include_self=True)(hand_graph())
     store = data["item", "similar_a", "item"]
     assert torch.equal(store.edge_index[0], store.edge_index[1])
+    # k beyond the other items: every other item, with a warning
+    with pytest.warns(UserWarning, match=r"ItemKNNGraph\(k=5\): modality "
+                      r"'a' has 4 items, so each item gets all 3 other items"):
+        data = ItemKNNGraph(k=5)(hand_graph())
+    store = data["item", "similar_a", "item"]
+    assert sorted(zip(store.edge_index[1].tolist(),
+                      store.edge_index[0].tolist())) == \
+        [(i, j) for i in range(4) for j in range(4) if i != j]
 
 
 @pytest.mark.parametrize("include_self", [False, True])
@@ -166,6 +174,49 @@ def test_normalize_features():
                           torch.nn.functional.normalize(z, dim=1), atol=1e-6)
     with pytest.raises(ValueError, match="'method' must be one of"):
         NormalizeFeatures("minmax")
+
+
+def test_standardize_zeroes_constant_and_noise_columns():
+    from mde_pyg.transforms import NormalizeFeatures
+
+    def standardize(x, **kwargs):
+        data = hand_graph()
+        data["item"].x_b = x.clone()
+        return NormalizeFeatures("standardize", ["b"], **kwargs)(
+            data)["item"].x_b
+
+    # a constant column is 0; the other has z = -1, 0, 1 (population std)
+    out = standardize(torch.tensor([[1.0, 2.0], [1.0, 4.0], [1.0, 6.0],
+                                    [1.0, 4.0]]))
+    assert out.tolist() == [[0.0, -1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    # one item: every column constant, a zero row (no NaN)
+    data = hand_graph()
+    data["item"].num_nodes = 1
+    data["item"].x_b = torch.tensor([[3.0, 4.0]])
+    assert NormalizeFeatures("standardize", ["b"])(data)["item"].x_b \
+        .tolist() == [[0.0, 0.0]]
+    # a column of rounding noise (std 1e-8 against 1 and 2): scaled to unit
+    # variance with min_std=0, zeroed with min_std=1e-4
+    signal = torch.tensor([[0.0, 1.0], [2.0, 3.0], [1.0, -1.0], [-3.0, 1.0]])
+    noise = torch.tensor([[1e-8], [-1e-8], [1e-8], [-1e-8]])
+    x = torch.cat([signal[:, :1], noise, signal[:, 1:]], dim=1)
+    z = (signal - signal.mean(0)) / signal.std(0, correction=0)
+    unit = torch.tensor([[1.0], [-1.0], [1.0], [-1.0]])  # the noise's z
+    assert torch.allclose(standardize(x), torch.nn.functional.normalize(
+        torch.cat([z[:, :1], unit, z[:, 1:]], dim=1), dim=1), atol=1e-5)
+    zeroed = standardize(x, min_std=1e-4)
+    assert zeroed[:, 1].tolist() == [0.0] * 4
+    assert torch.allclose(zeroed[:, [0, 2]],
+                          torch.nn.functional.normalize(z, dim=1), atol=1e-6)
+    assert repr(NormalizeFeatures("standardize", min_std=1e-4)) == \
+        "NormalizeFeatures('standardize', min_std=0.0001)"
+    for bad in (-0.1, 1.0, True, "1e-4"):
+        with pytest.raises(ValueError, match=r"'min_std' must be a number in "
+                           r"\[0, 1\)"):
+            NormalizeFeatures("standardize", min_std=bad)
+    with pytest.raises(ValueError, match=r"NormalizeFeatures: modality 'c' "
+                       r"has no item features 'x_c'; available: \["):
+        NormalizeFeatures(modalities=["c"])(hand_graph())
 
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)]

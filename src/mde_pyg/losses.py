@@ -52,15 +52,33 @@ def _check_same_shape(fn: str, fix: str, ndim: int | None = None,
             f"a batch has no rows")
 
 
+def _named(x: Modalities, fn: str, arg: str = "x") -> dict[str, Tensor]:
+    """The modalities ``x`` (argument ``arg`` of ``fn``) by name, or a
+    :class:`TypeError` unless ``x`` is a dict or a list of tensors.
+    """
+    fix = (f"pass the modalities as one dict or list of [B, d] tensors, "
+           f"e.g. {fn}({{'v': x_v, 't': x_t}})")
+    if isinstance(x, Tensor) or not isinstance(x, (Mapping, Sequence)):
+        got = (f"one tensor of shape {tuple(x.shape)}"
+               if isinstance(x, Tensor) else type(x).__name__)
+        raise TypeError(f"{fn}: '{arg}' is {got}; {fix}")
+    if isinstance(x, Mapping):
+        named = {str(k): t for k, t in x.items()}
+    else:
+        named = {f"{arg}[{i}]": t for i, t in enumerate(x)}
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fn}: modality '{name}' is a "
+                            f"{type(t).__name__}, not a tensor; {fix}")
+    return named
+
+
 def _pairs(x: Modalities, fn: str, arg: str = "x",
            ndim: int | None = None) -> list[tuple[Tensor, Tensor]]:
     """All pairs of the modalities ``x`` (argument ``arg`` of ``fn``),
     checked for one shape.
     """
-    if isinstance(x, Mapping):
-        named = {str(k): t for k, t in x.items()}
-    else:
-        named = {f"{arg}[{i}]": t for i, t in enumerate(x)}
+    named = _named(x, fn, arg)
     if len(named) < 2:
         raise ValueError(
             f"A multi-modal loss needs at least two modalities, got "
@@ -80,6 +98,12 @@ _GAUSSIAN = ("'mu', 'logvar' and 'y' of the same shape [N, d], rows "
 def _weighted_mean(value: Tensor, weight: Tensor | None) -> Tensor:
     if weight is None:
         return value.mean()
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            f"'weight' takes per-node weights, a tensor of shape "
+            f"{tuple(value.shape)}, got {type(weight).__name__}; a "
+            f"coefficient multiplies the returned loss (the loss modules' "
+            f"'weight')")
     if weight.shape != value.shape:
         raise ValueError(f"'weight' must have shape {tuple(value.shape)} "
                          f"(one per node), got {tuple(weight.shape)}")
@@ -345,10 +369,13 @@ def _info_nce(a: Tensor, b: Tensor, tau: float, weight: Tensor | None,
         raise ValueError(f"'tau' must be positive, got {tau}")
     a = normalize(a) / tau
     b = normalize(b)
-    positive = (a * b).sum(dim=-1)
+    # at least float32, as the log-sum-exp: in half precision the positive
+    # term's rounding alone can take the loss below 0
+    wide = torch.promote_types(a.dtype, torch.float32)
+    positive = (a.to(wide) * b.to(wide)).sum(dim=-1)
     # Row n of the logits scores a_n against every b; column n scores b_n
     # against every a, so the reverse direction needs no transposed copy.
-    bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
+    bound = 1.0 / float(tau)  # cosine logits lie in [-bound, bound]
     row, col = _logsumexp_of_product(a, b, bound, symmetric)
     loss = row - positive
     if symmetric:
@@ -430,7 +457,7 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
     a = normalize(anchor) / tau
     score = (a * normalize(positive)).sum(dim=-1)
     c = normalize(candidates)
-    bound = 1.0 / tau  # cosine logits lie in [-bound, bound]
+    bound = 1.0 / float(tau)  # cosine logits lie in [-bound, bound]
     log_total = _logsumexp_of_product(a, c, bound, False)[0]
     return (log_total - score).sum()
 
@@ -491,9 +518,16 @@ def _check_node_weight(module: str, x: Modalities,
     module's :math:`\lambda`) unless it holds one weight per row of the
     modalities ``x``.
     """
-    if node_weight is None or len(x) == 0:  # none: _pairs says so
+    named = _named(x, module)
+    if node_weight is None or len(named) == 0:  # none: _pairs says so
         return
-    first = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
+    first = next(iter(named.values()))
+    if not isinstance(node_weight, Tensor):
+        raise TypeError(
+            f"{module}: 'node_weight' takes a tensor of shape "
+            f"({first.size(0)},), one weight per node, got "
+            f"{type(node_weight).__name__}; the loss's coefficient is "
+            f"{module}(weight=...)")
     if node_weight.shape != first.shape[:1]:
         raise ValueError(
             f"{module}: 'node_weight' must have shape "

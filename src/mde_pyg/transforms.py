@@ -18,6 +18,8 @@ aggregates it (``edge_index[1]``), PyG's ``source_to_target`` flow.
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -524,7 +526,9 @@ class ItemKNNGraph(BaseTransform):
     (see :func:`knn_cosine`).
 
     Args:
-        k (int, optional): Neighbours per item. (default: :obj:`10`)
+        k (int, optional): Neighbours per item (all other items, with a
+            warning, where there are no more than ``k``).
+            (default: :obj:`10`)
         modalities (Sequence[str], optional): Modalities to build; every
             ``x_<m>`` item attribute when :obj:`None`. (default: :obj:`None`)
         include_self (bool, optional): **[choice]** count an item as its own
@@ -565,8 +569,14 @@ class ItemKNNGraph(BaseTransform):
                     f": {modality_names(data)}")
             x = data["item"][f"x_{m}"]
             num = x.size(0)
-            nbr = knn_cosine(x, min(self.k, num - 1 + self.include_self),
-                             self.include_self, self.chunk_size,
+            k = min(self.k, num - 1 + self.include_self)
+            if k < self.k:
+                warnings.warn(
+                    f"ItemKNNGraph(k={self.k}): modality '{m}' has {num} "
+                    f"items, so each item gets all {k} "
+                    f"{'items' if self.include_self else 'other items'} as "
+                    f"neighbours; lower 'k' to silence this", stacklevel=3)
+            nbr = knn_cosine(x, k, self.include_self, self.chunk_size,
                              precision=self.precision)
             row = torch.arange(num, device=x.device).repeat_interleave(
                 nbr.size(1))
@@ -635,33 +645,58 @@ class NormalizeFeatures(BaseTransform):
 
     * ``"l2"``: :math:`\mathbf{x}_i / \lVert\mathbf{x}_i\rVert_2` per row;
     * ``"standardize"``: zero mean and unit variance per column (over
-      items), then ``"l2"`` per row.
+      items; the population standard deviation), then ``"l2"`` per row. A
+      constant column becomes 0; so does one whose standard deviation is
+      at most ``min_std`` times the largest of its modality's columns.
+
+    ``min_std`` matters for features with a column of rounding noise:
+    Last.fm-2k's MiniLM text has one (column 319: values near
+    :math:`10^{-8}` where the other columns' standard deviations are near
+    :math:`0.05`), which ``min_std=0`` scales to unit variance like the
+    signal columns; ``min_std=1e-4`` zeroes it.
 
     Args:
         method (str, optional): ``"l2"`` or ``"standardize"``.
             (default: :obj:`"l2"`)
         modalities (Sequence[str], optional): Modalities to rescale; every
             ``x_<m>`` item attribute when :obj:`None`.
+        min_std (float, optional): With ``"standardize"``, the relative
+            standard deviation below which a column counts as constant.
+            (default: :obj:`0.0`: only exactly constant columns)
     """
 
     METHODS = ("l2", "standardize")
 
     def __init__(self, method: str = "l2",
-                 modalities: Sequence[str] | None = None) -> None:
+                 modalities: Sequence[str] | None = None,
+                 min_std: float = 0.0) -> None:
         if method not in self.METHODS:
             raise ValueError(f"'method' must be one of {self.METHODS}, got "
                              f"'{method}'")
+        if isinstance(min_std, bool) or not isinstance(min_std, numbers.Real) \
+                or not 0 <= min_std < 1:
+            raise ValueError(f"'min_std' must be a number in [0, 1), got "
+                             f"{min_std!r}")
         self.method = method
         self.modalities = None if modalities is None else list(modalities)
+        self.min_std = float(min_std)
 
     def forward(self, data: HeteroData) -> HeteroData:
         """Rescale ``data['item'].x_<m>`` in place."""
         names = (modality_names(data) if self.modalities is None
                  else self.modalities)
         for m in names:
+            if f"x_{m}" not in data["item"]:
+                raise ValueError(
+                    f"NormalizeFeatures: modality '{m}' has no item features "
+                    f"'x_{m}'; available: {modality_names(data)}")
             x = data["item"][f"x_{m}"].to(torch.float)
             if self.method == "standardize":
-                x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
+                std = x.std(0, correction=0)
+                # constant (and, with min_std, rounding-noise) columns -> 0
+                top = float(std.max()) if std.numel() else 0.0
+                flat = std <= max(self.min_std * top, 1e-12)
+                x = (x - x.mean(0)) / std.masked_fill(flat, math.inf)
             data["item"][f"x_{m}"] = F.normalize(x, dim=-1)
         return data
 
@@ -669,4 +704,6 @@ class NormalizeFeatures(BaseTransform):
         # as ItemKNNGraph's: every argument that changes the features
         extra = ("" if self.modalities is None
                  else f", modalities={self.modalities}")
+        if self.min_std:
+            extra += f", min_std={self.min_std}"
         return f"{self.__class__.__name__}('{self.method}'{extra})"

@@ -253,6 +253,7 @@ def test_check_data_takes_the_last_ids_and_refuses_the_next():
     data = graphs()
     rates = data["user", "rates", "item"].edge_index
     rates[0, 0], rates[1, 0] = 4, 5  # the last user and the last item
+    rates[1, 9] = 3  # edge 9 was (4, 5): one edge per pair
     check_data(data)
     assert build_model("mde", data, embedding_dim=8).num_items == 6
     for row, node_type, num in ((0, "user", 5), (1, "item", 6)):
@@ -297,6 +298,21 @@ def negative_user(data):
                        d["user", "rates", "item"].edge_index.float()),
      r"edge_index is a torch.float32 tensor of shape \(2, 10\); expected a "
      r"\[2, E\] torch.long tensor"),
+    (lambda d: d["item"].x_text.__setitem__((3, 1), float("nan")),
+     r"data\['item'\].x_text has a NaN or infinite value in row 3 \(item "
+     r"3\); fill or drop the missing features"),
+    (lambda d: d["item"].x_image.__setitem__((5, 0), float("-inf")),
+     r"data\['item'\].x_image has a NaN or infinite value in row 5"),
+    # user 2 rated item 3 twice: edges 4 and 7 (item 0 -> 3)
+    (lambda d: d["user", "rates", "item"].edge_index.__setitem__(
+        (slice(None), 7), torch.tensor([2, 3])),
+     r"data\[\('user', 'rates', 'item'\)\].edge_index holds the \(user, "
+     r"item\) pair \(2, 3\) more than once \(edges 4 and 7\); keep one edge "
+     r"per pair"),
+    (lambda d: setattr(d["user", "rates", "item"], "val_edge_index",
+                       torch.tensor([[0, 1, 0], [2, 3, 2]])),
+     r"\.val_edge_index holds the \(user, item\) pair \(0, 2\) more than "
+     r"once \(edges 0 and 2\)"),
     (lambda d: delattr(d["user"], "num_nodes"),
      r"data\['user'\].num_nodes is not set; set it to the number of users"),
     (lambda d: delattr(d["user", "rates", "item"], "edge_index"),

@@ -215,3 +215,17 @@ def test_check_hparams_reads_the_annotation():
     Custom.check_hparams({"dropout": 0.1})
     with pytest.raises(ValueError, match="'depth' must be an integer"):
         Custom.check_hparams({"depth": 2.5})
+
+
+@pytest.mark.parametrize("name", ["vbpr", "mde", "freedom"])
+def test_features_that_require_grad_stay_out_of_autograd(data, name):
+    data = data.clone()
+    x = data["item"].x_text.requires_grad_()
+    model = build_model(name, data)
+    assert not any(b.requires_grad for b in model.buffers())
+    if name == "mde":
+        assert model.x_text.data_ptr() == x.data_ptr()  # not a copy
+    user = torch.tensor([0, 1])
+    loss, _ = model.loss(user, torch.tensor([0, 1]), torch.tensor([2, 3]))
+    loss.backward()
+    assert x.grad is None

@@ -31,6 +31,13 @@ def test_split_halves_and_module():
     assert str(split) == "GenericUniqueSplit({'image': 6, 'text': 4})"
     with pytest.raises(ValueError, match="at least 2"):
         GenericUniqueSplit({"x": 1})
+    with pytest.raises(ValueError, match=r"GenericUniqueSplit: modality 'text' "
+                       r"is missing from the input; give one \[N, d\] tensor "
+                       r"per modality of \['image', 'text'\], got \['image'\]"):
+        split({"image": x["image"]})
+    with pytest.raises(ValueError, match=r"modality 'text' has width 5 but the "
+                       r"split was built for 4 \(shape \(3, 5\)\)"):
+        split({"image": x["image"], "text": torch.randn(3, 5)})
 
 
 def test_projection_head():

@@ -403,13 +403,16 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
     r"""Raise a :class:`ValueError` naming the first part of ``data`` that
     does not fit its node counts, before a graph or a model is built.
 
-    Checked, in time linear in the edges and without copies: every item
-    (and user) feature matrix ``x`` or ``x_<m>`` is a 2-D floating point
-    tensor with one row per node; every ``*edge_index`` of every edge type
-    ``(src, rel, dst)`` is a ``[2, E]`` :obj:`torch.long` tensor whose ids
-    lie in ``[0, num_nodes)`` of ``src`` (row 0) and ``dst`` (row 1); and
-    an ``edge_weight`` has one entry per edge. :func:`read_mmrec` builds
-    such data; this catches a hand-built :class:`HeteroData` that would
+    Checked, in one pass over the features and the edges (and one sort of
+    the interactions): every item (and user) feature matrix ``x`` or
+    ``x_<m>`` is a 2-D floating point tensor of finite values with one row
+    per node; every ``*edge_index`` of every edge type ``(src, rel, dst)``
+    is a ``[2, E]`` :obj:`torch.long` tensor whose ids lie in
+    ``[0, num_nodes)`` of ``src`` (row 0) and ``dst`` (row 1); each
+    ``*edge_index`` of ``('user', 'rates', 'item')`` (the train, valid and
+    test interactions) holds every ``(user, item)`` pair once; and an
+    ``edge_weight`` has one entry per edge. :func:`read_mmrec` builds such
+    data; this catches a hand-built :class:`HeteroData` that would
     otherwise fail deep inside a sparse product, or read out of bounds.
 
     Args:
@@ -448,6 +451,13 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                     f"{where} has {x.size(0)} rows but "
                     f"data['{node_type}'].num_nodes is {num}; row n must "
                     f"hold the features of {node_type} n")
+            finite = torch.isfinite(x).all(dim=1)
+            if not bool(finite.all()):
+                row = int((~finite).nonzero()[0])
+                raise ValueError(
+                    f"{where} has a NaN or infinite value in row {row} "
+                    f"({node_type} {row}); fill or drop the missing "
+                    f"features before training")
     for edge_type in data.edge_types:
         store = data[edge_type]
         num_edges = None
@@ -479,6 +489,8 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                         f"{where} names the {node_type} id {high} (row "
                         f"{row}, edge {edge}), but data['{node_type}']"
                         f".num_nodes is {num}; ids must lie in [0, {num})")
+            if edge_type == RATES and sizes.get("item") is not None:
+                _check_distinct_pairs(index, sizes["item"], where)
         weight = store.get("edge_weight")
         if isinstance(weight, Tensor) and num_edges is not None and (
                 weight.dim() != 1 or weight.numel() != num_edges):
@@ -486,6 +498,22 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                 f"data[{edge_type}].edge_weight has shape "
                 f"{tuple(weight.shape)} but edge_index has {num_edges} "
                 f"edges; expected one weight per edge")
+
+
+def _check_distinct_pairs(index: Tensor, num_items: int, where: str) -> None:
+    """Raise a :class:`ValueError` naming the first ``(user, item)`` pair
+    that ``index`` holds more than once.
+    """
+    key, order = torch.sort(index[0] * num_items + index[1], stable=True)
+    repeated = (key[1:] == key[:-1]).nonzero()
+    if repeated.numel() == 0:
+        return
+    first, second = (int(order[int(repeated[0]) + j]) for j in (0, 1))
+    user, item = (int(v) for v in index[:, first])
+    raise ValueError(
+        f"{where} holds the (user, item) pair ({user}, {item}) more than "
+        f"once (edges {first} and {second}); keep one edge per pair, e.g. "
+        f"edge_index.unique(dim=1)")
 
 
 def modality_names(data: HeteroData) -> list[str]:

@@ -255,7 +255,8 @@ class MultiModalGraphEncoder(nn.Module):
 def feature_buffers(module: nn.Module, data: HeteroData,
                     modalities: Sequence[str] | None = None,
                     concat: bool = False) -> dict[str, int]:
-    """Register the item features of ``data`` as buffers ``x_<m>``.
+    """Register the item features of ``data`` as buffers ``x_<m>``
+    (float32, detached from any autograd graph).
 
     Args:
         module (torch.nn.Module): Where to register them (non-persistent).
@@ -273,7 +274,10 @@ def feature_buffers(module: nn.Module, data: HeteroData,
     names = modality_names(data) if modalities is None else list(modalities)
     if not names:
         raise ValueError("The data has no item features 'x_<modality>'")
-    features = {m: data["item"][f"x_{m}"].to(torch.float) for m in names}
+    # detached (a feature tensor that requires grad would collect one at
+    # every step); float32 features are the data's own tensors, not copies
+    features = {m: data["item"][f"x_{m}"].detach().to(torch.float)
+                for m in names}
     if concat:
         module.register_buffer("x", torch.cat(list(features.values()), -1),
                                persistent=False)

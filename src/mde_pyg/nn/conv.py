@@ -86,16 +86,20 @@ def _check_sparse_weight(edge_index: Adj, edge_weight: OptTensor) -> None:
 
 
 class LightGCNConv(MessagePassing):
-    r"""One LightGCN propagation step with cached normalisation (MDE Eq. 2).
+    r"""One LightGCN propagation step over given weights (MDE Eq. 2).
 
     .. math::
         \mathbf{x}^{\prime}_i = \sum_{j \in \mathcal{N}(i)} w_{j,i}
         \mathbf{x}_j
 
-    with :math:`w_{j,i}` the stored weights, e.g. :math:`1/\sqrt{d_i d_j}`
-    from :class:`mde_pyg.transforms.NormalizeUserItem`. Unlike
-    :class:`~torch_geometric.nn.conv.LGConv`, the normalisation is not
-    recomputed at every call.
+    with :math:`w_{j,i}` the weights given with the graph, e.g.
+    :math:`1/\sqrt{d_i d_j}` from
+    :class:`mde_pyg.transforms.NormalizeUserItem` (its ``edge_weight``, or
+    the values of a CSR graph built from it), computed once per dataset.
+    Unlike :class:`~torch_geometric.nn.conv.LGConv`, this layer never
+    normalises: without ``edge_weight`` it sums the neighbours
+    (:math:`w_{j,i} = 1`), so in place of ``LGConv()`` pass the normalised
+    weights.
 
     Args:
         symmetric (bool, optional): The graph is symmetric

@@ -71,6 +71,17 @@ class GenericUniqueSplit(nn.Module):
 
     def forward(self, x_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         r"""Return :math:`\mathbf{x}'_m` per modality (``[N, d_m]``)."""
+        for m, dim in self.feature_dims.items():
+            if m not in x_dict:
+                raise ValueError(
+                    f"{self.__class__.__name__}: modality '{m}' is missing "
+                    f"from the input; give one [N, d] tensor per modality of "
+                    f"{list(self.feature_dims)}, got {list(x_dict)}")
+            if x_dict[m].size(-1) != dim:
+                raise ValueError(
+                    f"{self.__class__.__name__}: modality '{m}' has width "
+                    f"{x_dict[m].size(-1)} but the split was built for "
+                    f"{dim} (shape {tuple(x_dict[m].shape)})")
         return {m: lin(x_dict[m]) for m, lin in self.linear.items()}
 
     def __repr__(self) -> str:

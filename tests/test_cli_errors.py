@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mde_pyg.cli import main
 
@@ -133,6 +134,17 @@ def test_a_bad_device_names_the_valid_forms(tiny_folder, tmp_path, capsys):
     assert err == ("mde-pyg train: error: --device must be cpu, cuda or "
                    "cuda:N (the index of a GPU), or a torch.device; got "
                    "'gpu'")
+
+
+def test_devices_other_than_cpu_and_cuda_are_refused():
+    from mde_pyg.train.trainer import parse_device
+
+    for device in ("mps", "meta", torch.device("meta")):
+        with pytest.raises(ValueError, match=r"'device' is .*(meta|mps).*, but "
+                           r"mde-pyg is built and tested for cpu and cuda "
+                           r"only"):
+            parse_device(device)
+    assert parse_device("cpu") == torch.device("cpu")
 
 
 def test_recommend_of_a_file_names_the_run(tiny_folder, tmp_path, capsys):

@@ -199,3 +199,24 @@ def test_model_recommend_ranks_ties_by_item_id(synthetic_graphs):
     exclude = torch.tensor([[1], [2]])  # user 5 (position 1), item 2
     assert model.recommend(user, k=4, exclude=exclude).tolist() == \
         [[0, 1, 2, 3], [0, 1, 3, 4]]
+
+
+def test_check_ks_sorts_drops_repeats_and_takes_integer_types():
+    import numpy as np
+
+    from mde_pyg.metrics import check_ks, metric_keys
+
+    assert check_ks([20, 10, 20]) == (10, 20)
+    assert check_ks((np.int64(5), torch.tensor(1))) == (1, 5)
+    assert check_ks(range(3, 0, -1)) == (1, 2, 3)
+    assert metric_keys([10, 5]) == ["recall@5", "recall@10", "precision@5",
+                                    "precision@10", "map@5", "map@10",
+                                    "ndcg@5", "ndcg@10"]
+    for bad, match in ((10.0, "sequence"), ("10", "sequence"),
+                       ([10.0], "integers, got 10.0"),
+                       ([torch.tensor(2.5)], "integers"), ([], "at least one"),
+                       ([3, -1], ">= 1, got -1")):
+        with pytest.raises(ValueError, match=match):
+            check_ks(bad)
+    with pytest.raises(ValueError, match="Cut-off 20 exceeds the 10 ranked"):
+        check_ks([5, 20], max_k=10)

@@ -151,8 +151,24 @@ def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
     assert score[0, 0] == 1.0 and score[1].tolist() == [4.0, 3.0, 2.0]
     item, _ = recommend(model, data, torch.tensor([0]), k=3, exclude=())
     assert item.tolist() == [[0, 1, 2]]
-    with pytest.raises(ValueError, match=r"outside \[0, 4\): \[4\]"):
+    with pytest.raises(ValueError, match=r"'user' has ids outside \[0, 4\) "
+                       r"\(the number of users\): \[4\]"):
         recommend(model, data, torch.tensor([4]), k=2)
+    for k in (3.0, 0, 6, True):
+        with pytest.raises(ValueError, match=r"'k' must be an integer in "
+                           r"\[1, 5\] \(the number of items\), got"):
+            recommend(model, data, torch.tensor([0]), k=k)
+        with pytest.raises(ValueError, match=r"'k' must be an integer in"):
+            model.recommend(torch.tensor([0]), k=k)
+
+    class NotAModule:  # scorer and sizes, but no train()/eval()
+        num_users, num_items = model.num_users, model.num_items
+        scorer = model.scorer
+
+    with pytest.raises(TypeError, match=r"NotAModule is not a "
+                       r"torch.nn.Module: ranking switches the model to "
+                       r"evaluation mode and back"):
+        recommend(NotAModule(), data, k=2)
     with pytest.raises(TypeError, match=r"\('train',\)"):
         recommend(model, data, k=2, exclude="train")
     with pytest.raises(ValueError, match="unknown splits"):
@@ -204,7 +220,8 @@ def test_recommend_command_errors(tiny_folder, tmp_path, capsys):
                  "--no-progress", "--output", str(out)]) == 0
     for args, message in [
         (["--users", "1,x"], "--users must be user ids"),
-        (["--users", "9", "--k", "2"], "--users has ids outside [0, 4): [9]"),
+        (["--users", "9", "--k", "2"],
+         "--users has ids outside [0, 4) (the number of users): [9]"),
         (["--k", "9"], "--k must be in [1, 5]"),
     ]:
         with pytest.raises(SystemExit):
@@ -311,9 +328,13 @@ def test_a_fitted_model_ranks_as_it_was_evaluated(synthetic_graphs):
     assert torch.equal(model.recommend(user, k=5), item)
     assert model.training  # restored
     # ids are checked as mde_pyg.train.recommend checks them
-    with pytest.raises(ValueError, match=rf"outside \[0, {model.num_users}\) "
-                       rf".*e\.g\. -1"):
-        model.recommend(torch.tensor([0, -1]), k=5)
+    with pytest.raises(ValueError, match=rf"'user' has ids outside \[0, "
+                       rf"{model.num_users}\) \(the number of users\): "
+                       rf"\[-1, {model.num_users}\]"):
+        model.recommend(torch.tensor([0, -1, model.num_users]), k=5)
+    with pytest.raises(ValueError, match=r"outside .*: \[-1, -2, -3, -4, -5\] "
+                       r"\.\.\.$"):
+        recommend(model, data, -torch.arange(1, 8), k=5)
     with pytest.raises(TypeError, match=r"one user: torch.tensor\(\[u\]\)"):
         model.recommend(torch.tensor(0), k=5)
 

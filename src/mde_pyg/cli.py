@@ -734,7 +734,7 @@ def train_model(
                                   **trainer_kwargs)
             except (ValueError, TypeError) as error:
                 raise UsageError(f"cannot train '{model}': {error}") from error
-            result = trainer.fit(resume=resume)
+            result = trainer.fit(resume=resume, overwrite=overwrite)
     except GridConfigError as error:
         raise UsageError(f"cannot train '{model}': {error}") from error
     except (ResumeMismatchError, CheckpointError) as error:
@@ -997,10 +997,12 @@ def run_recommend(args: argparse.Namespace) -> Path:
         raise UsageError(f"--k must be in [1, {model.num_items}] (the "
                          f"number of items), got {args.k}")
     if users is not None:
-        bad = [u for u in users.tolist() if not 0 <= u < model.num_users]
-        if bad:
-            raise UsageError(f"--users has ids outside [0, "
-                             f"{model.num_users}): {bad[:5]}")
+        from mde_pyg.models.base import check_user_ids
+
+        try:
+            check_user_ids(users, model.num_users, arg="--users")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     count = 0
 
     def write(f: Any) -> None:  # one batch of users at a time

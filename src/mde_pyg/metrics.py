@@ -21,7 +21,8 @@ metric is averaged over the users that have at least one held-out item.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -30,8 +31,35 @@ from torch import Tensor
 METRIC_NAMES: tuple[str, ...] = ("recall", "precision", "map", "ndcg")
 
 
-def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
-    ks = tuple(sorted(set(int(k) for k in ks)))
+def check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
+    """Return the cut-offs ``ks`` sorted and without repeats, or raise a
+    :class:`ValueError` naming the value at fault.
+
+    .. code-block:: python
+
+        check_ks([20, 10, 20])  # (10, 20)
+        check_ks([10.5])        # ValueError: ... integers, got 10.5
+
+    Args:
+        ks (Sequence[int]): Cut-offs :math:`K`, integers >= 1 (NumPy and
+            PyTorch integers too; not :obj:`bool`, not floats such as
+            ``10.0``).
+        max_k (int, optional): The most items ranked per user; a larger
+            cut-off is an error. (default: :obj:`None`)
+    """
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Iterable):
+        raise ValueError(f"'ks' must be a sequence of cut-offs such as "
+                         f"(10, 20), got {ks!r}")
+    values = []
+    for k in ks:
+        try:
+            if isinstance(k, bool):
+                raise TypeError
+            values.append(operator.index(k))
+        except TypeError:
+            raise ValueError(f"The cut-offs in 'ks' must be integers, got "
+                             f"{k!r} in {list(ks)!r}") from None
+    ks = tuple(sorted(set(values)))
     if len(ks) == 0:
         raise ValueError("'ks' must name at least one cut-off, got none")
     if ks[0] < 1:
@@ -42,6 +70,17 @@ def _check_ks(ks: Sequence[int], max_k: int | None = None) -> tuple[int, ...]:
             f"user; rank at least max(ks) = {ks[-1]} items"
         )
     return ks
+
+
+def metric_keys(ks: Sequence[int]) -> list[str]:
+    """Return the metric names computed at cut-offs ``ks``, such as
+    ``"recall@20"``, in the order of the returned dictionaries (every
+    metric of :data:`METRIC_NAMES` at each cut-off).
+
+    Args:
+        ks (Sequence[int]): Cut-offs, checked by :func:`check_ks`.
+    """
+    return [f"{name}@{k}" for name in METRIC_NAMES for k in check_ks(ks)]
 
 
 def _rank_ties_by_id(scores: Tensor, values: Tensor, indices: Tensor,
@@ -201,7 +240,7 @@ def _hit_matrix(
     counts = torch.bincount(target_key // stride, minlength=num_users)
 
     rank_owner = torch.arange(num_users, device=device).view(-1, 1)
-    pred_key = (rank_owner * stride + top_items).view(-1)
+    pred_key = (rank_owner * stride + top_items).reshape(-1)  # any layout
     pos = torch.searchsorted(target_key, pred_key)
     pos = pos.clamp(max=target_key.numel() - 1)
     hits = (target_key[pos] == pred_key).view(num_users, max_k)
@@ -255,7 +294,7 @@ def per_user_metrics(
             f"'top_items' ranks {top_items.size(0)} users but 'targets' "
             f"holds {len(targets)}; give one target tensor per ranked user"
         )
-    ks = _check_ks(ks, top_items.size(1))
+    ks = check_ks(ks, top_items.size(1))
     if check_distinct:
         _check_distinct(top_items)
     targets = _as_targets(targets)
@@ -344,7 +383,7 @@ class RankingMetrics:
     """
 
     def __init__(self, ks: Sequence[int] = (5, 10, 20, 50)) -> None:
-        self.ks = _check_ks(ks)
+        self.ks = check_ks(ks)
         self.reset()
 
     @property
@@ -355,7 +394,7 @@ class RankingMetrics:
     @property
     def keys(self) -> list[str]:
         """The keys of :meth:`compute`'s dictionary, in order."""
-        return [f"{name}@{k}" for name in METRIC_NAMES for k in self.ks]
+        return metric_keys(self.ks)
 
     def reset(self) -> None:
         """Forget every accumulated user."""
@@ -403,6 +442,8 @@ class RankingMetrics:
 __all__ = [
     "METRIC_NAMES",
     "RankingMetrics",
+    "check_ks",
+    "metric_keys",
     "per_user_metrics",
     "rank_top_k",
     "ranking_metrics",

@@ -57,10 +57,17 @@ def test_ties_rank_the_smaller_item_id_first():
 
 
 def test_trainer_evaluates_once(data, tmp_path):
+    seen = []
     result = Trainer(MostPop.from_data(data), data, ks=(1, 2, 3),
                      eval_metric="recall@3", progress=False,
-                     output_dir=tmp_path).fit()
+                     output_dir=tmp_path,
+                     callbacks=[lambda t, e: seen.append(dict(e))]).fit()
     assert result["best_epoch"] == 0 and len(result["history"]) == 1
+    # one epoch-0 entry, as a trained model's, given to the callbacks too
+    entry = result["history"][0]
+    assert {k: entry[k] for k in ("epoch", "loss", "parts")} == \
+        {"epoch": 0, "loss": None, "parts": {}}
+    assert seen == [entry]
     # valid: user 3 ranks [1, 2, 3] (target 2), user 2 ranks [2, 3, 4]
     # (target 4).
     valid = result["valid"]

@@ -125,6 +125,42 @@ def test_errors(tiny):
         Evaluator(data, "valid", ks=(10,))
 
 
+def test_hand_built_data_and_scores_of_the_wrong_shape_are_refused(tiny):
+    data, model = tiny
+    evaluator = Evaluator(data, "valid", ks=(1, 2))
+    narrow = FixedScores(model.scores[:, :5])  # forgot the last item
+    with pytest.raises(ValueError, match=r"The scorer returned scores of "
+                       r"shape \(2, 5\) for 2 users; expected \[2, 6\]"):
+        evaluator(narrow)
+    # held-out ids are checked where the evaluator takes the data
+    data["user", "rates", "item"].val_edge_index = torch.tensor([[0, 1],
+                                                                 [2, 9]])
+    with pytest.raises(ValueError, match=r"val_edge_index names the item id 9 "
+                       r"\(row 1, edge 1\), but data\['item'\].num_nodes is 6"):
+        Evaluator(data, "valid", ks=(1, 2))
+    del data["user", "rates", "item"].val_edge_index
+    with pytest.raises(ValueError, match=r"has no 'val_edge_index' \(the valid "
+                       r"interactions\); set it to a \[2, E\] tensor of "
+                       r"\(user, item\) ids"):
+        Evaluator(data, "valid", ks=(1, 2))
+
+
+def test_metrics_take_top_items_of_any_memory_layout():
+    top = torch.tensor([[0, 2, 3], [3, 1, 2], [0, 1, 2]])
+    targets = [[2, 4], [1], [0, 1, 2, 3]]
+    column_major = top.t().contiguous().t()
+    assert not column_major.is_contiguous()
+    # recall@3: 1/2, 1, 3/4
+    assert ranking_metrics(column_major, targets, ks=(3,)) == \
+        ranking_metrics(top, targets, ks=(3,)) == pytest.approx(
+            {"recall@3": 0.75, "precision@3": (1 / 3 + 1 / 3 + 1) / 3,
+             "map@3": (0.5 * (1 / 2) + (1 / 2) + (1 + 1 + 1) / 3) / 3,
+             "ndcg@3": ((1 / math.log2(3)) / (1 + 1 / math.log2(3))
+                        + (1 / math.log2(3)) / 1
+                        + (1 + 1 / math.log2(3) + 0.5)
+                        / (1 + 1 / math.log2(3) + 0.5)) / 3})
+
+
 def test_user_with_fewer_unseen_items_than_k():
     # User 0 has 2 unseen items (4, 5) of 6; its test item 0 is also a
     # train item, so no ranking can hit it. The masked items must not fill

@@ -87,7 +87,7 @@ def test_selects_on_valid_never_on_test(data, monkeypatch):
     valid = iter([0.1, 0.3, 0.2])
     test = iter([0.9, 0.1, 0.5])
 
-    def fake_fit(self, resume=False):
+    def fake_fit(self, resume=False, overwrite=False):
         return {"model": self.model, "best_epoch": 0, "config": {},
                 "history": [], "valid": {"recall@20": next(valid)},
                 "test": {"recall@20": next(test)}}
@@ -105,6 +105,55 @@ def test_errors(data):
         grid_search(MF, data, {"dim": [2]}, learning_rate=0.1)
     with pytest.raises(ValueError, match="empty"):
         grid_search(MF, data, [])
+
+
+def test_eval_metric_and_ks_are_checked_before_any_run(data, tmp_path):
+    out = tmp_path / "grid"
+    with pytest.raises(ValueError, match=r"'eval_metric' varies across the "
+                       r"grid \(\['ndcg@5', 'recall@5'\]\), but the runs are "
+                       r"compared by one validation metric"):
+        grid_search(MF, data, {"eval_metric": ["recall@5", "ndcg@5"]},
+                    output_dir=out, ks=(5,), max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"grid configuration 1 \{'ks': "
+                       r"\(5,\)\}: Unknown 'eval_metric' 'recall@20'"):
+        grid_search(MF, data, {"ks": [(20,), (5,)]}, output_dir=out,
+                    max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"cut-offs in 'ks' must be integers"):
+        grid_search(MF, data, {"dim": [2]}, ks=(2.5,), output_dir=out)
+    with pytest.raises(ValueError, match=r"Every entry of 'callbacks'"):
+        grid_search(MF, data, {"dim": [2]}, callbacks=[None], output_dir=out)
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_callbacks_see_every_epoch_of_every_run(data, tmp_path):
+    seen = []
+    result = grid_search(
+        MF, data, {"dim": [2, 3]}, output_dir=tmp_path, max_epochs=2,
+        patience=5, ks=(5,), eval_metric="recall@5", progress=False,
+        callbacks=iter([lambda t, e: seen.append(
+            (t.output_dir.name, e["epoch"], e["valid"]["recall@5"]))]))
+    runs = [("run_000", 0), ("run_000", 1), ("run_001", 0), ("run_001", 1)]
+    assert [s[:2] for s in seen] == runs
+    # the entries are the runs' history entries: the best epoch's valid
+    for run, row in enumerate(result["runs"]):
+        assert seen[2 * run + row["best_epoch"]][2] == row["valid_recall@5"]
+
+
+def test_a_grid_does_not_replace_an_earlier_one_unless_asked(data,
+                                                             tmp_path):
+    from mde_pyg.train import RunExistsError
+
+    kwargs = dict(output_dir=tmp_path, max_epochs=1, ks=(5,),
+                  eval_metric="recall@5", progress=False)
+    first = grid_search(MF, data, {"dim": [2, 3]}, **kwargs)
+    before = (tmp_path / "grid.csv").read_bytes()
+    with pytest.raises(RunExistsError, match=r"already holds a grid "
+                       r"\(grid\.csv, run_000/last\.pt, run_000/best\.pt, "
+                       r"\.\.\.\); resume=True continues it, replace=True"):
+        grid_search(MF, data, {"dim": [2, 3]}, **kwargs)
+    assert (tmp_path / "grid.csv").read_bytes() == before
+    again = grid_search(MF, data, {"dim": [2, 3]}, replace=True, **kwargs)
+    assert again["runs"] == first["runs"]
 
 
 def test_best_index_takes_the_first_of_equal_valid_scores():

@@ -74,3 +74,13 @@ def test_user_with_every_item_raises():
         NegativeSampler(edge_index, num_items=3)
     with pytest.raises(ValueError, match="Item ids"):
         NegativeSampler(edge_index, num_items=2)
+
+
+def test_sampling_for_an_unknown_user_is_refused():
+    edge_index = torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]])
+    sampler = NegativeSampler(edge_index, 6)
+    with pytest.raises(ValueError, match=r"'user' has ids outside \[0, 3\) "
+                       r"\(the users of the sampler's interactions\): "
+                       r"\[3, -1\]"):
+        sampler.sample(torch.tensor([0, 3, 2, -1]))
+    assert sampler.sample(torch.tensor([], dtype=torch.long)).numel() == 0

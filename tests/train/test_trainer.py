@@ -192,6 +192,24 @@ def test_early_stopping(data):
         trainer.fit(resume=True)
 
 
+def test_a_new_run_does_not_replace_an_earlier_one_unless_asked(data,
+                                                                 tmp_path):
+    from mde_pyg.train import RunExistsError
+
+    first = train(data, tmp_path, max_epochs=2).fit()
+    before = (tmp_path / "history.json").read_bytes()
+    for trainer in (train(data, tmp_path, seed=3, max_epochs=1),
+                    train(data, tmp_path, max_epochs=2)):
+        with pytest.raises(RunExistsError, match=r"already holds a run "
+                           r"\(last\.pt, best\.pt, history\.json\); "
+                           r"fit\(resume=True\) continues it, "
+                           r"fit\(overwrite=True\) trains it again"):
+            trainer.fit()
+    assert (tmp_path / "history.json").read_bytes() == before  # untouched
+    again = train(data, tmp_path, max_epochs=2).fit(overwrite=True)
+    assert strip_seconds(again["history"]) == strip_seconds(first["history"])
+
+
 def test_crashed_write_keeps_previous_checkpoint(data, tmp_path,
                                                   monkeypatch):
     train(data, tmp_path, max_epochs=2).fit()
@@ -204,7 +222,7 @@ def test_crashed_write_keeps_previous_checkpoint(data, tmp_path,
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        train(data, tmp_path, seed=5, max_epochs=2).fit()
+        train(data, tmp_path, seed=5, max_epochs=2).fit(overwrite=True)
     monkeypatch.undo()
     assert (tmp_path / "best.pt").read_bytes() == best_before
     assert (tmp_path / "last.pt").read_bytes() == last_before
@@ -381,6 +399,20 @@ def test_train_epoch_max_batches_runs_the_first_batches(data):
     ({"max_epochs": 2.5}, "'max_epochs' must be an integer >= 1, got 2.5"),
     ({"patience": "3"}, "'patience' must be a number, got '3'"),
     ({"precision": "fp16"}, "'precision' must be one of"),
+    ({"ks": (10.5,)}, r"The cut-offs in 'ks' must be integers, got 10.5"),
+    ({"ks": (5, True)}, r"must be integers, got True in \[5, True\]"),
+    ({"ks": 20}, r"'ks' must be a sequence of cut-offs such as \(10, 20\), "
+                 r"got 20"),
+    ({"ks": (0, 5)}, r"Every cut-off in 'ks' must be >= 1, got 0"),
+    ({"ks": (5, 10), "eval_metric": "recall@20"},
+     r"Unknown 'eval_metric' 'recall@20'; choose one of \['recall@5', "
+     r"'recall@10', 'precision@5', .*\(the metrics at 'ks' = \[5, 10\]\)"),
+    ({"eval_metric": "hr@20"}, r"Unknown 'eval_metric' 'hr@20'.*'ks' = "
+                               r"\[5, 10, 20(, 50)?\]"),  # train: ks given
+    ({"callbacks": print}, r"'callbacks' must be a list of functions "
+                           r"callback\(trainer, entry\), got <built-in"),
+    ({"callbacks": [print, "log"]}, r"Every entry of 'callbacks' must be a "
+                                    r"function .*, got 'log'"),
 ])
 def test_trainer_arguments_are_checked_before_training(data, kwargs, message):
     from mde_pyg.train import check_trainer_args
@@ -390,7 +422,16 @@ def test_trainer_arguments_are_checked_before_training(data, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train(data, **kwargs)
     check_trainer_args(lr=1e-3, weight_decay=0, batch_size=np.int64(8),
-                       max_epochs=1, patience=1)  # valid values pass
+                       max_epochs=1, patience=1, ks=[np.int64(3), 1],
+                       eval_metric="ndcg@3",
+                       callbacks=(print,))  # valid values pass
+
+
+def test_callbacks_may_be_a_generator(data):
+    seen = []
+    callbacks = (f for f in [lambda t, e: seen.append(e["epoch"])])
+    train(data, max_epochs=2, patience=5, callbacks=callbacks).fit()
+    assert seen == [0, 1]
 
 
 def test_resume_refuses_other_settings(data, tmp_path):

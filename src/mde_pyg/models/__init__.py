@@ -96,7 +96,8 @@ def get_model_class(name: str) -> type[Recommender]:
                 f"Cannot import the model '{name}': {error}; give "
                 f"'package.module:Class' of a module Python can import "
                 f"(installed, or its folder on PYTHONPATH: the mde-pyg "
-                f"command does not look in the current folder)") from None
+                f"command does not look in the current folder, python -m "
+                f"mde_pyg does)") from None
         if not (isinstance(cls, type) and issubclass(cls, Recommender)):
             raise ValueError(f"'{name}' is not a subclass of "
                              f"mde_pyg.models.Recommender")

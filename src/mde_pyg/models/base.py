@@ -6,7 +6,7 @@ import inspect
 import numbers
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +74,44 @@ def check_batch(fn: str, user: Tensor) -> None:
         raise ValueError(f"{fn}: 'user' is an empty batch: a mean over no "
                          f"rows is NaN; skip the step when a batch has no "
                          f"rows")
+
+
+def check_user_ids(user: Tensor | Sequence[int], num_users: int,
+                   arg: str = "'user'") -> Tensor:
+    """Return the user ids ``user``, a ``[B]`` integer tensor with ids in
+    ``[0, num_users)``, as :obj:`torch.long`; else raise a
+    :class:`TypeError` (not a ``[B]`` integer tensor) or a
+    :class:`ValueError` listing the first ids out of range.
+
+    Args:
+        user (torch.Tensor or Sequence[int]): The user ids.
+        num_users (int): The number of users.
+        arg (str, optional): How messages name the argument.
+            (default: ``"'user'"``)
+    """
+    user = torch.as_tensor(user)
+    if user.is_floating_point() or user.is_complex() or \
+            user.dtype == torch.bool or user.dim() != 1:
+        raise TypeError(f"{arg} takes a [B] tensor of integer user ids (one "
+                        f"user: torch.tensor([u])), got {user.dtype} of "
+                        f"shape {tuple(user.shape)}")
+    bad = user[(user < 0) | (user >= num_users)]
+    if bad.numel() > 0:
+        raise ValueError(
+            f"{arg} has ids outside [0, {num_users}) (the number of users): "
+            f"{bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''}")
+    return user.long()
+
+
+def check_k(k: int, num_items: int) -> int:
+    """Return ``k``, the items to rank per user, or raise a
+    :class:`ValueError` unless it is an integer in ``[1, num_items]``.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
+            or not 1 <= k <= num_items:
+        raise ValueError(f"'k' must be an integer in [1, {num_items}] (the "
+                         f"number of items), got {k!r}")
+    return int(k)
 
 
 def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:
@@ -188,6 +226,28 @@ class Recommender(nn.Module):
       graph (default: nothing).
     * ``uses_negatives``: :obj:`False` for models that ignore ``neg``, so
       that the trainer may skip negative sampling.
+
+    Building, saving and reloading (:meth:`from_data`, :func:`~mde_pyg
+    .models.build_model`, :func:`~mde_pyg.train.grid_search`,
+    :func:`~mde_pyg.runs.load_run`) rely on the constructor's form, as in
+    the shipped models and ``examples/custom_model.py``:
+
+    .. code-block:: python
+
+        class MyModel(Recommender):
+            def __init__(self, data: HeteroData, embedding_dim: int = 64,
+                         reg_weight: float = 1e-4) -> None:
+                super().__init__(data["user"].num_nodes,
+                                 data["item"].num_nodes)
+                ...
+
+    that is, ``__init__(self, data, **hparams)``: the dataset first, then
+    every hyper-parameter as a keyword argument with a default (read by
+    :meth:`default_hparams` and :meth:`check_hparams`, recorded in
+    ``hparams``). A constructor of another form (as this base class's
+    ``num_users, num_items``) needs its own :meth:`from_data`, which sets
+    ``hparams`` to the keyword arguments it takes; without ``hparams`` its
+    runs train, but :func:`~mde_pyg.runs.load_run` cannot rebuild them.
 
     Args:
         num_users (int): Number of users.
@@ -363,11 +423,7 @@ class Recommender(nn.Module):
         excluded ones in the last positions; :func:`mde_pyg.train.recommend`
         marks those positions ``-1`` instead.
         """
-        if k < 1 or k > self.num_items:
-            raise ValueError(
-                f"'k' must be in [1, {self.num_items}] (the number of "
-                f"items), got {k}"
-            )
+        k = check_k(k, self.num_items)
         if exclude is not None and not (
                 isinstance(exclude, Tensor) and exclude.dim() == 2
                 and exclude.size(0) == 2 and not exclude.is_floating_point()):
@@ -378,17 +434,7 @@ class Recommender(nn.Module):
                 f"; to leave out the items of a split, call "
                 f"mde_pyg.train.recommend(model, data, user, k, "
                 f"exclude=('train',))")
-        user = torch.as_tensor(user)
-        if user.is_floating_point() or user.dtype == torch.bool or \
-                user.dim() != 1:
-            raise TypeError(f"'user' takes a [B] tensor of integer user "
-                            f"ids (one user: torch.tensor([u])), got "
-                            f"{user.dtype} of shape {tuple(user.shape)}")
-        bad = user[(user < 0) | (user >= self.num_users)]
-        if bad.numel() > 0:
-            raise ValueError(
-                f"'user' has ids outside [0, {self.num_users}) (the "
-                f"number of users), e.g. {int(bad[0])}")
+        user = check_user_ids(user, self.num_users)
         training = self.training
         self.eval()  # dropout, noise and pruned graphs are training's
         try:

@@ -12,6 +12,7 @@ from mde_pyg.train.sampler import NegativeSampler
 from mde_pyg.train.trainer import (
     CheckpointError,
     ResumeMismatchError,
+    RunExistsError,
     Trainer,
     check_trainer_args,
     load_checkpoint,
@@ -24,6 +25,7 @@ __all__ = [
     "Trainer",
     "ResumeMismatchError",
     "CheckpointError",
+    "RunExistsError",
     "GridConfigError",
     "best_index",
     "check_grid",

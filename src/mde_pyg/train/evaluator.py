@@ -10,6 +10,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType
 
+from mde_pyg.data.mmrec import check_data
 from mde_pyg.metrics import RankingMetrics, rank_top_k
 from mde_pyg.models.base import Recommender
 
@@ -51,8 +52,9 @@ def split_edges(data: HeteroData, split: str) -> Tensor:
     attr = SPLIT_ATTRS[split]
     if attr not in store:
         raise ValueError(
-            f"data[{RATES}] has no '{attr}' (the {split} interactions); "
-            f"load the data with mde_pyg.data"
+            f"data[{RATES}] has no '{attr}' (the {split} interactions); set "
+            f"it to a [2, E] tensor of (user, item) ids, or load the data "
+            f"with mde_pyg.data"
         )
     return store[attr]
 
@@ -67,10 +69,15 @@ class SeenItems:
         edge_index (torch.Tensor): ``[2, E]`` (user, item) pairs; repeated
             pairs count once.
         num_users (int): The number of users.
+        num_items (int, optional): The number of items, which
+            :meth:`top_k` checks the score matrices' width against.
+            (default: :obj:`None`: not checked)
     """
 
-    def __init__(self, edge_index: Tensor, num_users: int) -> None:
+    def __init__(self, edge_index: Tensor, num_users: int,
+                 num_items: int | None = None) -> None:
         self.num_users = num_users
+        self.num_items = num_items
         self.indptr, self.indices = _csr(edge_index, num_users)
         self._device_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
@@ -122,6 +129,12 @@ class SeenItems:
         """
         user = user.to(device)
         scores = score(user).float()
+        width = scores.size(-1) if self.num_items is None else self.num_items
+        if scores.shape != (user.numel(), width):
+            raise ValueError(
+                f"The scorer returned scores of shape {tuple(scores.shape)} "
+                f"for {user.numel()} users; expected [{user.numel()}, "
+                f"{width}]: one score per item of the data")
         mask = self.pairs(user, device)
         scores[mask[0], mask[1]] = float("-inf")
         values, indices = rank_top_k(scores, k)
@@ -213,6 +226,7 @@ class Evaluator:
             )
         if batch_size < 1:
             raise ValueError(f"'batch_size' must be >= 1, got {batch_size}")
+        check_data(data)  # ids within the node counts, one edge per pair
         self.split = "valid" if split == "val" else split
         self.metric = RankingMetrics(ks)
         self.ks = self.metric.ks
@@ -226,7 +240,8 @@ class Evaluator:
             )
 
         # Training items to mask:
-        self.seen = SeenItems(split_edges(data, "train"), self.num_users)
+        self.seen = SeenItems(split_edges(data, "train"), self.num_users,
+                              self.num_items)
         # Held-out items of the evaluated users:
         ptr, index = _csr(split_edges(data, self.split), self.num_users)
         count = ptr[1:] - ptr[:-1]
@@ -306,6 +321,11 @@ def check_scorer(model: torch.nn.Module) -> None:
     Args:
         model (torch.nn.Module): The model to rank with.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"{type(model).__name__} is not a torch.nn.Module: ranking "
+            f"switches the model to evaluation mode and back; subclass "
+            f"mde_pyg.models.Recommender (or torch.nn.Module)")
     missing = [name for name in ("scorer", "num_users", "num_items")
                if not hasattr(model, name)]
     if missing or not callable(model.scorer):

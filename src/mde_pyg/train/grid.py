@@ -8,7 +8,7 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,19 @@ from mde_pyg.files import atomic_write_text
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.trainer import (
     BEST_CHECKPOINT,
+    DEFAULT_EVAL_METRIC,
     HISTORY_FILE,
     LAST_CHECKPOINT,
+    RunExistsError,
     Trainer,
     check_trainer_args,
+    run_files,
     seed_everything,
 )
 
-#: Keyword arguments of :class:`Trainer` a grid may vary (``lr``, ...);
-#: every other grid key goes to the model.
+#: Keyword arguments of :class:`Trainer` a grid may vary (``lr``, ...,
+#: but not ``eval_metric``, by which its runs are compared); every other
+#: grid key goes to the model.
 TRAINER_KEYS: frozenset[str] = frozenset(
     inspect.signature(Trainer.__init__).parameters
 ) - {"self", "model", "data", "output_dir", "callbacks", "extra_config"}
@@ -145,6 +149,14 @@ def check_grid(
             f"Unknown Trainer arguments {sorted(unknown)}; choose from "
             f"{sorted(TRAINER_KEYS)}"
         )
+    metrics = {split_params(params)[1].get(
+        "eval_metric", trainer_kwargs.get("eval_metric", DEFAULT_EVAL_METRIC))
+        for params in configs}
+    if len(metrics) > 1:
+        raise GridConfigError(
+            f"'eval_metric' varies across the grid ({sorted(metrics)}), but "
+            f"the runs are compared by one validation metric; give "
+            f"eval_metric once, outside the grid")
     built: set[str] = set()
     for index, params in enumerate(configs):
         model_kwargs, run_kwargs = split_params(params)
@@ -198,6 +210,7 @@ def grid_search(
     resume: bool = False,
     replace: bool = False,
     extra_config: Mapping[str, Any] | None = None,
+    callbacks: Iterable[Callable[[Trainer, dict[str, Any]], Any]] = (),
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     r"""Train every configuration of ``grid``; select by *validation* score.
@@ -238,13 +251,20 @@ def grid_search(
         resume (bool, optional): Resume each run from its ``last.pt`` (runs
             already finished are only reloaded). (default: :obj:`False`)
         replace (bool, optional): This grid replaces an earlier one in
-            ``output_dir`` (``mde-pyg train --overwrite``): the run folders
-            the earlier grid wrote beyond this one's (``run_<i>`` beside its
-            ``grid.csv``, holding a run's checkpoints) are removed.
-            (default: :obj:`False`)
+            ``output_dir`` (``mde-pyg train --overwrite``): its runs are
+            trained again from scratch, and the run folders the earlier
+            grid wrote beyond this one's (``run_<i>`` beside its
+            ``grid.csv``, holding a run's checkpoints) are removed. Without
+            it (nor ``resume``), an ``output_dir`` holding a grid raises
+            :class:`~mde_pyg.train.trainer.RunExistsError` before anything
+            trains. (default: :obj:`False`)
         extra_config (Mapping[str, Any], optional): Recorded by every
             run's :class:`Trainer` and compared on resume.
             (default: :obj:`None`)
+        callbacks (Iterable[Callable], optional): Given to every run's
+            :class:`Trainer`: called as ``callback(trainer, entry)`` after
+            each epoch (``trainer.output_dir`` tells the run).
+            (default: :obj:`()`)
         **trainer_kwargs: Further :class:`Trainer` arguments for every run.
 
     Returns:
@@ -254,12 +274,25 @@ def grid_search(
         per configuration, as in ``grid.csv``).
     """
     build = _factory(model)
+    if isinstance(callbacks, Iterator):  # checked, then given to each run
+        callbacks = list(callbacks)
+    check_trainer_args(callbacks=callbacks)
     configs = check_grid(build, data, grid, fixed, **trainer_kwargs)
     out = None if output_dir is None else Path(output_dir)
+    if out is not None and not (resume or replace):
+        held = [f"{GRID_FILE}"] if (out / GRID_FILE).is_file() else []
+        held += [f"run_{i:03d}/{name}" for i in range(len(configs))
+                 for name in run_files(out / f"run_{i:03d}")]
+        if held:
+            raise RunExistsError(
+                f"'{out}' already holds a grid ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}); resume=True continues "
+                f"it, replace=True trains it again from scratch, or give "
+                f"another output_dir")
     if replace and out is not None and (out / GRID_FILE).is_file():
         _remove_runs_beyond(out, len(configs))
     seed = trainer_kwargs.get("seed", 0)
-    metric = trainer_kwargs.get("eval_metric", "recall@20")
+    metric = trainer_kwargs.get("eval_metric", DEFAULT_EVAL_METRIC)
 
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
@@ -272,8 +305,8 @@ def grid_search(
         recommender = build(data, **{**(fixed or {}), **model_kwargs})
         run_dir = None if out is None else out / f"run_{index:03d}"
         result = Trainer(recommender, data, output_dir=run_dir,
-                         extra_config=extra_config,
-                         **run_kwargs).fit(resume=resume)
+                         extra_config=extra_config, callbacks=callbacks,
+                         **run_kwargs).fit(resume=resume, overwrite=replace)
 
         row: dict[str, Any] = {"run": index, **params,
                                "best_epoch": result["best_epoch"]}

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from mde_pyg.models.base import Recommender
+from mde_pyg.models.base import Recommender, check_k, check_user_ids
 from mde_pyg.train.evaluator import (
     SeenItems,
     check_scorer,
@@ -45,7 +45,8 @@ def seen_items(data: HeteroData, exclude: Sequence[str]) -> SeenItems:
     edges = [split_edges(data, split) for split in dict.fromkeys(exclude)]
     edge_index = (torch.cat(edges, dim=1) if edges
                   else torch.empty(2, 0, dtype=torch.long))
-    return SeenItems(edge_index, int(data["user"].num_nodes))
+    return SeenItems(edge_index, int(data["user"].num_nodes),
+                     int(data["item"].num_nodes))
 
 
 def iter_recommend(
@@ -68,22 +69,12 @@ def iter_recommend(
             f"The model ranks {num_users} users x {num_items} items, the "
             f"data has {int(data['user'].num_nodes)} x "
             f"{int(data['item'].num_nodes)}; give the data it was trained on")
-    if not 1 <= k <= num_items:
-        raise ValueError(
-            f"'k' must be in [1, {num_items}] (the number of items), got {k}")
+    k = check_k(k, num_items)
     if batch_size < 1:
         raise ValueError(f"'batch_size' must be >= 1, got {batch_size}")
     if user is None:
         user = torch.arange(num_users)
-    user = torch.as_tensor(user).view(-1).cpu()
-    if user.is_floating_point() or user.dtype == torch.bool:
-        raise TypeError(f"'user' must hold integer ids, got {user.dtype}")
-    user = user.long()
-    bad = user[(user < 0) | (user >= num_users)]
-    if bad.numel() > 0:
-        raise ValueError(
-            f"'user' has ids outside [0, {num_users}): "
-            f"{bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''}")
+    user = check_user_ids(torch.as_tensor(user).view(-1).cpu(), num_users)
     seen = seen_items(data, exclude)
 
     with evaluation_mode(model) as device:

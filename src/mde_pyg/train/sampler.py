@@ -127,6 +127,12 @@ class NegativeSampler:
         """
         device = user.device
         flat = user.detach().reshape(-1).cpu().long()
+        if flat.numel() > 0 and (int(flat.min()) < 0
+                                 or int(flat.max()) >= self.num_users):
+            bad = flat[(flat < 0) | (flat >= self.num_users)]
+            raise ValueError(
+                f"'user' has ids outside [0, {self.num_users}) (the users "
+                f"of the sampler's interactions): {bad[:5].tolist()}")
         neg = torch.randint(
             self.num_items, flat.size(), generator=self.generator
         )

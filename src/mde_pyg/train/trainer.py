@@ -11,7 +11,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,14 @@ from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from mde_pyg.files import atomic_save, atomic_write_json
+from mde_pyg.metrics import check_ks, metric_keys
 from mde_pyg.models.base import Recommender, plain_values
 from mde_pyg.train.evaluator import Evaluator, _model_device, split_edges
 from mde_pyg.train.sampler import NegativeSampler
+
+#: Evaluation cut-offs and selection metric of :class:`Trainer` by default.
+DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
+DEFAULT_EVAL_METRIC = "recall@20"
 
 #: Precision settings of :class:`Trainer`.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -57,6 +62,38 @@ class CheckpointError(ValueError):
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 HISTORY_FILE = "history.json"
+
+class RunExistsError(FileExistsError):
+    """:meth:`Trainer.fit` was asked to start a new run in an
+    ``output_dir`` that holds one, without ``resume`` or ``overwrite``;
+    raised before anything is trained or written.
+    """
+
+
+def run_files(folder: str | os.PathLike | None) -> list[str]:
+    """Return the names of the run files (``last.pt``, ``best.pt``,
+    ``history.json``) that ``folder`` holds; ``[]`` for :obj:`None`.
+    """
+    if folder is None:
+        return []
+    return [name for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_FILE)
+            if (Path(folder) / name).is_file()]
+
+
+def check_run_is_free(folder: str | os.PathLike | None) -> None:
+    """Raise :class:`RunExistsError` when ``folder`` holds a run's files.
+
+    Args:
+        folder (str or os.PathLike, optional): A :class:`Trainer`'s
+            ``output_dir``.
+    """
+    held = run_files(folder)
+    if held:
+        raise RunExistsError(
+            f"'{folder}' already holds a run ({', '.join(held)}); "
+            f"fit(resume=True) continues it, fit(overwrite=True) trains it "
+            f"again from scratch, or give another output_dir")
+
 
 #: Called after every epoch with ``(trainer, history_entry)``.
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
@@ -184,8 +221,11 @@ def check_trainer_args(**kwargs: Any) -> None:
     Args:
         **kwargs: :class:`Trainer` keyword arguments (``lr``,
             ``batch_size``, ``max_epochs``, ``patience``,
-            ``eval_batch_size``, ``weight_decay``, ``precision``; others
-            are not checked here).
+            ``eval_batch_size``, ``weight_decay``, ``precision``, ``ks``,
+            ``eval_metric`` (one of the metrics at ``ks``: at
+            :data:`DEFAULT_KS` when ``ks`` is not given, and
+            ``"recall@20"`` when ``eval_metric`` is not), ``callbacks``;
+            others are not checked here).
     """
     def number(name: str) -> float | None:
         value = kwargs.get(name)
@@ -209,6 +249,23 @@ def check_trainer_args(**kwargs: Any) -> None:
     weight_decay = number("weight_decay")
     if weight_decay is not None and not weight_decay >= 0:
         raise ValueError(f"'weight_decay' must be >= 0, got {weight_decay}")
+    ks = check_ks(kwargs.get("ks", DEFAULT_KS))
+    metric = kwargs.get("eval_metric", DEFAULT_EVAL_METRIC)
+    if ("ks" in kwargs or "eval_metric" in kwargs) \
+            and metric not in metric_keys(ks):
+        raise ValueError(
+            f"Unknown 'eval_metric' {metric!r}; choose one of "
+            f"{metric_keys(ks)} (the metrics at 'ks' = {list(ks)})")
+    if "callbacks" in kwargs:
+        callbacks = kwargs["callbacks"]
+        if callable(callbacks) or not isinstance(callbacks, Iterable):
+            raise ValueError(f"'callbacks' must be a list of functions "
+                             f"callback(trainer, entry), got {callbacks!r}")
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(f"Every entry of 'callbacks' must be a "
+                                 f"function callback(trainer, entry), got "
+                                 f"{callback!r}")
 
 
 def parse_device(device: torch.device | str,
@@ -228,6 +285,10 @@ def parse_device(device: torch.device | str,
         raise ValueError(
             f"{arg} must be cpu, cuda or cuda:N (the index of a GPU), or a "
             f"torch.device; got {device!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"{arg} is {device!r}, but mde-pyg is built and tested for cpu "
+            f"and cuda only; use cpu, cuda or cuda:N")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{arg} is {device!r} but CUDA is not "
@@ -388,8 +449,8 @@ class Trainer:
         batch_size: int = 2048,
         max_epochs: int = 1000,
         patience: int = 20,
-        eval_metric: str = "recall@20",
-        ks: Sequence[int] = (5, 10, 20, 50),
+        eval_metric: str = DEFAULT_EVAL_METRIC,
+        ks: Sequence[int] = DEFAULT_KS,
         seed: int = 0,
         device: torch.device | str | None = None,
         precision: str = "fp32",
@@ -400,10 +461,13 @@ class Trainer:
         callbacks: Iterable[EpochCallback] = (),
         extra_config: Mapping[str, Any] | None = None,
     ) -> None:
+        if isinstance(callbacks, Iterator):  # checked, then kept
+            callbacks = list(callbacks)
         check_trainer_args(
             lr=lr, batch_size=batch_size, max_epochs=max_epochs,
             patience=patience, precision=precision, weight_decay=weight_decay,
-            eval_batch_size=eval_batch_size,
+            eval_batch_size=eval_batch_size, ks=ks, eval_metric=eval_metric,
+            callbacks=callbacks,
         )
 
         self.device = (
@@ -427,11 +491,6 @@ class Trainer:
         self.valid_evaluator = Evaluator(data, "valid", ks, eval_batch_size)
         self.test_evaluator = Evaluator(data, "test", ks, eval_batch_size)
         self.ks = self.valid_evaluator.ks
-        if eval_metric not in self.valid_evaluator.metric.keys:
-            raise ValueError(
-                f"Unknown 'eval_metric' '{eval_metric}'; choose one of "
-                f"{self.valid_evaluator.metric.keys}"
-            )
 
         train = split_edges(data, "train").cpu().long()
         self.train_user, self.train_item = train[0], train[1]
@@ -656,13 +715,15 @@ class Trainer:
         start = time.perf_counter()
         valid = self.valid_evaluator(self.model)
         test = self.test_evaluator(self.model)
-        self.history = [
-            {
-                "epoch": 0,
-                "valid": valid,
-                "seconds": time.perf_counter() - start,
-            }
-        ]
+        entry = {
+            "epoch": 0,
+            "loss": None,  # no training step
+            "parts": {},
+            "valid": valid,
+            "seconds": time.perf_counter() - start,
+        }
+        self.history = [entry]
+        self.epoch = 1
         self.best.update(
             score=valid[self.eval_metric], epoch=0, valid=valid, test=test
         )
@@ -670,6 +731,8 @@ class Trainer:
         self._save_best()
         if self.output_dir is not None:
             atomic_write_json(self.history, self._path(HISTORY_FILE))
+        for callback in self.callbacks:
+            callback(self, entry)
         return self._result()
 
     def _result(self) -> dict[str, Any]:
@@ -682,8 +745,16 @@ class Trainer:
             "history": self.history,
         }
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False,
+            overwrite: bool = False) -> dict[str, Any]:
         """Train until early stopping or ``max_epochs``.
+
+        Each call without ``resume`` starts a new run: the seeds, the
+        optimisers, the history and early stopping start again, but the
+        weights are the model's own, so a second :meth:`fit` continues from
+        the best weights the first one loaded (build a new model, e.g. with
+        :meth:`~mde_pyg.models.Recommender.from_data`, for a run from fresh
+        weights).
 
         Args:
             resume (bool, optional): Continue from ``output_dir/last.pt``
@@ -696,6 +767,10 @@ class Trainer:
                 is not compared; a ``last.pt`` that cannot be read or
                 lacks an entry raises :class:`CheckpointError`.
                 (default: :obj:`False`)
+            overwrite (bool, optional): A new run may replace the files of
+                an earlier one in ``output_dir``; without it (nor
+                ``resume``), :class:`RunExistsError` is raised before
+                anything trains. (default: :obj:`False`)
 
         Returns:
             A dict with ``model`` (the model, best weights loaded, in
@@ -703,11 +778,15 @@ class Trainer:
             ``best_epoch``, ``valid`` and ``test`` (metric dicts of the best
             validation epoch), ``config`` (:attr:`config`) and ``history``
             (one dict per epoch: ``epoch``, ``loss``, ``parts`` (mean loss
-            parts), ``valid`` (metrics), ``seconds``).
+            parts), ``valid`` (metrics), ``seconds``; a model without
+            trainable parameters has the one entry of epoch 0, with
+            ``loss`` :obj:`None` and no ``parts``).
         """
         last = self._path(LAST_CHECKPOINT)
         if resume and last is None:
             raise ValueError("'resume=True' needs an 'output_dir'")
+        if not (resume or overwrite):
+            check_run_is_free(self.output_dir)
         self._reset_state()
         if resume and last is not None and last.exists():
             state = load_checkpoint(

@@ -72,6 +72,20 @@ def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
     out, _ = mde_run
     with pytest.raises(ValueError, match=r"users 300 -> 60; items 200 -> 40"):
         load_run(out, data=synthetic_graphs)
+    # the sizes it was trained on, but one test pair moved into train and
+    # the train pair it replaced into test
+    _, data = load_run(out)
+    store = data["user", "rates", "item"]
+    user = int(store.test_edge_index[0, 0])
+    edge = int((store.edge_index[0] == user).nonzero()[0])
+    store.edge_index = store.edge_index.clone()
+    store.test_edge_index = store.test_edge_index.clone()
+    store.edge_index[1, edge], store.test_edge_index[1, 0] = \
+        int(store.test_edge_index[1, 0]), int(store.edge_index[1, edge])
+    with pytest.raises(ValueError, match=r"has the sizes '.*' was trained on "
+                       r"but other interactions \(checksum [0-9a-f]{8}, the "
+                       r"run recorded [0-9a-f]{8}\)"):
+        load_run(out, data=data)
     with pytest.raises(FileNotFoundError, match="holds no results.json"):
         load_run(out.parent)
     other = out.parent / "other"

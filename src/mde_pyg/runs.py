@@ -18,6 +18,7 @@ from mde_pyg.train.trainer import (
     BEST_CHECKPOINT,
     CheckpointError,
     data_sizes,
+    interactions_checksum,
     load_checkpoint,
 )
 
@@ -217,6 +218,13 @@ def _rebuild(run: Path, name: str, hparams: dict[str, Any],
             raise ValueError(
                 f"The data differs from what '{run}' was trained on "
                 f"({'; '.join(changed)}); give the run's data")
+    crc = config.get("interactions_crc32")  # None: an older run
+    if crc is not None and interactions_checksum(data) != crc:
+        raise ValueError(
+            f"The data has the sizes '{run}' was trained on but other "
+            f"interactions (checksum {interactions_checksum(data)}, the run "
+            f"recorded {crc}): another split or another dataset of the same "
+            f"size; give the run's data")
     legacy = get_model_class(name).legacy_hparams
     model = build_model(name, data, **{**legacy, **hparams})
     try:

@@ -448,8 +448,22 @@ def test_resume_refuses_other_settings(data, tmp_path):
     store.edge_index = store.edge_index[:, 1:]
     num = store.edge_index.size(1)
     with pytest.raises(ResumeMismatchError,
-                       match=rf"\(data_sizes.train {num + 1} -> {num}\)"):
+                       match=rf"\(data_sizes.train {num + 1} -> {num}; "
+                             rf"interactions_crc32 '[0-9a-f]{{8}}' -> "
+                             rf"'[0-9a-f]{{8}}'\)"):
         train(fewer, run, max_epochs=2).fit(resume=True)
+    # the same sizes, one valid pair swapped with a train pair of its user
+    swapped = data.clone()
+    store = swapped["user", "rates", "item"]
+    user = int(store.val_edge_index[0, 0])
+    edge = int((store.edge_index[0] == user).nonzero()[0])
+    store.edge_index = store.edge_index.clone()
+    store.val_edge_index = store.val_edge_index.clone()
+    store.edge_index[1, edge], store.val_edge_index[1, 0] = \
+        int(store.val_edge_index[1, 0]), int(store.edge_index[1, edge])
+    with pytest.raises(ResumeMismatchError, match=r"\(interactions_crc32 "
+                       r"'[0-9a-f]{8}' -> '[0-9a-f]{8}'\)"):
+        train(swapped, run, max_epochs=2).fit(resume=True)
     # max_epochs (and device) may change: the run continues
     resumed = train(data, run, max_epochs=2).fit(resume=True)
     assert [h["epoch"] for h in resumed["history"]] == [0, 1]

@@ -11,6 +11,7 @@ import random
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,27 @@ def data_sizes(data: HeteroData) -> dict[str, int]:
         **{split: int(split_edges(data, split).size(1))
            for split in ("train", "valid", "test")},
     }
+
+
+def interactions_checksum(data: HeteroData) -> str:
+    """Return a CRC-32 of the train, valid and test ``(user, item)`` pairs
+    of ``data`` (as sets: the edges' order does not count), as
+    :attr:`Trainer.config` records it, so that a run is reloaded and
+    resumed only with the interactions it was trained on. Features are not
+    included: their last bits may differ between machines.
+
+    Args:
+        data (torch_geometric.data.HeteroData): A dataset of
+            :mod:`mde_pyg.data`.
+    """
+    num_items = int(data["item"].num_nodes)
+    crc = 0
+    for split in ("train", "valid", "test"):
+        user, item = split_edges(data, split).cpu().long()
+        key = torch.sort(user * num_items + item).values
+        crc = zlib.crc32(key.numpy().tobytes(), zlib.crc32(split.encode(),
+                                                          crc))
+    return f"{crc:08x}"
 
 
 def check_trainer_args(**kwargs: Any) -> None:
@@ -495,6 +517,7 @@ class Trainer:
         train = split_edges(data, "train").cpu().long()
         self.train_user, self.train_item = train[0], train[1]
         self.data_sizes = data_sizes(data)
+        self.interactions_crc32 = interactions_checksum(data)
         self.generator = torch.Generator()
         self.sampler = NegativeSampler(
             train,
@@ -532,7 +555,8 @@ class Trainer:
         :meth:`~mde_pyg.models.Recommender.from_data`; :obj:`None` for a
         model built otherwise) as ``model_hparams``, and the numbers of
         users, items and train / valid / test interactions as
-        ``data_sizes``.
+        ``data_sizes`` and a checksum of those interactions as
+        ``interactions_crc32`` (:func:`interactions_checksum`).
         """
         cls = type(self.model)
         return {
@@ -550,6 +574,7 @@ class Trainer:
             "weight_decay": self.weight_decay,
             "model_hparams": getattr(self.model, "hparams", None),
             "data_sizes": self.data_sizes,
+            "interactions_crc32": self.interactions_crc32,
             **self.extra_config,
         }
 

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from device_params import DEVICES
 
 from mde_pyg.losses import (
     BPRLoss,
@@ -107,8 +108,7 @@ def test_embedding_bpr_is_bpr_of_inner_products():
     assert embedding_bpr_loss(u, p, n).item() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("device", ["cpu"] + (
-    ["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("tau", [0.2, 0.5, 0.025])  # 0.025: bound 40
 @pytest.mark.parametrize("block_rows", [None, 2, 4])  # 4: blocks of 4 + 2

@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+from device_params import DEVICES
 
 from mde_pyg.cli import load_data, main
 from mde_pyg.models import available_models
@@ -11,7 +12,6 @@ from mde_pyg.train import Evaluator
 from mde_pyg.train.evaluator import split_edges
 from mde_pyg.train.recommend import iter_recommend, recommend
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 #: Score differences below which two items count as tied.
 GAP = 1e-5
 SYNTHETIC = ["--dataset", "synthetic", "--max-epochs", "2", "--no-progress"]

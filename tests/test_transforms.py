@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from device_params import DEVICES
 from torch_geometric.data import HeteroData
 
 from mde_pyg.data import make_synthetic
@@ -132,6 +133,27 @@ def test_chunked_knn_equals_dense(include_self):
         assert torch.equal(got, expected)
 
 
+def test_knn_cosine_never_forms_the_n_by_n_matrix():
+    # METHOD.md §1: the kNN graph is computed in chunks, never |I| x |I|
+    from torch.overrides import TorchFunctionMode
+
+    class Largest(TorchFunctionMode):
+        numel = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                Largest.numel = max(Largest.numel, out.numel())
+            return out
+
+    x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
+    budget = 256 * 4 * 512  # bytes: panels of 256 x 512 float32
+    with Largest():
+        got = knn_cosine(x, 10, chunk_size=256, max_chunk_bytes=budget)
+    assert got.shape == (2000, 10)
+    assert Largest.numel * 4 <= budget  # not 2000 x 2000 = 4e6
+
+
 def test_knn_errors():
     with pytest.raises(ValueError, match="'k' must be in"):
         knn_cosine(torch.randn(3, 2), 3)
@@ -219,8 +241,6 @@ def test_standardize_zeroes_constant_and_noise_columns():
         NormalizeFeatures(modalities=["c"])(hand_graph())
 
 
-DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)]
-                     if torch.cuda.is_available() else [])
 
 
 def assert_same_knn(got, x, k, include_self):

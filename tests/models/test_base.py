@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from device_params import DEVICES
 
 from mde_pyg.models import available_models, build_model
 from mde_pyg.models.base import gather_rows, map_rows
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def test_gather_rows_equals_indexing_with_gradients():

@@ -74,3 +74,20 @@ def test_loss_decreases(data):
     model = DRAGON(data, embedding_dim=32)
     before, after = train(model, data)
     assert after < 0.6 * before
+
+
+def test_item_graph_is_mmrecs_mix_built_from_data(data):
+    # MMRec's mm_image_weight: A_mm = 0.1 A_image + 0.9 A_text, built from
+    # the data's kNN graphs (the by-hand test reads the model's graphs)
+    from model_helpers import dense_propagation
+
+    from mde_pyg.transforms import similar_edge_type
+
+    num = data["item"].num_nodes
+    model = DRAGON(data, embedding_dim=8, fused=False)  # edge_index form
+    got = dense_propagation(*model.graphs.get("item_mm"), num)
+    want = sum(w * dense_propagation(data[similar_edge_type(m)].edge_index,
+                                     data[similar_edge_type(m)].edge_weight,
+                                     num)
+               for m, w in (("image", 0.1), ("text", 0.9)))
+    assert torch.allclose(got, want, atol=1e-6)

@@ -254,11 +254,20 @@ def test_one_modality(data):
     torch.manual_seed(0)
     single = data.clone()
     del single["item"].x_text
-    model = DualGNN(single, embedding_dim=8)
+    model = DualGNN(single, embedding_dim=8, k_user=10)
     assert model.modalities == ["image"]
     assert torch.allclose(model.modality_weight, torch.ones(NU, 1))
-    assert torch.isfinite(model.loss(torch.tensor([0]), torch.tensor([1]),
-                                     torch.tensor([2]))[0])
+    # the two-modality formula of test_embedding_by_hand over {image}
+    adj = dense(*user_item_edges(single), NU + NI)
+    x = model.encoder.projection["image"](single["item"].x_image)
+    x = F.normalize(torch.cat([model.encoder.user["image"], x]), dim=-1)
+    x_hat = x + adj @ x + adj @ adj @ x
+    store = single[CO_OCCURS]
+    user = x_hat[:NU] + dense(store.edge_index, store.edge_weight,
+                              NU) @ x_hat[:NU]
+    got_user, got_item = model.get_embedding()
+    assert torch.allclose(got_user, user, atol=1e-5)
+    assert torch.allclose(got_item, x_hat[NU:], atol=1e-5)
 
 
 def test_training_lowers_the_loss(data):

@@ -167,3 +167,14 @@ def test_loss_decreases(data):
     model = FREEDOM(data, embedding_dim=32)
     before, after = train(model, data)
     assert after < 0.6 * before
+
+
+def test_keep_weights_are_inverse_sqrt_degrees(data):
+    # METHOD.md §3: an edge is kept with probability proportional to
+    # 1 / sqrt(d_u d_i), from the data's degrees (not the model's buffer)
+    model = FREEDOM(data, embedding_dim=8, dropout=0.8)
+    user, item = data["user", "rates", "item"].edge_index
+    du = torch.bincount(user, minlength=data["user"].num_nodes).float()
+    di = torch.bincount(item, minlength=data["item"].num_nodes).float()
+    assert torch.allclose(model.edge_keep_weight,
+                          (du[user] * di[item]).rsqrt())

@@ -411,3 +411,44 @@ def test_three_modalities_loss_terms(synthetic_graphs):
                         for a, b in pairs) / 3
     assert parts["mda"].item() == pytest.approx(0.3 * mda.item(), rel=1e-5)
     assert parts["msa"].item() == pytest.approx(0.7 * msa.item(), rel=1e-5)
+
+
+def test_xavier_initialisation(synthetic_graphs):
+    # METHOD.md §1: Xavier-uniform user matrices U_m and projection layers,
+    # zero biases
+    import math
+
+    torch.manual_seed(0)
+    model = MDE(synthetic_graphs, embedding_dim=8)
+    linears = [mod for mod in model.encoder.projection.modules()
+               if isinstance(mod, torch.nn.Linear)]
+    assert linears
+    for w in list(model.encoder.user.values()) + [m.weight for m in linears]:
+        fan_out, fan_in = w.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert w.abs().max() <= bound
+        # the variance of U(-b, b) is b^2 / 3
+        assert abs(w.var().item() / (bound ** 2 / 3) - 1) < 0.25
+    for mod in linears:
+        assert torch.all(mod.bias == 0)
+
+
+def test_loss_carries_no_tradeoff_gradient_into_preferences(synthetic_graphs):
+    # MDA and MSA read the rows before fusion: their only path into the
+    # preferences P is w_d / w_a, which detach_tradeoff=True cuts
+    user, pos, neg = (torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4]),
+                      torch.tensor([5, 6, 7, 8]))
+
+    def preference_grad(lam, detach):
+        torch.manual_seed(0)
+        model = MDE(synthetic_graphs, embedding_dim=8, lambda_1=lam,
+                    lambda_2=lam, detach_tradeoff=detach)
+        with torch.no_grad():
+            model.user_fusion.weight.normal_()
+        total = model.loss(user, pos, neg)[0]
+        return torch.autograd.grad(total, model.user_fusion.weight)[0]
+
+    assert torch.allclose(preference_grad(1.0, True),
+                          preference_grad(0.0, True), atol=1e-7)
+    assert not torch.allclose(preference_grad(1.0, False),
+                              preference_grad(0.0, False), atol=1e-7)

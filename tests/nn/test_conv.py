@@ -1,5 +1,6 @@
 import pytest
 import torch
+from device_params import DEVICES
 
 from mde_pyg.nn import (
     EdgeWeightedPropagation,
@@ -10,8 +11,6 @@ from mde_pyg.nn import (
     to_csr,
 )
 from mde_pyg.typing import WITH_TORCH_SPARSE, SparseTensor
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def random_graph(num_nodes=12, num_edges=40, symmetric=False, seed=0):
@@ -40,10 +39,15 @@ def value_and_grad(conv, x, *graph):
     return out.detach(), grad
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("cls, symmetric", [
-    (LightGCNConv, True), (LightGCNConv, False), (SimpleGraphConv, False)])
-def test_paths_agree_with_dense(device, cls, symmetric):
+NEEDS_TORCH_SPARSE = pytest.mark.skipif(
+    not WITH_TORCH_SPARSE, reason="torch-sparse is not installed: the "
+    "SparseTensor path is not checked")
+PATH_CASES = [(LightGCNConv, True), (LightGCNConv, False),
+              (SimpleGraphConv, False)]
+
+
+def path_case(device, cls, symmetric):
+    """A layer, its input, its graph and the dense reference output."""
     n = 12
     edge_index, weight = random_graph(n, symmetric=symmetric)
     conv = cls(symmetric=symmetric) if cls is LightGCNConv else cls()
@@ -52,19 +56,34 @@ def test_paths_agree_with_dense(device, cls, symmetric):
     edge_index, weight = edge_index.to(device), weight.to(device)
     ref = dense(edge_index.cpu(), weight.cpu(), n).to(device)
     expected = ref @ x + (x if cls is SimpleGraphConv else 0)
+    return conv, x, edge_index, weight, expected
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cls, symmetric", PATH_CASES)
+def test_paths_agree_with_dense(device, cls, symmetric):
+    conv, x, edge_index, weight, expected = path_case(device, cls, symmetric)
+    n = x.size(0)
     out_e, grad_e = value_and_grad(conv, x, edge_index, weight)
     out_c, grad_c = value_and_grad(conv, x, to_csr(edge_index, weight,
                                                    (n, n)))
     assert torch.allclose(out_e, expected, atol=1e-5)
     assert torch.allclose(out_c, expected, atol=1e-5)
     assert torch.allclose(grad_e, grad_c, atol=1e-5)
-    if WITH_TORCH_SPARSE:
-        adj_t = SparseTensor(row=edge_index[1], col=edge_index[0],
-                             value=weight, sparse_sizes=(n, n))
-        out_s, grad_s = value_and_grad(conv, x, adj_t)
-        assert torch.allclose(out_s, expected, atol=1e-5)
-        assert torch.allclose(grad_s, grad_e, atol=1e-5)
+
+
+@NEEDS_TORCH_SPARSE
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cls, symmetric", PATH_CASES)
+def test_sparse_tensor_path_agrees_with_dense(device, cls, symmetric):
+    conv, x, edge_index, weight, expected = path_case(device, cls, symmetric)
+    n = x.size(0)
+    _, grad_e = value_and_grad(conv, x, edge_index, weight)
+    adj_t = SparseTensor(row=edge_index[1], col=edge_index[0],
+                         value=weight, sparse_sizes=(n, n))
+    out_s, grad_s = value_and_grad(conv, x, adj_t)
+    assert torch.allclose(out_s, expected, atol=1e-5)
+    assert torch.allclose(grad_s, grad_e, atol=1e-5)
 
 
 def test_symmetric_reuse_gradient_matches_torch():
@@ -312,6 +331,21 @@ def test_simple_conv_residual_is_one_fused_hop():
     torch.testing.assert_close(grad, w + a.t() @ w)
 
 
+def test_a_symmetric_pattern_with_other_values_is_not_symmetric():
+    # A = [[0, 1], [2, 0]]: A^T has A's pattern but not its values, as a
+    # random-walk normalised D^-1 A; a sorted CSR, so the values are compared
+    from mde_pyg.nn.sparse import csr_is_symmetric
+
+    adj = to_csr(torch.tensor([[1, 0], [0, 1]]), torch.tensor([1.0, 2.0]),
+                 (2, 2))
+    assert adj.to_dense().tolist() == [[0.0, 1.0], [2.0, 0.0]]
+    assert not csr_is_symmetric(adj)
+    with pytest.raises(ValueError, match="not symmetric"):
+        LightGCNConv()(torch.randn(2, 3), adj)
+    assert csr_is_symmetric(to_csr(torch.tensor([[1, 0], [0, 1]]),
+                                   torch.tensor([2.0, 2.0]), (2, 2)))
+
+
 def test_symmetric_layers_refuse_a_graph_that_is_not():
     # A directed graph: A^T != A. A symmetric layer's fused backward would
     # use A as its own transpose, so the gradient would be A x, not A^T g.
@@ -355,19 +389,18 @@ def test_symmetry_is_checked_once_per_graph(monkeypatch):
     assert [a is adj for a in calls] == [True, False]  # one check per graph
 
 
-def test_sparse_graph_with_edge_weight_or_other_aggr_is_refused():
+@pytest.mark.parametrize("kind", [
+    "csr", pytest.param("sparse_tensor", marks=NEEDS_TORCH_SPARSE)])
+def test_sparse_graph_with_edge_weight_or_other_aggr_is_refused(kind):
     edge_index, weight = random_graph(8, 20, symmetric=True)
     x = torch.randn(8, 3)
-    graphs = [to_csr(edge_index, weight, (8, 8))]
-    if WITH_TORCH_SPARSE:
-        graphs.append(SparseTensor.from_edge_index(
-            edge_index.flip(0), weight, (8, 8)))
-    for graph in graphs:
-        for layer in (LightGCNConv(), SimpleGraphConv(symmetric=True),
-                      MultiHopPropagation(2)):
-            with pytest.raises(ValueError, match="'edge_weight' is given "
-                               "with a sparse graph"):
-                layer(x, graph, weight)
+    graph = (to_csr(edge_index, weight, (8, 8)) if kind == "csr" else
+             SparseTensor.from_edge_index(edge_index.flip(0), weight, (8, 8)))
+    for layer in (LightGCNConv(), SimpleGraphConv(symmetric=True),
+                  MultiHopPropagation(2)):
+        with pytest.raises(ValueError, match="'edge_weight' is given "
+                           "with a sparse graph"):
+            layer(x, graph, weight)
     with pytest.raises(ValueError, match="'aggr' must be 'add', got 'mean'"):
         LightGCNConv(aggr="mean")
 

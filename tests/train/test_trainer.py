@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from device_params import DEVICES
 from torch import nn
 from torch_geometric.data import HeteroData
 
@@ -334,8 +335,7 @@ def test_bf16_and_nan(data):
         train(data, eval_metric="recall@50")
 
 
-@pytest.mark.parametrize("device", ["cpu"] + (
-    ["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("device", DEVICES)
 def test_adam_is_fused_and_follows_the_adam_update(device):
     from mde_pyg.train.trainer import _adam
 
@@ -609,3 +609,58 @@ def test_extra_config_is_recorded_and_compared(synthetic_graphs, tmp_path):
         resume=True)
     config = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
     assert config["data"] == {"k_user": 5, "cwd": str(tmp_path)}
+
+
+def test_each_epoch_hands_every_train_pair_once_with_a_true_negative():
+    # METHOD.md §4, through the Trainer: each train (user, item) once per
+    # epoch, with a negative that is never a train item of that user
+    data = random_data()
+    seen = []
+
+    class Recorded(MF):
+        def loss(self, user, pos, neg):
+            seen.append((user.clone(), pos.clone(), neg.clone()))
+            return super().loss(user, pos, neg)
+
+    seed_everything(0)
+    trainer = Trainer(Recorded.from_data(data), data, batch_size=64, seed=0,
+                      ks=(5,), eval_metric="recall@5", progress=False)
+    trainer.train_epoch()
+    train_pairs = set(map(tuple, data[RATES].edge_index.t().tolist()))
+    user, pos, neg = (torch.cat(x).tolist() for x in zip(*seen))
+    assert sorted(zip(user, pos)) == sorted(train_pairs)
+    assert not [(u, n) for u, n in zip(user, neg) if (u, n) in train_pairs]
+
+
+def test_weight_decay_reaches_adam():
+    data = random_data()
+
+    def trainer(**kwargs):
+        seed_everything(0)
+        return Trainer(MF.from_data(data), data, batch_size=64, seed=0,
+                       ks=(5,), eval_metric="recall@5", progress=False,
+                       lr=0.05, **kwargs)
+
+    decayed, plain = trainer(weight_decay=0.1), trainer()
+    assert [g["weight_decay"] for g in decayed.optimizer.param_groups] == \
+        [0.1]
+    decayed.train_epoch(max_batches=1)
+    plain.train_epoch(max_batches=1)
+    assert not torch.equal(decayed.model.user_emb.weight,
+                           plain.model.user_emb.weight)
+
+
+def test_python_defaults_are_the_protocols():
+    # the README's Python snippets rely on these, as the CLI's own
+    import inspect
+
+    from mde_pyg.transforms import MultiModalGraphs
+
+    params = inspect.signature(Trainer).parameters
+    assert {k: params[k].default for k in
+            ("lr", "batch_size", "max_epochs", "patience", "eval_metric",
+             "ks")} == {"lr": 1e-3, "batch_size": 2048, "max_epochs": 1000,
+                        "patience": 20, "eval_metric": "recall@20",
+                        "ks": (5, 10, 20, 50)}
+    graphs = inspect.signature(MultiModalGraphs).parameters
+    assert (graphs["k_user"].default, graphs["k_item"].default) == (40, 10)

@@ -362,3 +362,22 @@ def test_normalize_user_item_names_an_item_beyond_the_items():
     data["user", "rates", "item"].edge_index[1, 0] = 6
     with pytest.raises(ValueError, match=r"item id 6 \(row 1, edge 0\)"):
         NormalizeUserItem()(data)
+
+
+def test_repeated_pairs_are_looked_for_once_per_tensor_until_changed(
+        monkeypatch):
+    import mde_pyg.data.mmrec as mmrec
+
+    calls = []
+    check = mmrec._check_distinct_pairs
+    monkeypatch.setattr(mmrec, "_check_distinct_pairs",
+                        lambda *a, **k: calls.append(1) or check(*a, **k))
+    data = hand_data()
+    for _ in range(3):
+        check_data(data)
+    assert len(calls) == 3  # train, valid and test: one sort each
+    # an edit in place is seen: the next check sorts that tensor again
+    data["user", "rates", "item"].edge_index[:, 7] = torch.tensor([2, 3])
+    with pytest.raises(ValueError, match=r"pair \(2, 3\) more than once"):
+        check_data(data)
+    assert len(calls) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import os.path as osp
 import warnings
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
+
+from mde_pyg._cache import IdentityCache
 
 #: Modality name -> feature file used when none is given (MMRec's Amazon).
 DEFAULT_MODALITIES: dict[str, str] = {
@@ -490,7 +493,10 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                         f"{row}, edge {edge}), but data['{node_type}']"
                         f".num_nodes is {num}; ids must lie in [0, {num})")
             if edge_type == RATES and sizes.get("item") is not None:
-                _check_distinct_pairs(index, sizes["item"], where)
+                # one sort per edge tensor, however many checks see it
+                _DISTINCT_CHECKED.get(index, functools.partial(
+                    _check_distinct_pairs, num_items=sizes["item"],
+                    where=where))
         weight = store.get("edge_weight")
         if isinstance(weight, Tensor) and num_edges is not None and (
                 weight.dim() != 1 or weight.numel() != num_edges):
@@ -498,6 +504,10 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                 f"data[{edge_type}].edge_weight has shape "
                 f"{tuple(weight.shape)} but edge_index has {num_edges} "
                 f"edges; expected one weight per edge")
+
+
+#: The interaction tensors found to hold each pair once (until changed).
+_DISTINCT_CHECKED = IdentityCache(size=16)
 
 
 def _check_distinct_pairs(index: Tensor, num_items: int, where: str) -> None:

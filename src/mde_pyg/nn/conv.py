@@ -10,9 +10,6 @@ adjacency (symmetric graphs) or a transpose computed once and cached.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,6 +17,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import spmm
 
+from mde_pyg._cache import IdentityCache
 from mde_pyg.nn.sparse import (
     HOP_REDUCTIONS,
     crow_indices,
@@ -40,36 +38,6 @@ def _fixed_csr(edge_index: Adj, edge_weight: OptTensor) -> bool:
     return (isinstance(edge_index, Tensor)
             and edge_index.layout == torch.sparse_csr
             and edge_weight is None and not edge_index.requires_grad)
-
-
-class _GraphCache:
-    """Values computed once per graph, for the last ``size`` graphs,
-    keyed by identity through weak references: a graph its owner drops
-    (FREEDOM's pruned graph of an earlier epoch) is dropped here too, and
-    pickling or copying a layer leaves the cache behind.
-    """
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self.entries: list[tuple[weakref.ref, object]] = []
-
-    def get(self, graph: Tensor, compute: Callable[[Tensor], object]):
-        """Return ``compute(graph)``, computed once while ``graph`` lives."""
-        self.entries = [(ref, value) for ref, value in self.entries
-                        if ref() is not None]
-        for ref, value in self.entries:
-            if ref() is graph:
-                return value
-        value = compute(graph)
-        self.entries = self.entries[-(self.size - 1):] + [
-            (weakref.ref(graph), value)]
-        return value
-
-    def __len__(self) -> int:
-        return sum(ref() is not None for ref, _ in self.entries)
-
-    def __getstate__(self) -> dict:
-        return {"size": self.size, "entries": []}
 
 
 def _check_sparse_weight(edge_index: Adj, edge_weight: OptTensor) -> None:
@@ -124,8 +92,8 @@ class LightGCNConv(MessagePassing):
         super().__init__(**kwargs)
         self.symmetric = symmetric
         # per CSR graph: its transpose, or that it was found symmetric
-        self._transposed = _GraphCache()
-        self._checked = _GraphCache()
+        self._transposed = IdentityCache()
+        self._checked = IdentityCache()
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:

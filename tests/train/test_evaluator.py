@@ -168,7 +168,8 @@ def test_user_with_fewer_unseen_items_than_k():
     data = make_data(train=[(0, 0), (0, 1), (0, 2), (0, 3)], valid=[(0, 5)],
                      test=[(0, 0), (0, 4)], num_users=1, num_items=6)
     model = FixedScores(torch.tensor([[1, 2, 3, 4, 5, 6]]))
-    evaluator = Evaluator(data, "test", ks=(5,))
+    with pytest.warns(UserWarning, match="1 of the 2 test"):
+        evaluator = Evaluator(data, "test", ks=(5,))
     top = evaluator.top_items(model, torch.tensor([0]))
     assert top.tolist() == [[5, 4, -1, -1, -1]]
     # one hit (item 4, rank 2) of two targets; IDCG over min(2, 5) ranks
@@ -307,3 +308,17 @@ def test_users_without_train_interactions_are_not_evaluated():
     with pytest.raises(ValueError, match="both the valid split and the "
                                          "training split"):
         Evaluator(only_new, "valid", ks=(1,))
+
+
+def test_held_out_pairs_that_are_train_pairs_are_named(tiny):
+    data, model = tiny
+    # user 1's valid item 3 also in train: masked, it can never be a hit
+    store = data["user", "rates", "item"]
+    store.edge_index = torch.cat([store.edge_index, torch.tensor([[1], [3]])],
+                                 dim=1)
+    with pytest.warns(UserWarning, match=r"1 of the 2 valid \(user, item\) "
+                      r"pairs are train pairs too \(e\.g\. user 1, item 3\); "
+                      r"train items are never ranked"):
+        valid = Evaluator(data, "valid", ks=(1, 2))
+    # u0 ranks [3, 2] (target 2); u1's only target 3 is masked: recall 0
+    assert valid(model)["recall@2"] == pytest.approx((1.0 + 0.0) / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -243,7 +244,9 @@ class Evaluator:
         self.seen = SeenItems(split_edges(data, "train"), self.num_users,
                               self.num_items)
         # Held-out items of the evaluated users:
-        ptr, index = _csr(split_edges(data, self.split), self.num_users)
+        held_out = split_edges(data, self.split)
+        self._warn_if_seen_in_train(held_out, data)
+        ptr, index = _csr(held_out, self.num_users)
         count = ptr[1:] - ptr[:-1]
         in_train = self.seen.indptr[1:] > self.seen.indptr[:-1]
         self.users = ((count > 0) & in_train).nonzero().view(-1)
@@ -257,6 +260,24 @@ class Evaluator:
             )
         per_user = torch.split(index, count.tolist())
         self.targets: list[Tensor] = [per_user[u] for u in self.users.tolist()]
+
+    def _warn_if_seen_in_train(self, held_out: Tensor,
+                               data: HeteroData) -> None:
+        """Warn about held-out pairs that are train pairs too: masked as
+        train items, they can never be ranked, so they lower the recall.
+        """
+        user, item = held_out.cpu().long()
+        train = split_edges(data, "train").cpu().long()
+        both = torch.isin(user * self.num_items + item,
+                          train[0] * self.num_items + train[1])
+        if bool(both.any()):
+            first = int(both.nonzero()[0])
+            warnings.warn(
+                f"{int(both.sum())} of the {user.numel()} {self.split} "
+                f"(user, item) pairs are train pairs too (e.g. user "
+                f"{int(user[first])}, item {int(item[first])}); train items "
+                f"are never ranked, so these count as misses: drop them from "
+                f"the {self.split} split", stacklevel=3)
 
     @property
     def max_k(self) -> int:

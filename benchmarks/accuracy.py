@@ -109,6 +109,8 @@ def stale(cached: dict, args, model: str, seed: int,
              "data": (folder, osp.abspath(args.data)),
              "modalities": (source.get("modality") or {}, modality),
              "feature norm": (source.get("feature_norm"), args.feature_norm),
+             "feature min std": (source.get("feature_min_std", 0.0),
+                                 args.feature_min_std),
              "precision": (config.get("precision"),
                            args.precision or "fp32"),
              "device": (_device_type(config.get("device")),
@@ -174,6 +176,8 @@ def train(args, model: str, output: str, seed: int, params: dict) -> dict:
            "--no-progress", "--overwrite", "--feature-norm", args.feature_norm,
            "--max-epochs", str(args.max_epochs),
            "--patience", str(args.patience)]
+    if args.feature_min_std:
+        cmd += ["--feature-min-std", str(args.feature_min_std)]
     if args.device:
         cmd += ["--device", args.device]
     if args.precision:
@@ -290,6 +294,10 @@ def main() -> None:
     parser.add_argument("--feature-norm", default="standardize",
                         choices=("none", "l2", "standardize"),
                         help="default: standardize")
+    parser.add_argument("--feature-min-std", type=float, default=0.0,
+                        metavar="X", help="passed to mde-pyg train: with "
+                        "standardize, zero rounding-noise columns "
+                        "(default: 0)")
     parser.add_argument("--max-epochs", type=int, default=1000,
                         help="epochs per run at most (default: 1000)")
     parser.add_argument("--patience", type=int, default=20,
@@ -410,10 +418,13 @@ def write_table(args, done: list) -> None:
     machine = machine_header(
         args.device, code=args.code,
         threads=f"{args.threads} per run, {args.jobs} runs at a time")
+    min_std = (f" (min std {args.feature_min_std})"
+               if args.feature_min_std else "")
     text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
             f"mean ± std)\n\n{machine}\n\n"
             f"Modalities: {args.modality}; feature norm: "
-            f"{args.feature_norm}; precision: {args.precision or 'fp32'}. "
+            f"{args.feature_norm}{min_std}; precision: "
+            f"{args.precision or 'fp32'}. "
             f"Hyper-parameters selected on VALID recall@20 with seed 0 "
             f"({args.grids} grids in `benchmarks/accuracy.py`), then "
             f"re-trained with "

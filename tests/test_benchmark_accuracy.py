@@ -174,7 +174,8 @@ def test_stale_compares_every_model_argument(tmp_path):
 
     args = argparse.Namespace(
         data=str(tmp_path), modality=["text=t.npy"], feature_norm="none",
-        precision=None, max_epochs=5, patience=3, device="cpu")
+        feature_min_std=0.0, precision=None, max_epochs=5, patience=3,
+        device="cpu")
     hparams = {**BM3.default_hparams(), "reg_weight": 0.01}
     cached = {"model": "bm3", "config": {
         "seed": 1, "precision": "fp32", "max_epochs": 5, "patience": 3,
@@ -186,6 +187,11 @@ def test_stale_compares_every_model_argument(tmp_path):
     assert accuracy.stale(cached, args, "bm3", 1, params) is None
     assert accuracy.stale(cached, args, "bm3", 1, {**params, "lr": 0.1}) \
         == "has lr 0.01, not 0.1"
+    # runs record feature_min_std only when used
+    args.feature_min_std = 1e-4
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "has feature min std 0.0, not 0.0001"
+    args.feature_min_std = 0.0
     # s / epoch is the device's: a CPU run does not answer for a GPU table,
     # though any GPU's run answers for another's
     args.device = "cuda"

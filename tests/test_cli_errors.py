@@ -170,3 +170,35 @@ def test_a_finished_run_is_not_trained_over(tiny_folder, tmp_path, capsys):
     assert main(tiny_args(tiny_folder, out, "mostpop", "--overwrite")) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["test"] == json.loads(before)["test"]  # same seed, same run
+
+
+def test_feature_min_std_zeroes_a_noise_column_and_is_recorded(
+        tiny_folder, tmp_path, capsys):
+    from mde_pyg.runs import load_run
+
+    text = np.load(tiny_folder / "text.npy")
+    text[:, 1] = [1e-8, -1e-8, 1e-8, -1e-8, 1e-8]  # a column of noise
+    np.save(tiny_folder / "text.npy", text)
+    runs = {}
+    for min_std in ("0", "1e-4"):
+        out = tmp_path / f"o{min_std}"
+        assert main(tiny_args(tiny_folder, out, "vbpr", "--max-epochs", "1",
+                              "--feature-min-std", min_std)) == 0
+        summary = json.loads((out / "results.json").read_text())
+        runs[min_std] = (summary["config"]["data"], load_run(out)[1])
+    # recorded only when used, so earlier runs compare equal on resume
+    assert "feature_min_std" not in runs["0"][0]
+    assert runs["1e-4"][0]["feature_min_std"] == 1e-4
+    # the reloaded data as trained: the noise column standardised to unit
+    # variance (rows then unit), or zeroed
+    kept, zeroed = (runs[m][1]["item"].x_text for m in ("0", "1e-4"))
+    assert kept[:, 1].abs().min() > 0.1
+    assert zeroed[:, 1].tolist() == [0.0] * 5
+    for extra, message in (
+            (("--feature-min-std", "1.5"),
+             "--feature-min-std must be a number in [0, 1), got 1.5"),
+            (("--feature-norm", "l2", "--feature-min-std", "0.1"),
+             "--feature-min-std applies to --feature-norm standardize only")):
+        err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "bad",
+                                            "vbpr", *extra))
+        assert err.endswith(message)

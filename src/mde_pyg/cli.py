@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "k_user": 40,
     "k_item": 10,
     "feature_norm": "standardize",
+    "feature_min_std": 0.0,
     "output": None,
     "resume": False,
     "overwrite": False,
@@ -312,6 +313,14 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be an integer "
                              f">= 1, got {value!r}")
+    min_std = settings["feature_min_std"]
+    if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) \
+            or not 0 <= min_std < 1:
+        raise UsageError(f"--feature-min-std must be a number in [0, 1), "
+                         f"got {min_std!r}")
+    if min_std and settings["feature_norm"] != "standardize":
+        raise UsageError("--feature-min-std applies to --feature-norm "
+                         "standardize only")
     ks = settings["ks"]
     if isinstance(ks, str):
         try:
@@ -444,6 +453,7 @@ def load_data(
     k_user: int = 40,
     k_item: int = 10,
     feature_norm: str = "none",
+    feature_min_std: float = 0.0,
 ) -> HeteroData:
     """Load a dataset and build every graph the models need.
 
@@ -465,6 +475,10 @@ def load_data(
         feature_norm (str, optional): ``"none"``, or a method of
             :class:`mde_pyg.transforms.NormalizeFeatures` applied to the
             model inputs after the graphs are built. (default: ``"none"``)
+        feature_min_std (float, optional): ``min_std`` of
+            :class:`~mde_pyg.transforms.NormalizeFeatures` with
+            ``"standardize"``: columns of rounding noise become 0.
+            (default: :obj:`0.0`)
 
     Returns:
         torch_geometric.data.HeteroData: The data with its graphs.
@@ -475,7 +489,8 @@ def load_data(
 
     transforms = [MultiModalGraphs(k_user=k_user, k_item=k_item)]
     if feature_norm != "none":
-        transforms.append(NormalizeFeatures(feature_norm))
+        transforms.append(NormalizeFeatures(feature_norm,
+                                            min_std=feature_min_std))
     transform = Compose(transforms)
     modalities = dict(modalities) if modalities else None
     if data is not None:
@@ -509,9 +524,10 @@ def load_data(
 def load_data_source(source: Mapping[str, Any]) -> HeteroData:
     """Load the data that ``source`` describes, as recorded under
     ``config["data"]`` in ``results.json``: the keys ``data``, ``dataset``,
-    ``root``, ``modality``, ``inter_file``, ``k_user``, ``k_item`` and
-    ``feature_norm``, the arguments of :func:`load_data` (``modality`` is
-    its ``modalities``); missing keys take their defaults.
+    ``root``, ``modality``, ``inter_file``, ``k_user``, ``k_item``,
+    ``feature_norm`` and ``feature_min_std``, the arguments of
+    :func:`load_data` (``modality`` is its ``modalities``); missing keys
+    take their defaults.
 
     Args:
         source (Mapping[str, Any]): The description.
@@ -525,6 +541,7 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
         k_user=source.get("k_user", 40),
         k_item=source.get("k_item", 10),
         feature_norm=source.get("feature_norm", "none"),
+        feature_min_std=source.get("feature_min_std", 0.0),
     )
 
 
@@ -815,6 +832,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--feature-norm", choices=("none", "l2", "standardize"),
         help="rescale the item features the models read, after the graphs "
              "are built from the raw ones (default: standardize)")
+    add("--feature-min-std", type=float, metavar="X",
+        help="with standardize, zero the columns whose std is at most X "
+             "times their modality's largest (rounding noise; default: 0)")
     add("--set", action="append", metavar="KEY=VALUE",
         help="a model argument (repeatable)")
     add("--grid", action="append", metavar="KEY=V1,V2",
@@ -893,6 +913,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         for key in ("data", "dataset", "root", "modality", "inter_file",
                     "k_user", "k_item", "feature_norm")
     }
+    if settings["feature_min_std"]:  # recorded only when used: earlier runs
+        data_config["feature_min_std"] = settings["feature_min_std"]
     data = load_data_source(data_config)
     data_config["cwd"] = os.getcwd()  # where relative paths start
     # the folder read, whatever the path's spelling: what a resume compares

@@ -420,15 +420,18 @@ def write_table(args, done: list) -> None:
         threads=f"{args.threads} per run, {args.jobs} runs at a time")
     min_std = (f" (min std {args.feature_min_std})"
                if args.feature_min_std else "")
+    selection = ("Every model with its defaults (--no-grid: no search), "
+                 "seed 0 and" if args.no_grid else
+                 f"Hyper-parameters selected on VALID recall@20 with seed 0 "
+                 f"({args.grids} grids in `benchmarks/accuracy.py`), then "
+                 f"re-trained with")
     text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
             f"mean ± std)\n\n{machine}\n\n"
             f"Modalities: {args.modality}; feature norm: "
             f"{args.feature_norm}{min_std}; precision: "
             f"{args.precision or 'fp32'}. "
-            f"Hyper-parameters selected on VALID recall@20 with seed 0 "
-            f"({args.grids} grids in `benchmarks/accuracy.py`), then "
-            f"re-trained with "
-            f"seeds {args.seeds[1:]}; test metrics at each run's best "
+            f"{selection} seeds {args.seeds[1:]}; test metrics at each "
+            f"run's best "
             f"valid epoch; early stopping patience {args.patience}, at most "
             f"{args.max_epochs} epochs. s / epoch includes the validation "
             f"pass.\n\n{markdown_table(header, rows)}\n")

@@ -96,6 +96,9 @@ def test_grid_points_select_as_the_cli_grid(folder, tmp_path, monkeypatch):
     recall = [points[best]["test"]["recall@20"], seed1["test"]["recall@20"]]
     assert cells[2].startswith(f"{np.mean(recall):.4f} ± ")
     assert cells[-1] == json.dumps({"lr": lr})
+    assert ("Hyper-parameters selected on VALID recall@20 with seed 0 "
+            "(small grids in `benchmarks/accuracy.py`), then re-trained "
+            "with seeds [1]") in table.read_text()
 
 
 def test_a_failed_row_fails_the_run(tmp_path, monkeypatch, capsys):
@@ -160,6 +163,11 @@ def test_cached_runs_are_reused_only_for_the_same_run(folder, tmp_path,
     assert "has max epochs 3, not 2" in out
     assert second["config"]["max_epochs"] == 2
     assert len(second["history"]) == 2
+    # without a grid the table says the defaults ran, not a selection
+    run("--no-grid", "--max-epochs", "2")
+    text = (tmp_path / "t.md").read_text()
+    assert "Every model with its defaults (--no-grid: no search), seed 0 " \
+        "and seeds [1" in text and "selected on VALID" not in text
 
 
 def test_stale_compares_every_model_argument(tmp_path):

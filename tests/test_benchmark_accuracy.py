@@ -4,6 +4,7 @@ valid exactly as ``mde-pyg train --grid`` selects, then the other seeds."""
 import csv
 import json
 import os.path as osp
+import statistics
 import subprocess
 import sys
 
@@ -94,7 +95,8 @@ def test_grid_points_select_as_the_cli_grid(folder, tmp_path, monkeypatch):
                 if x.startswith("| lightgcn |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     recall = [points[best]["test"]["recall@20"], seed1["test"]["recall@20"]]
-    assert cells[2].startswith(f"{np.mean(recall):.4f} ± ")
+    assert cells[2] == \
+        f"{np.mean(recall):.4f} ± {statistics.stdev(recall):.4f}"
     assert cells[-1] == json.dumps({"lr": lr})
     assert ("Hyper-parameters selected on VALID recall@20 with seed 0 "
             "(small grids in `benchmarks/accuracy.py`), then re-trained "

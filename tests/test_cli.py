@@ -328,3 +328,59 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "mde_pyg", "models"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == available_models()
+
+
+def test_command_line_set_and_grid_win_over_the_config(tiny_folder,
+                                                       tmp_path):
+    # resolve_settings: "the command line (which wins)", for the mapping
+    # options too, merged key by key
+    from mde_pyg.cli import build_parser, resolve_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text("[set]\nreg_weight = 0.1\nnum_layers = 2\n"
+                      "[grid]\nlr = [0.2, 0.3]\nembedding_dim = [8]\n")
+    args = build_parser().parse_args([
+        "train", "--model", "lightgcn", "--data", str(tiny_folder),
+        "--modality", "text=text.npy", "--config", str(config),
+        "--set", "reg_weight=0.5", "--grid", "lr=0.01,0.02",
+        "--output", str(tmp_path / "out")])
+    settings = resolve_settings(args)
+    assert settings["hparams"] == {"reg_weight": 0.5, "num_layers": 2}
+    assert settings["grid"] == {"lr": [0.01, 0.02], "embedding_dim": [8]}
+
+
+def test_yaml_lists_read_exponent_numbers(tmp_path):
+    # PyYAML reads 1e-3 as a string; inside a list (a grid's values) too
+    from mde_pyg.cli import load_config, parse_grid
+
+    config = tmp_path / "c.yaml"
+    config.write_text("grid: {lr: [1e-3, 1e-4], reg-weight: [1E-5]}\n")
+    grid = parse_grid(load_config(config)["grid"])
+    assert grid == {"lr": [1e-3, 1e-4], "reg_weight": [1e-5]}
+    assert all(isinstance(v, float) for vs in grid.values() for v in vs)
+
+
+def test_assignments_and_grid_values_are_normalised(tiny_folder, tmp_path):
+    # empty grid entries dropped, --set keys with dashes, the config's
+    # 'modalities' alias, --ks sorted and without repeats
+    from mde_pyg.cli import (
+        build_parser,
+        load_config,
+        parse_assignments,
+        parse_grid,
+        resolve_settings,
+    )
+
+    assert parse_grid({"lr": "0.1, 0.2,"}) == {"lr": [0.1, 0.2]}
+    assert parse_assignments(["reg-weight=0.1"], "--set") == {
+        "reg_weight": "0.1"}
+    assert parse_assignments(["my-text=t.npy"], "--modality") == {
+        "my-text": "t.npy"}
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"modalities": {"text": "text.npy"}}))
+    assert load_config(config)["modality"] == {"text": "text.npy"}
+    args = build_parser().parse_args([
+        "train", "--model", "mostpop", "--data", str(tiny_folder),
+        "--modality", "text=text.npy", "--ks", "3,1,3",
+        "--eval-metric", "recall@3", "--output", str(tmp_path / "out")])
+    assert resolve_settings(args)["ks"] == (1, 3)

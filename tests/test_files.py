@@ -43,3 +43,30 @@ def test_atomic_save_and_json_round_trip(tmp_path):
         "recall@20": 0.25}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt",
                                                           "results.json"]
+
+
+def test_atomic_path_cleans_up_on_interrupt_and_syncs_file_and_folder(
+        tmp_path, monkeypatch):
+    # files.py: "flushed to disk and renamed ... a crash, an error or Ctrl-C
+    # leaves the previous version (or nothing) in place": Ctrl-C leaves no
+    # .tmp file, and the file, then its folder, are synced
+    from mde_pyg import files
+
+    path = tmp_path / "out.txt"
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    synced, real = [], os.fsync
+
+    def spy(fd):
+        synced.append(os.fstat(fd).st_mode)
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    files.atomic_write_text("x", path)
+    assert path.read_text() == "x"
+    assert [stat.S_ISREG(m) for m in synced] == [True, False]
+    assert stat.S_ISDIR(synced[1])

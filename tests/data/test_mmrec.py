@@ -166,3 +166,45 @@ def test_byte_order_mark(tmp_path):
         "image_feat.npy": np.ones((2, 4)), "text_feat.npy": np.ones((2, 4))})
     data = read_mmrec(folder)
     assert data["user", "rates", "item"].edge_index.tolist() == [[0], [0]]
+
+
+def test_read_mmrec_keeps_a_duplicate_interaction_once(tmp_path):
+    # read_mmrec: "Duplicate interactions are kept once" (else degrees, BPR
+    # sampling and the normalisation would count a repeated row twice)
+    from mde_pyg.data.mmrec import RATES
+
+    rows = [(0, 0, 0), (0, 0, 0), (0, 1, 0), (1, 1, 0), (1, 1, 0),
+            (1, 0, 2), (1, 0, 2), (0, 2, 1)]
+    (tmp_path / "d.inter").write_text("userID\titemID\tx_label\n" + "".join(
+        f"{u}\t{i}\t{s}\n" for u, i, s in rows))
+    np.save(tmp_path / "text.npy", np.ones((3, 2), np.float32))
+    with warnings.catch_warnings():  # no held-out pair is a train pair
+        warnings.simplefilter("error")
+        data = read_mmrec(str(tmp_path), modalities={"text": "text.npy"})
+    store = data[RATES]
+    assert store.edge_index.tolist() == [[0, 0, 1], [0, 1, 1]]
+    assert store.test_edge_index.tolist() == [[1], [0]]
+    assert store.val_edge_index.tolist() == [[0], [2]]
+
+
+def test_id_range_allows_at_most_twice_the_distinct_ids():
+    # _check_id_range: "max id + 1 may exceed twice the number of distinct
+    # ids only within ID_SLACK rows"
+    from mde_pyg.data.mmrec import ID_SLACK, _check_id_range
+
+    ids = np.arange(0, ID_SLACK + 3, 3)   # size ID_SLACK+1..3, 1/3 used
+    line = np.arange(ids.size) + 2
+    with pytest.raises(ValueError, match="would be unused"):
+        _check_id_range(ids, "itemID", "f.inter", line)
+    ok = np.arange(0, ID_SLACK + 2, 2)    # half used: allowed
+    _check_id_range(ok, "itemID", "f.inter", np.arange(ok.size) + 2)
+
+
+def test_inter_header_names_may_carry_spaces(tmp_path):
+    # header names are stripped: "userID \t itemID" reads as userID, itemID
+    from mde_pyg.data.mmrec import read_inter
+
+    path = tmp_path / "d.inter"
+    path.write_text("userID \t itemID\tx_label \n0\t1\t0\n")
+    user, item, split = read_inter(str(path))
+    assert (user.tolist(), item.tolist(), split.tolist()) == ([0], [1], [0])

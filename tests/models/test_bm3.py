@@ -138,3 +138,17 @@ def test_loss_with_dropout_matches_terms(data):
     for grad, expected in zip(grads, torch.autograd.grad(total, params)):
         assert expected.abs().sum() > 0
         assert torch.allclose(grad, expected, atol=1e-6)
+
+
+def test_bm3_scores_with_predicted_users_and_items(data):
+    # BM3 ranks by <p(e_u), p(e_i)>: items through the predictor too (the
+    # loss never calls get_embedding, so only the ranking would notice)
+    torch.manual_seed(0)
+    model = BM3(data, embedding_dim=8)
+    online_user, online_item = model.online()
+    user, item = model.get_embedding()
+    assert torch.allclose(item, model.predictor(online_item), atol=1e-6)
+    u, i = torch.tensor([0, 5, 99]), torch.tensor([1, 2, 79])
+    expected = (model.predictor(online_user[u])
+                * model.predictor(online_item[i])).sum(-1)
+    assert torch.allclose(model(u, i), expected, atol=1e-5)

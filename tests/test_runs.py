@@ -165,6 +165,17 @@ def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
     assert score[0, 0] == 1.0 and score[1].tolist() == [4.0, 3.0, 2.0]
     item, _ = recommend(model, data, torch.tensor([0]), k=3, exclude=())
     assert item.tolist() == [[0, 1, 2]]
+    # train + valid: user 3's valid item 2 goes too, its test item stays
+    item, _ = recommend(model, data, torch.tensor([3, 2]), k=3,
+                        exclude=("train", "valid"))
+    assert item.tolist() == [[1, 3, 4], [2, 3, -1]]
+    # the defaults: every user, in id order, and k = 20 (more than 5 items)
+    everyone, _ = recommend(model, data, k=2)
+    assert torch.equal(everyone, recommend(model, data, torch.arange(4),
+                                           k=2)[0])
+    assert everyone.tolist() == [[4, -1], [3, 4], [2, 3], [1, 2]]
+    with pytest.raises(ValueError, match=r"\[1, 5\] .*, got 20"):
+        recommend(model, data)
     with pytest.raises(ValueError, match=r"'user' has ids outside \[0, 4\) "
                        r"\(the number of users\): \[4\]"):
         recommend(model, data, torch.tensor([4]), k=2)
@@ -224,6 +235,21 @@ def test_recommend_command(mde_run, capsys):
                  "--output", str(out / "two.tsv")]) == 0
     assert "top-2 items of 2 users" in capsys.readouterr().out
     assert [int(u) for u, *_ in read_tsv(out / "two.tsv")] == [3, 3, 1, 1]
+
+
+def test_recommend_command_writes_no_padding_rows(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mostpop", "--data", str(tiny_folder),
+                 "--modality", "text=text.npy", "--ks", "1,2", "--eval-metric",
+                 "recall@2", "--no-progress", "--output", str(out)]) == 0
+    assert main(["recommend", str(out), "--k", "3", "--exclude",
+                 "train+valid"]) == 0
+    rows = [(int(u), int(r), int(i))
+            for u, r, i, _ in read_tsv(out / "recommendations.tsv")]
+    # MostPop's order 0..4; user 0 has only item 4 left (no -1 rows), user
+    # 2's valid item 4 and user 3's valid item 2 are left out
+    assert rows == [(0, 1, 4), (1, 1, 3), (1, 2, 4), (2, 1, 2), (2, 2, 3),
+                    (3, 1, 1), (3, 2, 3), (3, 3, 4)]
 
 
 def test_recommend_command_errors(tiny_folder, tmp_path, capsys):

@@ -240,7 +240,8 @@ def test_recommend_command(mde_run, capsys):
 def test_recommend_command_writes_no_padding_rows(tiny_folder, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--model", "mostpop", "--data", str(tiny_folder),
-                 "--modality", "text=text.npy", "--ks", "1,2", "--eval-metric",
+                 "--modality", "text=text.npy", "--k-item", "2", "--ks", "1,2",
+                 "--eval-metric",
                  "recall@2", "--no-progress", "--output", str(out)]) == 0
     assert main(["recommend", str(out), "--k", "3", "--exclude",
                  "train+valid"]) == 0
@@ -255,7 +256,8 @@ def test_recommend_command_writes_no_padding_rows(tiny_folder, tmp_path):
 def test_recommend_command_errors(tiny_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--model", "mostpop", "--data", str(tiny_folder),
-                 "--modality", "text=text.npy", "--ks", "1,2", "--eval-metric",
+                 "--modality", "text=text.npy", "--k-item", "2", "--ks", "1,2",
+                 "--eval-metric",
                  "recall@2",
                  "--no-progress", "--output", str(out)]) == 0
     for args, message in [
@@ -311,7 +313,7 @@ def test_load_run_finds_a_relative_data_folder_from_where_it_started(
         tiny_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tiny_folder.parent)
     assert main(["train", "--model", "mostpop", "--data", "tiny",
-                 "--modality", "text=text.npy", "--ks", "1,2",
+                 "--modality", "text=text.npy", "--k-item", "2", "--ks", "1,2",
                  "--eval-metric", "recall@2", "--no-progress",
                  "--output", "run"]) == 0
     elsewhere = tmp_path / "elsewhere"

@@ -31,6 +31,10 @@ def test_fusion_concat_and_sum():
         fusion({m: v[:2] for m, v in x.items()})
     with pytest.raises(ValueError, match=r"weighs the batch's nodes \(1\)"):
         fusion(x, torch.tensor([1]))
+    with pytest.raises(IndexError, match=r"PreferenceFusion: 'index' names "
+                       r"nodes outside \[0, 3\) \(the nodes it was built "
+                       r"for\), e\.g\. 9"):
+        fusion({m: v[:2] for m, v in x.items()}, torch.tensor([0, 9]))
 
 
 def test_fusion_fixed_and_errors():

@@ -119,8 +119,16 @@ class PreferenceFusion(nn.Module):
         if self.weight is None:
             size = self.num_nodes if index is None else index.numel()
             return self.fixed.expand(size, -1)
-        weight = (self.weight if index is None
-                  else self.weight.index_select(0, index))
+        if index is None:
+            return self.weight.softmax(dim=-1)
+        try:
+            weight = self.weight.index_select(0, index)
+        except IndexError:  # on the CPU; CUDA asserts in the kernel
+            raise IndexError(
+                f"{self.__class__.__name__}: 'index' names nodes outside "
+                f"[0, {self.num_nodes}) (the nodes it was built for), e.g. "
+                f"{int(index[(index < 0) | (index >= self.num_nodes)][0])}"
+            ) from None
         return weight.softmax(dim=-1)
 
     def forward(

@@ -271,7 +271,7 @@ def test_resume_under_other_data_settings_is_a_usage_error(
     assert "data.folder" in capsys.readouterr().err
 
 
-def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path):
+def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path, capsys):
     out = tmp_path / "grid"
     common = ["train", "--model", "lightgcn", "--dataset", "synthetic",
               "--max-epochs", "1", "--no-progress", "--output", str(out)]
@@ -286,11 +286,19 @@ def test_overwriting_a_grid_removes_the_runs_of_the_old_one(tmp_path):
     (out / "results.json").unlink()
     with pytest.raises(SystemExit):
         main(common + ["--grid", "num_layers=1"])
-    # a folder that holds no grid: nothing is removed, even run_NNN
+    # a grid interrupted in its first run (run_000/last.pt, no grid.csv
+    # yet) is not a free folder either
     other = tmp_path / "other"
     (other / "run_005").mkdir(parents=True)
     (other / "run_005" / "last.pt").write_text("x")
-    assert main(common[:-1] + [str(other), "--grid", "num_layers=1"]) == 0
+    with pytest.raises(SystemExit):
+        main(common[:-1] + [str(other), "--grid", "num_layers=1"])
+    assert "already holds a run (run_005/last.pt); pass --resume" in \
+        capsys.readouterr().err
+    # overwritten, a folder that holds no grid.csv loses nothing: run_NNN
+    # beside no grid.csv are not known to be a grid's
+    assert main(common[:-1] + [str(other), "--grid", "num_layers=1",
+                               "--overwrite"]) == 0
     assert (other / "run_005" / "last.pt").read_text() == "x"
 
 
@@ -384,3 +392,87 @@ def test_assignments_and_grid_values_are_normalised(tiny_folder, tmp_path):
         "--modality", "text=text.npy", "--ks", "3,1,3",
         "--eval-metric", "recall@3", "--output", str(tmp_path / "out")])
     assert resolve_settings(args)["ks"] == (1, 3)
+
+
+def test_interrupt_before_the_first_epoch_says_nothing_was_written(
+        tiny_folder, tmp_path, capsys, monkeypatch):
+    from mde_pyg.train import Trainer
+
+    out = tmp_path / "out"
+
+    def interrupted(self, bar):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_run_epoch", interrupted)
+    args = tiny_args(tiny_folder, out, "--max-epochs", "3")
+    args[args.index("--model") + 1] = "lightgcn"
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() == (
+        "mde-pyg: interrupted; no epoch had finished, so nothing was "
+        "written: rerun the same command")
+    assert not (out / "last.pt").exists()
+
+
+def test_resume_refuses_a_folder_of_another_kind_or_model(tiny_folder,
+                                                         tmp_path, capsys):
+    def refused(argv, message):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+
+    single, grid = tmp_path / "single", tmp_path / "grid"
+    assert main(tiny_args(tiny_folder, single, "--max-epochs", "1")) == 0
+    assert main(tiny_args(tiny_folder, grid, "--max-epochs", "1",
+                          "--model", "lightgcn", "--grid",
+                          "num_layers=1,2")) == 0
+    before = (single / "results.json").read_text()
+    refused(tiny_args(tiny_folder, grid, "--model", "lightgcn", "--resume"),
+            "holds a grid (grid.csv, run_<i>/): --resume continues it with "
+            "its --grid")
+    refused(tiny_args(tiny_folder, single, "--resume", "--grid",
+                      "num_layers=1,2"),
+            "holds a single run (results.json): --resume continues it "
+            "without --grid")  # MostPop writes no last.pt
+    refused(tiny_args(tiny_folder, single, "--model", "lightgcn",
+                      "--resume"),
+            "holds a run of --model 'mostpop': --resume continues it with "
+            "that model; give --model mostpop")
+    refused(tiny_args(tiny_folder, single, "--resume", "--overwrite"),
+            "give --resume (continue the run in --output) or --overwrite")
+    assert (single / "results.json").read_text() == before
+    # the same kind and model resume (a finished run is only reloaded)
+    assert main(tiny_args(tiny_folder, single, "--resume")) == 0
+
+
+def test_set_and_grid_may_not_give_the_same_argument(tiny_folder, tmp_path,
+                                                     capsys, monkeypatch):
+    import mde_pyg.cli as cli
+
+    def not_loaded(*args, **kwargs):
+        raise AssertionError("the data was read before the settings failed")
+
+    monkeypatch.setattr(cli, "load_data_source", not_loaded)
+    for extra, message in (
+            (["--set", "num_layers=1", "--grid", "num_layers=1,2"],
+             "--set and --grid both give ['num_layers']: a value is either "
+             "fixed or searched"),
+            (["--set", "num_layer=1"], "has no argument(s) ['num_layer']"),
+            (["--grid", "num_layer=1,2"], "has no argument(s) ['num_layer']")):
+        args = tiny_args(tiny_folder, tmp_path / "o", *extra)
+        args[args.index("--model") + 1] = "lightgcn"
+        with pytest.raises(SystemExit):
+            main(args)
+        assert message in capsys.readouterr().err
+
+
+def test_a_command_line_grid_replaces_the_files_fixed_value(tmp_path):
+    from mde_pyg.cli import build_parser, resolve_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text("[set]\nnum_layers = 2\nreg_weight = 0.1\n")
+    settings = resolve_settings(build_parser().parse_args([
+        "train", "--model", "lightgcn", "--dataset", "synthetic",
+        "--config", str(config), "--grid", "num_layers=1,3",
+        "--output", str(tmp_path / "o")]))
+    assert settings["hparams"] == {"reg_weight": 0.1}
+    assert settings["grid"] == {"num_layers": [1, 3]}

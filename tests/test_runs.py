@@ -443,5 +443,13 @@ def test_training_again_removes_recommendations_of_earlier_weights(
     mine = tmp_path / "mine.tsv"
     assert main(["recommend", str(out), "--k", "3", "--output",
                  str(mine)]) == 0
+    # the curve of the earlier epochs goes too, whether or not --plot
+    # draws a new one
+    curve = out / "curve.png"
+    curve.write_bytes(b"earlier")
+    capsys.readouterr()
     train(out, "lightgcn", "--overwrite")
     assert mine.is_file()
+    assert not curve.exists()
+    assert f"removed {curve}, made from the run's earlier epochs; --plot " \
+           f"makes it again" in capsys.readouterr().out

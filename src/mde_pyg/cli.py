@@ -270,16 +270,27 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.update(
         {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
     )
+    given_set = {k: parse_value(v) for k, v in
+                 parse_assignments(args.set or [], "--set").items()}
+    given_grid = parse_assignments(args.grid or [], "--grid")
+    for fixed, searched, where in (
+            (given_set, given_grid, "--set and --grid"),
+            (config.get("set", {}), config.get("grid", {}),
+             f"the [set] and [grid] of '{args.config}'")):
+        both = sorted(set(fixed) & set(searched))
+        if both:
+            raise UsageError(f"{where} both give {both}: a value is either "
+                             f"fixed or searched; give it in one of them")
+    # the command line wins, also over the file's other table
     settings["hparams"] = {
-        **config.get("set", {}),
-        **{
-            k: parse_value(v)
-            for k, v in parse_assignments(args.set or [], "--set").items()
-        },
+        **{k: v for k, v in config.get("set", {}).items()
+           if k not in given_grid},
+        **given_set,
     }
     settings["grid"] = parse_grid(
-        {**config.get("grid", {}),
-         **parse_assignments(args.grid or [], "--grid")}
+        {**{k: v for k, v in config.get("grid", {}).items()
+            if k not in given_set},
+         **given_grid}
     )
     settings["modality"] = {
         **config.get("modality", {}),
@@ -291,7 +302,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--output is required")
     check_output_folder(settings["output"])
     check_output_is_free(settings["output"], settings["resume"],
-                         settings["overwrite"])
+                         settings["overwrite"], grid=bool(settings["grid"]),
+                         model=str(settings["model"]))
     if (settings["data"] is None) == (settings["dataset"] is None):
         raise UsageError("give exactly one of --data FOLDER or --dataset NAME")
     if settings["dataset"] is not None and settings["dataset"] not in DATASETS:
@@ -371,27 +383,66 @@ def check_output_folder(output: str | os.PathLike) -> None:
 
 
 def check_output_is_free(output: str | os.PathLike, resume: bool,
-                         overwrite: bool) -> None:
+                         overwrite: bool, grid: bool = False,
+                         model: str | None = None) -> None:
     """Raise a :class:`UsageError` when the ``train --output`` folder
-    already holds a run (its ``results.json``, ``last.pt`` or a grid's
-    ``grid.csv``) and neither
-    ``--resume`` nor ``--overwrite`` says what to do with it.
+    already holds a run (its ``results.json``, ``last.pt``, a grid's
+    ``grid.csv`` or a grid run's ``run_<i>/last.pt``) and neither
+    ``--resume`` nor ``--overwrite`` says what to do with it; or when
+    ``--resume`` would continue a run of another kind (a grid without
+    ``--grid``, a single run with one) or of another model, which would
+    train a new run over it instead.
 
     Args:
         output (str or os.PathLike): The ``train --output`` folder.
         resume (bool): ``--resume`` was given.
         overwrite (bool): ``--overwrite`` was given.
+        grid (bool, optional): The command searches a grid.
+            (default: :obj:`False`)
+        model (str, optional): The command's ``--model``.
+            (default: :obj:`None`: not compared)
     """
-    if resume or overwrite:
+    if resume and overwrite:
+        raise UsageError("give --resume (continue the run in --output) or "
+                         "--overwrite (train it again from scratch), not "
+                         "both")
+    if overwrite:
         return
     path = Path(output)
+    grid_runs = sorted(p.parent.name for p in path.glob("run_*/last.pt"))
     held = [name for name in (RESULTS_FILE, "last.pt", "grid.csv")
             if (path / name).exists()]  # grid.csv: a grid, maybe unfinished
-    if held:
-        raise UsageError(
-            f"--output '{path}' already holds a run ({', '.join(held)}); "
-            f"pass --resume to continue it, --overwrite to train it again "
-            f"from scratch, or give another --output")
+    held += [f"{name}/last.pt" for name in grid_runs[:2]]
+    if not resume:
+        if held:
+            raise UsageError(
+                f"--output '{path}' already holds a run ({', '.join(held)}"
+                f"{', ...' if len(grid_runs) > 2 else ''}); pass --resume to "
+                f"continue it, --overwrite to train it again from scratch, "
+                f"or give another --output")
+        return
+    fix = "or --overwrite to train anew, or give another --output"
+    is_grid = (path / "grid.csv").exists() or bool(grid_runs)
+    if is_grid and not grid:
+        raise UsageError(f"--output '{path}' holds a grid (grid.csv, "
+                         f"run_<i>/): --resume continues it with its --grid; "
+                         f"give the grid, {fix}")
+    if not is_grid and grid and held:
+        raise UsageError(f"--output '{path}' holds a single run "
+                         f"({', '.join(held)}): --resume continues it "
+                         f"without --grid; drop the grid, {fix}")
+    recorded = None
+    if model is not None and (path / RESULTS_FILE).is_file():
+        try:
+            recorded = json.loads((path / RESULTS_FILE).read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None  # an unreadable summary: the checkpoints decide
+    from mde_pyg.models import model_key
+
+    if isinstance(recorded, str) and model_key(recorded) != model_key(model):
+        raise UsageError(f"--output '{path}' holds a run of --model "
+                         f"'{recorded}': --resume continues it with that "
+                         f"model; give --model {recorded}, {fix}")
 
 
 def check_output_file(output: str | os.PathLike) -> None:
@@ -723,7 +774,11 @@ def train_model(
         seed_everything,
     )
     from mde_pyg.train.grid import split_params
-    from mde_pyg.train.trainer import BEST_CHECKPOINT, CheckpointError
+    from mde_pyg.train.trainer import (
+        BEST_CHECKPOINT,
+        CheckpointError,
+        RunExistsError,
+    )
 
     model = model_key(model)
     model_kwargs, fixed_trainer = split_params(hparams or {})
@@ -756,6 +811,11 @@ def train_model(
         raise UsageError(f"cannot train '{model}': {error}") from error
     except (ResumeMismatchError, CheckpointError) as error:
         raise UsageError(f"cannot --resume: {error}") from error  # untrained
+    except RunExistsError:  # what check_output_is_free did not see
+        raise UsageError(f"--output '{output}' already holds a run; pass "
+                         f"--resume to continue it, --overwrite to train it "
+                         f"again from scratch, or give another --output"
+                         ) from None
 
     config = {**result["config"], "hparams": dict(model_kwargs)}
     if grid:
@@ -908,6 +968,13 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     model = str(settings["model"])
     model_class(model)
     device = _resolve_device(settings["device"])
+    # model arguments and --plot, before the data is read
+    from mde_pyg.train.grid import split_params
+
+    check_hparams(model, {**split_params(settings["hparams"])[0],
+                          **split_params(settings["grid"])[0]})
+    if settings["plot"] and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(MATPLOTLIB_MISSING)
     data_config = {
         key: settings[key]
         for key in ("data", "dataset", "root", "modality", "inter_file",
@@ -936,14 +1003,36 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             f"the data has {num_items} items, fewer than the largest cut-off "
             f"{max(settings['ks'])}; lower --ks"
         )
-    # recommendations made from this folder's earlier weights: gone before
-    # the weights change (a run that fails midway leaves none stale)
-    stale = Path(settings["output"]) / RECOMMENDATIONS_FILE
-    if stale.is_file():
-        stale.unlink()
-        print(f"removed {stale}, made from the run's earlier weights; "
-              f"'mde-pyg recommend {settings['output']}' makes it again",
-              flush=True)
+    # recommendations and the curve of this folder's earlier run: gone
+    # before the run changes (a run that fails midway leaves none stale)
+    for name, made_from, again in (
+            (RECOMMENDATIONS_FILE, "weights",
+             f"'mde-pyg recommend {settings['output']}'"),
+            (CURVE_FILE, "epochs", "--plot")):
+        stale = Path(settings["output"]) / name
+        if stale.is_file():
+            stale.unlink()
+            print(f"removed {stale}, made from the run's earlier "
+                  f"{made_from}; {again} makes it again", flush=True)
+    try:
+        result = _train_with_settings(model, data, settings, data_config,
+                                      device)
+    except KeyboardInterrupt:
+        out = Path(settings["output"])
+        if (out / "last.pt").is_file() or any(out.glob("run_*/last.pt")):
+            raise KeyboardInterrupt(
+                "the checkpoints hold the last finished epoch: rerun the "
+                "same command with --resume to continue") from None
+        raise KeyboardInterrupt("no epoch had finished, so nothing was "
+                                "written: rerun the same command") from None
+    return result
+
+
+def _train_with_settings(model: str, data: HeteroData,
+                         settings: Mapping[str, Any],
+                         data_config: dict[str, Any],
+                         device: str | None) -> dict[str, Any]:
+    """:func:`train_model` with ``mde-pyg train``'s resolved settings."""
     result = train_model(
         model,
         data,
@@ -1074,9 +1163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:  # one line on stderr, exit status 2,
         # under the usage of the command that was given
         parser.commands[args.command].error(str(error))
-    except KeyboardInterrupt:
-        print("mde-pyg: interrupted; the checkpoints hold the last finished "
-              "epoch: rerun the same command with --resume to continue",
+    except KeyboardInterrupt as interrupt:
+        # run_train says what was written; elsewhere nothing was
+        print(f"mde-pyg: interrupted; "
+              f"{interrupt.args[0] if interrupt.args else 'nothing written'}",
               file=sys.stderr)
         return 130  # the shell's status for SIGINT
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mde_pyg.cli import (
     UsageError,
+    check_output_is_free,
     format_metrics,
     load_data_source,
     parse_assignments,
@@ -68,7 +69,11 @@ def parse_args() -> argparse.Namespace:
     add("--precision", default="fp32", choices=("fp32", "bf16"))
     add("--output", help="run folder (default: runs/amazon_baby, or "
         "runs/<name of --data>)")
-    add("--resume", action="store_true")
+    add("--resume", action="store_true",
+        help="continue the run in --output")
+    add("--overwrite", action="store_true",
+        help="train again into an --output that holds a run (refused "
+             "otherwise)")
     add("--plot", action="store_true")
     args = parser.parse_args()
     if args.output is None:  # one folder per dataset, none trained over
@@ -76,6 +81,9 @@ def parse_args() -> argparse.Namespace:
                        f"runs/{Path(args.data).resolve().name}")
     try:
         args.modality = parse_assignments(args.modality, "--modality")
+        # before the data is read: a held run is refused in seconds
+        check_output_is_free(args.output, args.resume, args.overwrite,
+                             model="mde")
     except UsageError as error:
         parser.error(str(error))
     return args
@@ -111,9 +119,10 @@ def main() -> None:
     )
     result = train_model(
         "mde", data, args.output, hparams=hparams, resume=args.resume,
-        plot=args.plot, lr=args.lr, batch_size=args.batch_size,
-        max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
-        device=device, precision=args.precision,
+        overwrite=args.overwrite, plot=args.plot, lr=args.lr,
+        batch_size=args.batch_size, max_epochs=args.max_epochs,
+        patience=args.patience, seed=args.seed, device=device,
+        precision=args.precision,
         # for mde-pyg recommend and load_run:
         extra_config={"data": {**source, "cwd": os.getcwd()}},
     )
@@ -133,3 +142,6 @@ if __name__ == "__main__":
         main()
     except UsageError as error:  # e.g. Amazon Baby missing while offline
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; rerun with --resume to continue from the last "
+                 "finished epoch (if none had finished, nothing was written)")

@@ -48,6 +48,7 @@ from mde_pyg.data import (
 from mde_pyg.losses import MDALoss, MSALoss
 from mde_pyg.nn import SeparateAlignDistance
 from mde_pyg.train import Evaluator, NegativeSampler
+from mde_pyg.train.trainer import parse_device
 
 VARIANTS = ("lightgcn", "content", "mde", "sand")
 
@@ -234,10 +235,15 @@ def main() -> None:
                         help="seed of the initialisation, sampling and "
                              "dropout (not of the synthetic data)")
     args = parser.parse_args()
+    for name in ("epochs", "eval_every", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got "
+                         f"{getattr(args, name)}")
 
     try:  # bad input is one line and exit status 2, as in mde-pyg
+        parse_device(args.device, "--device")
         data = load(args)
-    except UsageError as error:
+    except (UsageError, ValueError) as error:
         parser.error(str(error))
     print(f"{data['user'].num_nodes} users, {data['item'].num_nodes} items, "
           f"modalities {list(modality_features(data))}")

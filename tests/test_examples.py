@@ -28,6 +28,15 @@ def test_amazon_baby_example_on_another_folder(lfm2k_path, tmp_path):
     assert f"{result['test']['recall@20']:.4f}" in done.stdout
     model, data = load_run(out)
     assert Evaluator(data, "test")(model) == result["test"]
+    # run again into the same folder: refused before the data is read,
+    # in one line; --overwrite trains it again
+    again = subprocess.run(
+        [sys.executable, osp.join(ROOT, "examples", "amazon_baby.py"),
+         "--data", lfm2k_path, "--output", str(out)],
+        capture_output=True, text=True)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"--output '{out}' already holds a run (results.json, last.pt" \
+        in again.stderr and "--overwrite to train it again" in again.stderr
 
 
 def load_example(name):
@@ -116,6 +125,17 @@ def test_examples_name_a_missing_feature_file(name, tiny_folder, capsys,
                         str(tiny_folder), "--modality", "text=missing.npy")
     assert err.startswith(f"{name}.py: error: cannot read '{tiny_folder}': ")
     assert f"'{tiny_folder / 'missing.npy'}' does not exist" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--device", "mps"], "--device is 'mps', but mde-pyg is built and "
+                          "tested for cpu and cuda only"),
+])
+def test_swap_losses_refuses_bad_epochs_and_devices(argv, message, capsys,
+                                                    monkeypatch):
+    err = example_error(capsys, monkeypatch, "swap_losses", *argv)
+    assert err.startswith(f"swap_losses.py: error: {message}")
 
 
 def test_custom_model_exits_with_one_line(tmp_path):

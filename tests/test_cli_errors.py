@@ -202,3 +202,25 @@ def test_feature_min_std_zeroes_a_noise_column_and_is_recorded(
         err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "bad",
                                             "vbpr", *extra))
         assert err.endswith(message)
+
+
+def test_paths_of_the_wrong_kind_are_named(tiny_folder, tmp_path, capsys):
+    inter = tiny_folder / "tiny.inter"
+    err = usage_error(capsys, ["train", "--model", "mostpop", "--data",
+                               str(inter), "--output", str(tmp_path / "o")])
+    assert err.endswith(f"data folder '{inter}' is a file; give the folder "
+                        f"that holds it (and --inter-file tiny.inter if it "
+                        f"is the .inter file)")
+    missing = tmp_path / "typo"
+    err = usage_error(capsys, ["recommend", str(missing)])
+    assert err.endswith(f"'{missing}' does not exist; give the --output "
+                        f"folder of a finished 'mde-pyg train' run")
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    pytest.importorskip("yaml")
+    config = tmp_path / "tab.yaml"
+    config.write_text("model: mde\n\tlr: 0.1\n")
+    err = usage_error(capsys, ["train", "--config", str(config)])
+    assert err.startswith(f"mde-pyg train: error: cannot parse '{config}': ")
+    assert "<unicode string>" not in err and "line 2" in err

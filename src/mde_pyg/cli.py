@@ -223,7 +223,10 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     except UsageError:
         raise
     except Exception as error:  # a syntax error of any of the formats
-        raise UsageError(f"cannot parse '{path}': {error}") from error
+        # one line: YAML's messages span several, naming "<unicode string>"
+        where = " ".join(str(error).replace('"<unicode string>", ', "")
+                         .split())
+        raise UsageError(f"cannot parse '{path}': {where}") from error
     if not isinstance(config, dict):
         raise UsageError(f"config file '{path}' must hold a table/mapping")
     config = _underscored(config, str(path))
@@ -485,6 +488,10 @@ def read_folder(
     """
     from mde_pyg.data import read_mmrec
 
+    if Path(data).is_file():
+        raise UsageError(f"data folder '{data}' is a file; give the folder "
+                         f"that holds it (and --inter-file "
+                         f"{Path(data).name} if it is the .inter file)")
     if not Path(data).is_dir():
         raise UsageError(f"data folder '{data}' does not exist")
     try:

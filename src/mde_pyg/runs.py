@@ -32,6 +32,10 @@ def _read_summary(run: Path) -> dict[str, Any]:
             f"(a row of '{grid}'); give the grid's folder '{run.parent}', "
             f"which loads the configuration selected on valid, or train "
             f"another configuration on its own with 'mde-pyg train --set'")
+    if not run.exists():
+        raise FileNotFoundError(
+            f"'{run}' does not exist; give the --output folder of a "
+            f"finished 'mde-pyg train' run")
     if not path.is_file():
         raise FileNotFoundError(
             f"'{run}' holds no {RESULTS_FILE}; give the --output folder of a "

@@ -411,6 +411,15 @@ def test_interrupt_before_the_first_epoch_says_nothing_was_written(
         "mde-pyg: interrupted; no epoch had finished, so nothing was "
         "written: rerun the same command")
     assert not (out / "last.pt").exists()
+    # --overwrite: the earlier run's checkpoints, still there, are not
+    # this run's, and --resume with --overwrite is refused
+    monkeypatch.undo()
+    assert main(args) == 0
+    monkeypatch.setattr(Trainer, "_run_epoch", interrupted)
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 130
+    assert capsys.readouterr().err.strip().endswith(
+        "nothing was written: rerun the same command")
 
 
 def test_resume_refuses_a_folder_of_another_kind_or_model(tiny_folder,

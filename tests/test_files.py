@@ -70,3 +70,20 @@ def test_atomic_path_cleans_up_on_interrupt_and_syncs_file_and_folder(
     assert path.read_text() == "x"
     assert [stat.S_ISREG(m) for m in synced] == [True, False]
     assert stat.S_ISDIR(synced[1])
+
+
+def test_identity_cache_keeps_the_last_size_objects():
+    from mde_pyg._cache import IdentityCache
+
+    calls = []
+    for size in (1, 2):
+        cache = IdentityCache(size=size)
+        a, b = torch.zeros(2), torch.ones(2)
+        for x in (a, a, b, a):
+            cache.get(x, lambda t, size=size: calls.append(size)
+                      or float(t.sum()))
+        # size 1 forgets a when b comes; size 2 keeps both
+        assert calls.count(size) == (3 if size == 1 else 2)
+        assert len(cache) == size
+        a.add_(1)  # changed in place: computed again (was 0.0)
+        assert cache.get(a, lambda t: float(t.sum())) == 2.0

@@ -179,6 +179,8 @@ def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
     with pytest.raises(ValueError, match=r"'user' has ids outside \[0, 4\) "
                        r"\(the number of users\): \[4\]"):
         recommend(model, data, torch.tensor([4]), k=2)
+    assert recommend(model, data, torch.tensor([3]), k=torch.tensor(2))[0] \
+        .tolist() == [[1, 2]]  # a PyTorch (or NumPy) integer is a k
     for k in (3.0, 0, 6, True):
         with pytest.raises(ValueError, match=r"'k' must be an integer in "
                            r"\[1, 5\] \(the number of items\), got"):

@@ -33,8 +33,9 @@ class IdentityCache:
             if ref() is obj and seen == version:
                 return value
         value = compute(obj)
-        self.entries = [entry for entry in self.entries
-                        if entry[0]() is not obj][-(self.size - 1):]
+        kept = [entry for entry in self.entries if entry[0]() is not obj]
+        self.entries = kept[len(kept) - self.size + 1:] if self.size > 1 \
+            else []
         self.entries.append((weakref.ref(obj), version, value))
         return value
 

@@ -1021,15 +1021,27 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             stale.unlink()
             print(f"removed {stale}, made from the run's earlier "
                   f"{made_from}; {again} makes it again", flush=True)
+    out = Path(settings["output"])
+
+    def checkpoints() -> dict[Path, tuple[int, int]]:
+        # each written atomically: a new file (inode) per epoch
+        return {p: (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in (out / "last.pt", *out.glob("run_*/last.pt"))
+                if p.is_file()}
+
+    before = checkpoints()
     try:
         result = _train_with_settings(model, data, settings, data_config,
                                       device)
     except KeyboardInterrupt:
-        out = Path(settings["output"])
-        if (out / "last.pt").is_file() or any(out.glob("run_*/last.pt")):
+        # this run's checkpoints, not an earlier run's that --overwrite
+        # has not replaced yet
+        if checkpoints().items() - before.items():
+            instead = (" in place of --overwrite" if settings["overwrite"]
+                       else "")
             raise KeyboardInterrupt(
-                "the checkpoints hold the last finished epoch: rerun the "
-                "same command with --resume to continue") from None
+                f"the checkpoints hold the last finished epoch: rerun the "
+                f"same command with --resume{instead} to continue") from None
         raise KeyboardInterrupt("no epoch had finished, so nothing was "
                                 "written: rerun the same command") from None
     return result

@@ -204,7 +204,7 @@ def test_a_new_run_does_not_replace_an_earlier_one_unless_asked(data,
         with pytest.raises(RunExistsError, match=r"already holds a run "
                            r"\(last\.pt, best\.pt, history\.json\); "
                            r"fit\(resume=True\) continues it, "
-                           r"fit\(overwrite=True\) trains it again"):
+                           r"fit\(overwrite=True\) starts a new run there"):
             trainer.fit()
     assert (tmp_path / "history.json").read_bytes() == before  # untouched
     again = train(data, tmp_path, max_epochs=2).fit(overwrite=True)

@@ -478,20 +478,8 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                 num_edges = index.size(1)
             if index.numel() == 0:
                 continue
-            for row, node_type in ((0, edge_type[0]), (1, edge_type[2])):
-                num = sizes.get(node_type)
-                low, high = (int(v) for v in torch.aminmax(index[row]))
-                if low < 0:
-                    edge = int((index[row] == low).nonzero()[0])
-                    raise ValueError(
-                        f"{where} names the negative {node_type} id {low} "
-                        f"(row {row}, edge {edge}); ids must be 0-based")
-                if num is not None and high >= num:
-                    edge = int((index[row] == high).nonzero()[0])
-                    raise ValueError(
-                        f"{where} names the {node_type} id {high} (row "
-                        f"{row}, edge {edge}), but data['{node_type}']"
-                        f".num_nodes is {num}; ids must lie in [0, {num})")
+            check_ids_in_range(index, where, (edge_type[0], edge_type[2]),
+                               sizes)
             if edge_type == RATES and sizes.get("item") is not None:
                 # one sort per edge tensor, however many checks see it
                 _DISTINCT_CHECKED.get(index, functools.partial(
@@ -504,6 +492,32 @@ def check_data(data: HeteroData, interactions: bool = True) -> None:
                 f"data[{edge_type}].edge_weight has shape "
                 f"{tuple(weight.shape)} but edge_index has {num_edges} "
                 f"edges; expected one weight per edge")
+
+
+def check_ids_in_range(index: Tensor, where: str,
+                       node_types: tuple[str, str],
+                       sizes: Mapping[str, int | None]) -> None:
+    """Raise a :class:`ValueError` naming the first id of the ``[2, E]``
+    ``index`` (``where``, as the message names it) outside ``[0, N)`` of
+    its row's node type (``node_types``: of row 0 and row 1; ``sizes``:
+    node type -> N, :obj:`None` for unknown).
+    """
+    if index.numel() == 0:
+        return
+    for row, node_type in enumerate(node_types):
+        num = sizes.get(node_type)
+        low, high = (int(v) for v in torch.aminmax(index[row]))
+        if low < 0:
+            edge = int((index[row] == low).nonzero()[0])
+            raise ValueError(
+                f"{where} names the negative {node_type} id {low} "
+                f"(row {row}, edge {edge}); ids must be 0-based")
+        if num is not None and high >= num:
+            edge = int((index[row] == high).nonzero()[0])
+            raise ValueError(
+                f"{where} names the {node_type} id {high} (row "
+                f"{row}, edge {edge}), but data['{node_type}']"
+                f".num_nodes is {num}; ids must lie in [0, {num})")
 
 
 #: The interaction tensors found to hold each pair once (until changed).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import operator
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -107,11 +108,16 @@ def check_k(k: int, num_items: int) -> int:
     """Return ``k``, the items to rank per user, or raise a
     :class:`ValueError` unless it is an integer in ``[1, num_items]``.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
-            or not 1 <= k <= num_items:
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        value = operator.index(k)  # Python, NumPy and PyTorch integers
+    except TypeError:
+        value = None
+    if value is None or not 1 <= value <= num_items:
         raise ValueError(f"'k' must be an integer in [1, {num_items}] (the "
                          f"number of items), got {k!r}")
-    return int(k)
+    return value
 
 
 def gather_rows(x: Tensor, *index: Tensor) -> tuple[Tensor, ...]:

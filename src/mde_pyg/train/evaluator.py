@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType
 
-from mde_pyg.data.mmrec import check_data
+from mde_pyg.data.mmrec import check_ids_in_range
 from mde_pyg.metrics import RankingMetrics, rank_top_k
 from mde_pyg.models.base import Recommender
 
@@ -227,7 +227,6 @@ class Evaluator:
             )
         if batch_size < 1:
             raise ValueError(f"'batch_size' must be >= 1, got {batch_size}")
-        check_data(data)  # ids within the node counts, one edge per pair
         self.split = "valid" if split == "val" else split
         self.metric = RankingMetrics(ks)
         self.ks = self.metric.ks
@@ -240,6 +239,19 @@ class Evaluator:
                 f"({self.num_items}); choose smaller 'ks'"
             )
 
+        # the ids of the two splits read within the node counts (repeated
+        # pairs count once; features are the model's)
+        sizes = {"user": self.num_users, "item": self.num_items}
+        for name in ("train", self.split):
+            index = split_edges(data, name)
+            if index.dim() != 2 or index.size(0) != 2 or \
+                    index.is_floating_point():
+                raise ValueError(
+                    f"data[{RATES}].{SPLIT_ATTRS[name]} is a {index.dtype} "
+                    f"tensor of shape {tuple(index.shape)}; expected a "
+                    f"[2, E] integer tensor of (user, item) ids")
+            check_ids_in_range(index, f"data[{RATES}].{SPLIT_ATTRS[name]}",
+                               ("user", "item"), sizes)
         # Training items to mask:
         self.seen = SeenItems(split_edges(data, "train"), self.num_users,
                               self.num_items)

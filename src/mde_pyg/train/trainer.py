@@ -22,6 +22,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
+from mde_pyg._cache import IdentityCache
 from mde_pyg.files import atomic_save, atomic_write_json
 from mde_pyg.metrics import check_ks, metric_keys
 from mde_pyg.models.base import Recommender, plain_values
@@ -92,8 +93,9 @@ def check_run_is_free(folder: str | os.PathLike | None) -> None:
     if held:
         raise RunExistsError(
             f"'{folder}' already holds a run ({', '.join(held)}); "
-            f"fit(resume=True) continues it, fit(overwrite=True) trains it "
-            f"again from scratch, or give another output_dir")
+            f"fit(resume=True) continues it, fit(overwrite=True) starts a "
+            f"new run there (from the model's current weights), or give "
+            f"another output_dir")
 
 
 #: Called after every epoch with ``(trainer, history_entry)``.
@@ -220,13 +222,26 @@ def interactions_checksum(data: HeteroData) -> str:
             :mod:`mde_pyg.data`.
     """
     num_items = int(data["item"].num_nodes)
+
+    def split_crc(index: Tensor) -> int:
+        user, item = index.cpu().long()
+        key = torch.sort(user * num_items + item).values
+        return zlib.crc32(key.numpy().tobytes())
+
     crc = 0
     for split in ("train", "valid", "test"):
-        user, item = split_edges(data, split).cpu().long()
-        key = torch.sort(user * num_items + item).values
-        crc = zlib.crc32(key.numpy().tobytes(), zlib.crc32(split.encode(),
-                                                          crc))
+        # one sort per split tensor and item count, however many trainers
+        # (a grid's configurations) ask
+        part = _SPLIT_CRC.get(split_edges(data, split),
+                              lambda index: {})
+        if num_items not in part:
+            part[num_items] = split_crc(split_edges(data, split))
+        crc = zlib.crc32(f"{split}:{part[num_items]:08x}".encode(), crc)
     return f"{crc:08x}"
+
+
+#: Per interaction tensor: item count -> CRC-32 of its sorted pairs.
+_SPLIT_CRC = IdentityCache(size=16)
 
 
 def check_trainer_args(**kwargs: Any) -> None:
@@ -779,7 +794,8 @@ class Trainer:
         weights are the model's own, so a second :meth:`fit` continues from
         the best weights the first one loaded (build a new model, e.g. with
         :meth:`~mde_pyg.models.Recommender.from_data`, for a run from fresh
-        weights).
+        weights). With an ``output_dir``, a second new run there needs
+        ``overwrite=True``, which replaces the first one's files.
 
         Args:
             resume (bool, optional): Continue from ``output_dir/last.pt``

@@ -124,11 +124,13 @@ class PreferenceFusion(nn.Module):
         try:
             weight = self.weight.index_select(0, index)
         except IndexError:  # on the CPU; CUDA asserts in the kernel
+            outside = index[(index < 0) | (index >= self.num_nodes)]
+            if outside.numel() == 0:
+                raise  # not an id out of range (e.g. a 2-D index)
             raise IndexError(
                 f"{self.__class__.__name__}: 'index' names nodes outside "
                 f"[0, {self.num_nodes}) (the nodes it was built for), e.g. "
-                f"{int(index[(index < 0) | (index >= self.num_nodes)][0])}"
-            ) from None
+                f"{int(outside.view(-1)[0])}") from None
         return weight.softmax(dim=-1)
 
     def forward(

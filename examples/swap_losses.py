@@ -134,7 +134,7 @@ def load(args: argparse.Namespace) -> HeteroData:
         # the data stays the same across --seed: only training varies
         return SyntheticMultiModal(num_users=600, num_items=400, seed=0)[0]
     return read_folder(args.data, modalities=parse_assignments(
-        args.modality, "--modality"))
+        args.modality, "--modality") or None)  # none: the folder's default
 
 
 def run(variant: str, data: HeteroData, args: argparse.Namespace

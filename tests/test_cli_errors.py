@@ -224,3 +224,30 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path, capsys):
     err = usage_error(capsys, ["train", "--config", str(config)])
     assert err.startswith(f"mde-pyg train: error: cannot parse '{config}': ")
     assert "<unicode string>" not in err and "line 2" in err
+
+
+def test_no_features_trains_an_interaction_model_on_a_bare_folder(
+        tiny_folder, tmp_path, capsys):
+    from mde_pyg.runs import load_run
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "tiny.inter").write_text((tiny_folder / "tiny.inter").read_text())
+    out = tmp_path / "o"
+    argv = ["train", "--model", "lightgcn", "--data", str(bare),
+            "--no-features", "--ks", "1,2", "--eval-metric", "recall@2",
+            "--k-user", "2", "--max-epochs", "1", "--no-progress",
+            "--output", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["config"]["data"]["no_features"] is True
+    model, data = load_run(out)  # reloaded without features as well
+    assert [k for k in data["item"].keys() if k.startswith("x_")] == []
+    # a model that reads features says so; --no-features needs --data alone
+    err = usage_error(capsys, [*argv[:2], "vbpr", *argv[3:-1],
+                               str(tmp_path / "v")])
+    assert "no item features" in err
+    err = usage_error(capsys, [*argv[:-1], str(tmp_path / "m"),
+                               "--modality", "text=text.npy"])
+    assert err.endswith("--no-features reads a --data folder's interactions "
+                        "alone; give --data and no --modality")

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "k_item": 10,
     "feature_norm": "standardize",
     "feature_min_std": 0.0,
+    "no_features": False,
     "output": None,
     "resume": False,
     "overwrite": False,
@@ -314,6 +315,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             f"unknown dataset '{settings['dataset']}'; choose from "
             f"{list(DATASETS)}"
         )
+    if settings["no_features"] and (settings["modality"]
+                                    or settings["data"] is None):
+        raise UsageError("--no-features reads a --data folder's "
+                         "interactions alone; give --data and no --modality")
     if settings["modality"] and settings["dataset"] == "synthetic":
         raise UsageError("--modality needs --data FOLDER or an Amazon dataset")
     from mde_pyg.train.trainer import check_trainer_args
@@ -496,7 +501,7 @@ def read_folder(
         raise UsageError(f"data folder '{data}' does not exist")
     try:
         out = read_mmrec(str(data), inter_file,
-                         dict(modalities) if modalities else None)
+                         None if modalities is None else dict(modalities))
         return out if transform is None else transform(out)
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read '{data}': {error}") from error
@@ -550,7 +555,7 @@ def load_data(
         transforms.append(NormalizeFeatures(feature_norm,
                                             min_std=feature_min_std))
     transform = Compose(transforms)
-    modalities = dict(modalities) if modalities else None
+    modalities = None if modalities is None else dict(modalities)
     if data is not None:
         return read_folder(data, inter_file, modalities, transform)
     if dataset == "synthetic":
@@ -593,7 +598,8 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
     return load_data(
         data=source.get("data"),
         dataset=source.get("dataset"),
-        modalities=source.get("modality") or None,
+        modalities={} if source.get("no_features")
+        else source.get("modality") or None,
         inter_file=source.get("inter_file"),
         root=source.get("root"),
         k_user=source.get("k_user", 40),
@@ -899,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--feature-norm", choices=("none", "l2", "standardize"),
         help="rescale the item features the models read, after the graphs "
              "are built from the raw ones (default: standardize)")
+    add("--no-features", action="store_const", const=True,
+        help="read no feature file of --data: for the models of the "
+             "interactions alone (lightgcn, mostpop)")
     add("--feature-min-std", type=float, metavar="X",
         help="with standardize, zero the columns whose std is at most X "
              "times their modality's largest (rounding noise; default: 0)")
@@ -989,6 +998,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     if settings["feature_min_std"]:  # recorded only when used: earlier runs
         data_config["feature_min_std"] = settings["feature_min_std"]
+    if settings["no_features"]:  # the same
+        data_config["no_features"] = True
     data = load_data_source(data_config)
     data_config["cwd"] = os.getcwd()  # where relative paths start
     # the folder read, whatever the path's spelling: what a resume compares

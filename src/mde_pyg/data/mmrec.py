@@ -329,15 +329,14 @@ def read_mmrec(
         inter_file (str, optional): The interaction file name, when the
             folder holds several. (default: :obj:`None`)
         modalities (Mapping[str, str], optional): Modality name -> feature
-            file (relative to ``folder`` or absolute). (default:
+            file (relative to ``folder`` or absolute); ``{}`` reads no
+            features, for models of the interactions alone (LightGCN,
+            MostPop). (default:
             ``{"image": "image_feat.npy", "text": "text_feat.npy"}``)
     """
     path = find_inter_file(folder, inter_file)
     modalities = dict(DEFAULT_MODALITIES if modalities is None
-                      else modalities)
-    if not modalities:
-        raise ValueError("'modalities' is empty; name at least one "
-                         "modality file, e.g. {'text': 'text_feat.npy'}")
+                      else modalities)  # {}: the interactions only
     for name in modalities:
         if not name.isidentifier():
             raise ValueError(f"Modality name '{name}' must be a valid "

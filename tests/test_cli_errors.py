@@ -251,3 +251,16 @@ def test_no_features_trains_an_interaction_model_on_a_bare_folder(
                                "--modality", "text=text.npy"])
     assert err.endswith("--no-features reads a --data folder's interactions "
                         "alone; give --data and no --modality")
+
+
+def test_a_bad_value_in_a_config_file_names_the_file(tiny_folder, tmp_path,
+                                                     capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('max_epochs = "2"\n')
+    argv = tiny_args(tiny_folder, tmp_path / "o", "mostpop", "--config",
+                     str(config))
+    err = usage_error(capsys, argv)
+    assert err.endswith(f"--max-epochs ('max_epochs' in '{config}'): "
+                        f"'max_epochs' must be a number, got '2'")
+    # the command line's value wins over the file's
+    assert main(argv + ["--max-epochs", "1"]) == 0

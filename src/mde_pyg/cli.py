@@ -323,16 +323,25 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--modality needs --data FOLDER or an Amazon dataset")
     from mde_pyg.train.trainer import check_trainer_args
 
+    from_file = {k for k in config if k in DEFAULTS
+                 and getattr(args, k, None) is None}
+
+    def flag(key: str) -> str:
+        """The option as the user gave it: a flag, or a config file key."""
+        dashed = f"--{key.replace('_', '-')}"
+        return (f"{dashed} ('{key}' in '{args.config}')" if key in from_file
+                else dashed)
+
     for key in ("max_epochs", "patience", "batch_size", "lr", "weight_decay"):
         try:
             check_trainer_args(**{key: settings[key]})
         except ValueError as error:
-            raise UsageError(f"--{key.replace('_', '-')}: {error}") from error
+            raise UsageError(f"{flag(key)}: {error}") from error
     for key in ("k_user", "k_item"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be an integer "
-                             f">= 1, got {value!r}")
+            raise UsageError(f"{flag(key)} must be an integer >= 1, got "
+                             f"{value!r}")
     min_std = settings["feature_min_std"]
     if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) \
             or not 0 <= min_std < 1:

@@ -340,3 +340,26 @@ def test_topk_positions_grouped_by_row_ties_towards_smaller_col():
     assert kept.tolist() == [2, 0, 3, 4]  # (2, 3 at 0.5), then 0 < 1
     mask = topk_per_row(edge_index[1], edge_index[0], weight, 2, 3)
     assert mask.tolist() == [True, False, True, True, True]
+
+
+def test_user_cooccurrence_holds_at_most_block_pairs_at_once(monkeypatch):
+    # the docstring: memory grows with the block, not with the number of
+    # co-occurring pairs. Each block's product R_block R^T holds at most
+    # block_pairs entries (a single heavier user excepted).
+    import scipy.sparse as sp
+
+    data = make_synthetic(300, 80, modalities={"a": 4},
+                          interactions_per_user=12, seed=3)
+    held, product = [], sp.csr_matrix.__matmul__
+
+    def counted(a, b):
+        out = product(a, b)
+        held.append((a.shape[0], out.nnz))
+        return out
+
+    monkeypatch.setattr(sp.csr_matrix, "__matmul__", counted)
+    budget = 2000
+    UserCoOccurrenceGraph(k=5, block_pairs=budget)(data)
+    assert sum(rows for rows, _ in held) == 300  # every user, in blocks
+    assert len(held) > 10  # the full product holds 300 x ~300 pairs
+    assert all(nnz <= budget or rows == 1 for rows, nnz in held)

@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+from data_helpers import swap_with_train
 from device_params import DEVICES
 
 from mde_pyg.cli import load_data, main
@@ -74,14 +75,7 @@ def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
         load_run(out, data=synthetic_graphs)
     # the sizes it was trained on, but one test pair moved into train and
     # the train pair it replaced into test
-    _, data = load_run(out)
-    store = data["user", "rates", "item"]
-    user = int(store.test_edge_index[0, 0])
-    edge = int((store.edge_index[0] == user).nonzero()[0])
-    store.edge_index = store.edge_index.clone()
-    store.test_edge_index = store.test_edge_index.clone()
-    store.edge_index[1, edge], store.test_edge_index[1, 0] = \
-        int(store.test_edge_index[1, 0]), int(store.edge_index[1, edge])
+    data = swap_with_train(load_run(out)[1], "test_edge_index")
     with pytest.raises(ValueError, match=r"has the sizes '.*' was trained on "
                        r"but other interactions \(checksum [0-9a-f]{8}, the "
                        r"run recorded [0-9a-f]{8}\)"):

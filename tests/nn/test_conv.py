@@ -59,31 +59,30 @@ def path_case(device, cls, symmetric):
     return conv, x, edge_index, weight, expected
 
 
+def as_graph(kind, edge_index, weight, n):
+    """The graph in the form a layer takes: ``(edge_index, edge_weight)``,
+    a torch CSR matrix, or a :class:`torch_sparse.SparseTensor` adj_t."""
+    if kind == "edge_index":
+        return edge_index, weight
+    if kind == "csr":
+        return (to_csr(edge_index, weight, (n, n)),)
+    return (SparseTensor(row=edge_index[1], col=edge_index[0], value=weight,
+                         sparse_sizes=(n, n)),)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls, symmetric", PATH_CASES)
-def test_paths_agree_with_dense(device, cls, symmetric):
+@pytest.mark.parametrize("kind", [
+    "csr", pytest.param("sparse_tensor", marks=NEEDS_TORCH_SPARSE)])
+def test_paths_agree_with_dense(device, cls, symmetric, kind):
     conv, x, edge_index, weight, expected = path_case(device, cls, symmetric)
     n = x.size(0)
     out_e, grad_e = value_and_grad(conv, x, edge_index, weight)
-    out_c, grad_c = value_and_grad(conv, x, to_csr(edge_index, weight,
-                                                   (n, n)))
+    out, grad = value_and_grad(conv, x, *as_graph(kind, edge_index, weight,
+                                                  n))
     assert torch.allclose(out_e, expected, atol=1e-5)
-    assert torch.allclose(out_c, expected, atol=1e-5)
-    assert torch.allclose(grad_e, grad_c, atol=1e-5)
-
-
-@NEEDS_TORCH_SPARSE
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("cls, symmetric", PATH_CASES)
-def test_sparse_tensor_path_agrees_with_dense(device, cls, symmetric):
-    conv, x, edge_index, weight, expected = path_case(device, cls, symmetric)
-    n = x.size(0)
-    _, grad_e = value_and_grad(conv, x, edge_index, weight)
-    adj_t = SparseTensor(row=edge_index[1], col=edge_index[0],
-                         value=weight, sparse_sizes=(n, n))
-    out_s, grad_s = value_and_grad(conv, x, adj_t)
-    assert torch.allclose(out_s, expected, atol=1e-5)
-    assert torch.allclose(grad_s, grad_e, atol=1e-5)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(grad, grad_e, atol=1e-5)
 
 
 def test_symmetric_reuse_gradient_matches_torch():
@@ -394,8 +393,7 @@ def test_symmetry_is_checked_once_per_graph(monkeypatch):
 def test_sparse_graph_with_edge_weight_or_other_aggr_is_refused(kind):
     edge_index, weight = random_graph(8, 20, symmetric=True)
     x = torch.randn(8, 3)
-    graph = (to_csr(edge_index, weight, (8, 8)) if kind == "csr" else
-             SparseTensor.from_edge_index(edge_index.flip(0), weight, (8, 8)))
+    (graph,) = as_graph(kind, edge_index, weight, 8)
     for layer in (LightGCNConv(), SimpleGraphConv(symmetric=True),
                   MultiHopPropagation(2)):
         with pytest.raises(ValueError, match="'edge_weight' is given "

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from data_helpers import swap_with_train
 from device_params import DEVICES
 from torch import nn
 from torch_geometric.data import HeteroData
@@ -453,14 +454,7 @@ def test_resume_refuses_other_settings(data, tmp_path):
                              rf"'[0-9a-f]{{8}}'\)"):
         train(fewer, run, max_epochs=2).fit(resume=True)
     # the same sizes, one valid pair swapped with a train pair of its user
-    swapped = data.clone()
-    store = swapped["user", "rates", "item"]
-    user = int(store.val_edge_index[0, 0])
-    edge = int((store.edge_index[0] == user).nonzero()[0])
-    store.edge_index = store.edge_index.clone()
-    store.val_edge_index = store.val_edge_index.clone()
-    store.edge_index[1, edge], store.val_edge_index[1, 0] = \
-        int(store.val_edge_index[1, 0]), int(store.edge_index[1, edge])
+    swapped = swap_with_train(data, "val_edge_index")
     with pytest.raises(ResumeMismatchError, match=r"\(interactions_crc32 "
                        r"'[0-9a-f]{8}' -> '[0-9a-f]{8}'\)"):
         train(swapped, run, max_epochs=2).fit(resume=True)

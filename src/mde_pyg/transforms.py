@@ -563,11 +563,7 @@ class ItemKNNGraph(BaseTransform):
         names: list[str] = (modality_names(data) if self.modalities is None
                             else self.modalities)
         for m in names:
-            if f"x_{m}" not in data["item"]:
-                raise ValueError(
-                    f"Modality '{m}' has no item features 'x_{m}'; available"
-                    f": {modality_names(data)}")
-            x = data["item"][f"x_{m}"]
+            x = _item_features(data, m, "ItemKNNGraph")
             num = x.size(0)
             k = min(self.k, num - 1 + self.include_self)
             if k < self.k:
@@ -634,6 +630,17 @@ class MultiModalGraphs(BaseTransform):
         return f"{self.__class__.__name__}({inner})"
 
 
+def _item_features(data: HeteroData, modality: str, owner: str) -> Tensor:
+    """``data['item'].x_<modality>``, or a :class:`ValueError` of ``owner``
+    naming the modalities there are.
+    """
+    if f"x_{modality}" not in data["item"]:
+        raise ValueError(
+            f"{owner}: modality '{modality}' has no item features "
+            f"'x_{modality}'; available: {modality_names(data)}")
+    return data["item"][f"x_{modality}"]
+
+
 class NormalizeFeatures(BaseTransform):
     r"""Rescale the item features that the models read.
 
@@ -686,11 +693,7 @@ class NormalizeFeatures(BaseTransform):
         names = (modality_names(data) if self.modalities is None
                  else self.modalities)
         for m in names:
-            if f"x_{m}" not in data["item"]:
-                raise ValueError(
-                    f"NormalizeFeatures: modality '{m}' has no item features "
-                    f"'x_{m}'; available: {modality_names(data)}")
-            x = data["item"][f"x_{m}"].to(torch.float)
+            x = _item_features(data, m, "NormalizeFeatures").to(torch.float)
             if self.method == "standardize":
                 std = x.std(0, correction=0)
                 # constant (and, with min_std, rounding-noise) columns -> 0

@@ -377,10 +377,9 @@ def read_mmrec(
     store.test_edge_index = _edge_index(user[keep["test"]],
                                         item[keep["test"]], num_items)
     data[RATED_BY].edge_index = store.edge_index.flip(0)
-    train_keys = store.edge_index[0] * num_items + store.edge_index[1]
     for split, held_out in (("valid", store.val_edge_index),
                             ("test", store.test_edge_index)):
-        seen = torch.isin(held_out[0] * num_items + held_out[1], train_keys)
+        seen = pairs_in(held_out, store.edge_index, num_items)
         if seen.any():
             warnings.warn(
                 f"{path}: {int(seen.sum())} {split} interaction(s) are also "
@@ -389,6 +388,24 @@ def read_mmrec(
                 f"them from the {split} rows for metrics that can reach 1",
                 stacklevel=2)
     return data
+
+
+def pair_keys(index: Tensor, num_items: int) -> Tensor:
+    """Return the ``(user, item)`` pairs of the ``[2, E]`` ``index`` as one
+    :obj:`torch.long` key each, ``user * num_items + item`` (on the
+    device of ``index``): equal pairs, equal keys, ordered by user and
+    then item.
+    """
+    return index[0].long() * num_items + index[1].long()
+
+
+def pairs_in(index: Tensor, other: Tensor, num_items: int) -> Tensor:
+    """Return, for each pair of ``index``, whether ``other`` holds it too
+    (both ``[2, E]`` ``(user, item)`` tensors; a bool mask on the device
+    of ``index``).
+    """
+    return torch.isin(pair_keys(index, num_items),
+                      pair_keys(other.to(index.device), num_items))
 
 
 def _node_count(data: HeteroData, node_type: str) -> int | None:
@@ -527,7 +544,7 @@ def _check_distinct_pairs(index: Tensor, num_items: int, where: str) -> None:
     """Raise a :class:`ValueError` naming the first ``(user, item)`` pair
     that ``index`` holds more than once.
     """
-    key, order = torch.sort(index[0] * num_items + index[1], stable=True)
+    key, order = torch.sort(pair_keys(index, num_items), stable=True)
     repeated = (key[1:] == key[:-1]).nonzero()
     if repeated.numel() == 0:
         return

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType
 
-from mde_pyg.data.mmrec import check_ids_in_range
+from mde_pyg.data.mmrec import check_ids_in_range, pairs_in
 from mde_pyg.metrics import RankingMetrics, rank_top_k
 from mde_pyg.models.base import Recommender
 
@@ -279,9 +279,8 @@ class Evaluator:
         train items, they can never be ranked, so they lower the recall.
         """
         user, item = held_out.cpu().long()
-        train = split_edges(data, "train").cpu().long()
-        both = torch.isin(user * self.num_items + item,
-                          train[0] * self.num_items + train[1])
+        both = pairs_in(held_out.cpu(), split_edges(data, "train"),
+                        self.num_items)
         if bool(both.any()):
             first = int(both.nonzero()[0])
             warnings.warn(

@@ -18,10 +18,7 @@ from torch_geometric.data import HeteroData
 from mde_pyg.files import atomic_write_text
 from mde_pyg.models.base import Recommender
 from mde_pyg.train.trainer import (
-    BEST_CHECKPOINT,
     DEFAULT_EVAL_METRIC,
-    HISTORY_FILE,
-    LAST_CHECKPOINT,
     RunExistsError,
     Trainer,
     check_trainer_args,
@@ -196,8 +193,7 @@ def _remove_runs_beyond(out: Path, count: int) -> None:
         if (index is None or index < count or old.is_symlink()
                 or not old.is_dir()):
             continue
-        if any((old / name).is_file() for name in
-               (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_FILE)):
+        if run_files(old):
             shutil.rmtree(old)
 
 

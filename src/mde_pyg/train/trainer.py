@@ -23,6 +23,7 @@ from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from mde_pyg._cache import IdentityCache
+from mde_pyg.data.mmrec import pair_keys
 from mde_pyg.files import atomic_save, atomic_write_json
 from mde_pyg.metrics import check_ks, metric_keys
 from mde_pyg.models.base import Recommender, plain_values
@@ -224,8 +225,7 @@ def interactions_checksum(data: HeteroData) -> str:
     num_items = int(data["item"].num_nodes)
 
     def split_crc(index: Tensor) -> int:
-        user, item = index.cpu().long()
-        key = torch.sort(user * num_items + item).values
+        key = torch.sort(pair_keys(index.cpu(), num_items)).values
         return zlib.crc32(key.numpy().tobytes())
 
     crc = 0

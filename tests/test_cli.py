@@ -440,7 +440,8 @@ def test_resume_refuses_a_folder_of_another_kind_or_model(tiny_folder,
             "its --grid")
     refused(tiny_args(tiny_folder, single, "--resume", "--grid",
                       "num_layers=1,2"),
-            "holds a single run (results.json): --resume continues it "
+            "holds a single run (results.json, best.pt, history.json): "
+            "--resume continues it "
             "without --grid")  # MostPop writes no last.pt
     refused(tiny_args(tiny_folder, single, "--model", "lightgcn",
                       "--resume"),

@@ -156,15 +156,29 @@ def test_recommend_of_a_file_names_the_run(tiny_folder, tmp_path, capsys):
                    f"give the --output folder of an 'mde-pyg train' run")
 
 
+def test_a_python_run_is_refused_before_the_data_is_read(tmp_path, capsys):
+    # a Trainer(output_dir=...) run from Python: best.pt and history.json,
+    # no results.json nor last.pt; the data folder is not even looked at
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("best.pt", "history.json"):
+        (out / name).write_text("x")
+    err = usage_error(capsys, tiny_args(tmp_path / "no-such-data", out))
+    assert err == (f"mde-pyg train: error: --output '{out}' already holds "
+                   f"a run (best.pt, history.json); pass --resume to "
+                   f"continue it, --overwrite to train it again from "
+                   f"scratch, or give another --output")
+
+
 def test_a_finished_run_is_not_trained_over(tiny_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_args(tiny_folder, out)) == 0
     before = (out / "results.json").read_text()
     err = usage_error(capsys, tiny_args(tiny_folder, out))
     assert err == (f"mde-pyg train: error: --output '{out}' already holds "
-                   f"a run (results.json); pass --resume to "
-                   f"continue it, --overwrite to train it again from "
-                   f"scratch, or give another --output")
+                   f"a run (results.json, best.pt, history.json); pass "
+                   f"--resume to continue it, --overwrite to train it "
+                   f"again from scratch, or give another --output")
     assert (out / "results.json").read_text() == before
     # --overwrite trains again, into the same files
     assert main(tiny_args(tiny_folder, out, "mostpop", "--overwrite")) == 0

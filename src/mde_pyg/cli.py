@@ -403,8 +403,9 @@ def check_output_is_free(output: str | os.PathLike, resume: bool,
                          overwrite: bool, grid: bool = False,
                          model: str | None = None) -> None:
     """Raise a :class:`UsageError` when the ``train --output`` folder
-    already holds a run (its ``results.json``, ``last.pt``, a grid's
-    ``grid.csv`` or a grid run's ``run_<i>/last.pt``) and neither
+    already holds a run (its ``results.json``, or any file
+    :func:`~mde_pyg.train.grid.held_run_files` names: a run's checkpoints
+    or history, a grid's ``grid.csv`` or its runs' files) and neither
     ``--resume`` nor ``--overwrite`` says what to do with it; or when
     ``--resume`` would continue a run of another kind (a grid without
     ``--grid``, a single run with one) or of another model, which would
@@ -425,21 +426,22 @@ def check_output_is_free(output: str | os.PathLike, resume: bool,
                          "both")
     if overwrite:
         return
+    from mde_pyg.train.grid import GRID_FILE, held_run_files
+
     path = Path(output)
-    grid_runs = sorted(p.parent.name for p in path.glob("run_*/last.pt"))
-    held = [name for name in (RESULTS_FILE, "last.pt", "grid.csv")
-            if (path / name).exists()]  # grid.csv: a grid, maybe unfinished
-    held += [f"{name}/last.pt" for name in grid_runs[:2]]
+    held = held_run_files(path)  # grid.csv: a grid, maybe unfinished
+    is_grid = any(name == GRID_FILE or "/" in name for name in held)
+    if (path / RESULTS_FILE).is_file():
+        held.insert(0, RESULTS_FILE)
     if not resume:
         if held:
             raise UsageError(
-                f"--output '{path}' already holds a run ({', '.join(held)}"
-                f"{', ...' if len(grid_runs) > 2 else ''}); pass --resume to "
+                f"--output '{path}' already holds a run ({', '.join(held[:4])}"
+                f"{', ...' if len(held) > 4 else ''}); pass --resume to "
                 f"continue it, --overwrite to train it again from scratch, "
                 f"or give another --output")
         return
     fix = "or --overwrite to train anew, or give another --output"
-    is_grid = (path / "grid.csv").exists() or bool(grid_runs)
     if is_grid and not grid:
         raise UsageError(f"--output '{path}' holds a grid (grid.csv, "
                          f"run_<i>/): --resume continues it with its --grid; "
@@ -833,7 +835,7 @@ def train_model(
         raise UsageError(f"cannot train '{model}': {error}") from error
     except (ResumeMismatchError, CheckpointError) as error:
         raise UsageError(f"cannot --resume: {error}") from error  # untrained
-    except RunExistsError:  # what check_output_is_free did not see
+    except RunExistsError:  # written since check_output_is_free looked
         raise UsageError(f"--output '{output}' already holds a run; pass "
                          f"--resume to continue it, --overwrite to train it "
                          f"again from scratch, or give another --output"

@@ -195,3 +195,39 @@ def test_check_grid_builds_each_distinct_model_once(data):
     assert sorted(b["dim"] for b in built) == [2, 3]
     with pytest.raises(GridConfigError, match="Unknown Trainer arguments"):
         check_grid(factory, data, {"dim": [2]}, learning_rate=0.1)
+
+
+def test_held_run_files_names_a_run_and_a_grid_in_one_order(tmp_path):
+    from mde_pyg.train.grid import held_run_files
+
+    assert held_run_files(tmp_path / "missing") == []
+    assert held_run_files(tmp_path) == []
+    for name in ("history.json", "last.pt", "notes.txt", "grid.csv"):
+        (tmp_path / name).write_text("x")
+    for run, names in (("run_001", ["best.pt"]),
+                       ("run_000", ["history.json", "last.pt"]),
+                       ("run_7", ["last.pt"]),  # not a grid's name
+                       ("run_002", ["notes.txt"])):  # no run files
+        (tmp_path / run).mkdir()
+        for name in names:
+            (tmp_path / run / name).write_text("x")
+    (tmp_path / "run_003").symlink_to(tmp_path / "run_000")
+    assert held_run_files(tmp_path) == [
+        "last.pt", "history.json", "grid.csv", "run_000/last.pt",
+        "run_000/history.json", "run_001/best.pt"]
+
+
+def test_a_grid_is_not_written_over_a_single_run(data, tmp_path):
+    # a Trainer's run in the folder (best.pt and history.json only, as a
+    # finished run without last.pt) is refused like a grid's runs
+    from mde_pyg.train import RunExistsError
+
+    for name in ("best.pt", "history.json"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(RunExistsError, match=r"already holds a run "
+                       r"\(best\.pt, history\.json\); resume=True"):
+        grid_search(MF, data, {"dim": [2]}, output_dir=tmp_path,
+                    max_epochs=1, ks=(5,), eval_metric="recall@5",
+                    progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt",
+                                                          "history.json"]

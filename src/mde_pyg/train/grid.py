@@ -183,6 +183,33 @@ def grid_run_index(path: str | os.PathLike) -> int | None:
     return int(match[1])
 
 
+def held_run_files(folder: str | os.PathLike) -> list[str]:
+    """Return the files of a run or a grid that ``folder`` holds.
+
+    The one answer to "does this folder hold a run", for
+    :func:`grid_search` and ``mde-pyg train``: a :class:`Trainer`'s run
+    files in ``folder`` itself (:func:`~mde_pyg.train.trainer.run_files`),
+    then its ``grid.csv``, then ``run_<i>/<file>`` for each folder named as
+    :func:`grid_search` names its runs that holds run files (with or
+    without a ``grid.csv`` beside it: a grid interrupted in its first run
+    has none yet). ``[]`` for a folder that does not exist or holds none.
+
+    Args:
+        folder (str or os.PathLike): An ``output_dir``.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    held = run_files(path)
+    if (path / GRID_FILE).is_file():
+        held.append(GRID_FILE)
+    for run in sorted(path.iterdir()):
+        if (re.fullmatch(r"run_\d{3,}", run.name) and run.is_dir()
+                and not run.is_symlink()):
+            held += [f"{run.name}/{name}" for name in run_files(run)]
+    return held
+
+
 def _remove_runs_beyond(out: Path, count: int) -> None:
     """Remove the run folders ``run_<i>``, ``i >= count``, an earlier grid
     wrote in ``out``: only folders (not links) named as :func:`grid_search`
@@ -276,12 +303,12 @@ def grid_search(
     configs = check_grid(build, data, grid, fixed, **trainer_kwargs)
     out = None if output_dir is None else Path(output_dir)
     if out is not None and not (resume or replace):
-        held = [f"{GRID_FILE}"] if (out / GRID_FILE).is_file() else []
-        held += [f"run_{i:03d}/{name}" for i in range(len(configs))
-                 for name in run_files(out / f"run_{i:03d}")]
+        held = held_run_files(out)
         if held:
+            kind = ("grid" if any(name == GRID_FILE or "/" in name
+                                  for name in held) else "run")
             raise RunExistsError(
-                f"'{out}' already holds a grid ({', '.join(held[:3])}"
+                f"'{out}' already holds a {kind} ({', '.join(held[:3])}"
                 f"{', ...' if len(held) > 3 else ''}); resume=True continues "
                 f"it, replace=True trains it again from scratch, or give "
                 f"another output_dir")

@@ -146,6 +146,29 @@ def test_errors_say_how_to_fix():
                          torch.tensor([0, 1, 2, 0]))
 
 
+@pytest.mark.parametrize("perm, message", [
+    (torch.tensor([0, 1, 1]), "'perm' names row 1 more than once, so it is "
+     "not a permutation"),
+    (torch.tensor([0, 1, 3]), "'perm' holds ids outside [0, 3)"),
+    (torch.tensor([2, -1, 0]), "'perm' holds ids outside [0, 3)"),
+    (torch.tensor([2.0, 1.0, 0.0]), "'perm' has dtype torch.float32, not "
+     "integer row ids"),
+])
+def test_club_upper_bound_refuses_a_perm_that_is_no_permutation(perm,
+                                                               message):
+    # a repeated id would pair a row with itself as a negative (biasing
+    # the bound towards 0); -1 would silently take the last row
+    with pytest.raises(ValueError, match=_msg(
+            f"club_upper_bound: {message}; pass a permutation of the 3 row "
+            f"ids, of shape (3,), such as torch.randperm(3)")):
+        club_upper_bound(_rand(3, 2), _rand(3, 2), _rand(3, 2), perm)
+    # any true permutation, of any integer dtype, is taken
+    mu, logvar, y = _rand(3, 2), _rand(3, 2), _rand(3, 2)
+    for ok in (torch.tensor([2, 0, 1]), torch.tensor([2, 0, 1],
+                                                     dtype=torch.int32)):
+        club_upper_bound(mu, logvar, y, ok)
+
+
 def test_same_shape_values_unchanged():
     a, b, c = _rand(5, 3), _rand(5, 3), _rand(5, 3)
     pos, neg = _rand(5), _rand(5)

@@ -683,6 +683,32 @@ def _log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
     return (-(y - mu).pow(2) / logvar.exp() - logvar).sum(dim=-1) / 2
 
 
+def _check_permutation(perm: Tensor, size: int) -> None:
+    """Refuse ``perm`` unless it is a permutation of ``0, ..., size - 1``
+    (its values checked on the CPU only: on CUDA, at no sync).
+    """
+    fix = (f"pass a permutation of the {size} row ids, of shape ({size},), "
+           f"such as torch.randperm({size})")
+    if perm.shape != (size,):
+        raise ValueError(
+            f"club_upper_bound: 'perm' has shape {tuple(perm.shape)} but 'y' "
+            f"has {size} rows; {fix}")
+    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8,
+                          torch.uint8):
+        raise ValueError(f"club_upper_bound: 'perm' has dtype {perm.dtype}, "
+                         f"not integer row ids; {fix}")
+    if perm.is_cuda or size == 0:
+        return
+    if perm.min() < 0 or perm.max() >= size:
+        raise ValueError(f"club_upper_bound: 'perm' holds ids outside "
+                         f"[0, {size}); {fix}")
+    twice = (torch.bincount(perm.long(), minlength=size) > 1).nonzero()
+    if twice.numel():
+        raise ValueError(f"club_upper_bound: 'perm' names row "
+                         f"{int(twice[0])} more than once, so it is not a "
+                         f"permutation; {fix}")
+
+
 def club_upper_bound(
     mu: Tensor,
     logvar: Tensor,
@@ -723,11 +749,8 @@ def club_upper_bound(
                       y=y)
     if perm is None:
         perm = torch.randperm(y.size(0), device=y.device)
-    elif perm.shape != y.shape[:1]:
-        raise ValueError(
-            f"club_upper_bound: 'perm' has shape {tuple(perm.shape)} but 'y' "
-            f"has {y.size(0)} rows; pass a permutation of the {y.size(0)} "
-            f"row ids, of shape ({y.size(0)},)")
+    else:
+        _check_permutation(perm, y.size(0))
     positive = _log_likelihood(mu, logvar, y)
     negative = _log_likelihood(mu, logvar, y[perm])
     bound = positive.mean() - negative.mean()

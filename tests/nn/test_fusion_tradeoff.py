@@ -78,6 +78,34 @@ def test_node_level_tradeoff_detach():
                           atol=1e-6)
 
 
+@pytest.mark.parametrize("pref, row", [
+    (torch.tensor([[0.5, 0.5], [1.0, 0.0], [2.0, -1.0]]), 2),  # negative
+    (torch.tensor([[0.3, 0.7], [0.9, 0.9]]), 1),  # sums to 1.8
+    (torch.tensor([[1.0, 0.0]]).log(), 0),  # log-probabilities, -inf
+])
+def test_node_level_tradeoff_refuses_what_is_no_distribution(pref, row):
+    # logits would give gaps above 1, so negative alignment weights
+    # (1 - delta) that turn MSA into its opposite
+    with pytest.raises(ValueError, match=rf"preference row {row} is .*not a "
+                       r"distribution over the modalities \(non-negative, "
+                       r"summing to 1\); pass softmax-ed preferences"):
+        NodeLevelTradeoff()(pref)
+    with pytest.raises(ValueError, match=r"must be \[N, M\] .* got shape "
+                       r"\(2,\)"):
+        NodeLevelTradeoff()(torch.tensor([0.5, 0.5]))
+
+
+def test_node_level_tradeoff_takes_rounded_distributions():
+    # a bf16 or fp16 softmax sums to 1 only to its rounding; a three-way
+    # split does not sum to exactly 1 in float32 either
+    logits = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        pref = logits.to(dtype).softmax(-1)
+        w_d, w_a = NodeLevelTradeoff()(pref)
+        assert torch.equal(w_d, preference_gap(pref))
+        assert torch.equal(w_a, 1.0 - w_d)
+
+
 def test_learnable_tradeoff():
     tradeoff = LearnableTradeoff(5)
     w_d, w_a = tradeoff(torch.tensor([0, 3]))

@@ -27,6 +27,28 @@ def preference_gap(pref: Tensor) -> Tensor:
     return (pref[:, first] - pref[:, second]).abs().mean(dim=-1)
 
 
+def _check_preferences(pref: Tensor) -> None:
+    """Refuse ``pref`` unless it is ``[N, M]`` and, on the CPU, each row
+    is non-negative and sums to 1 (to the rounding of its dtype).
+    """
+    if pref.dim() != 2:
+        raise ValueError(
+            f"NodeLevelTradeoff: the preferences must be [N, M] (a row per "
+            f"node, a column per modality), got shape {tuple(pref.shape)}")
+    if pref.is_cuda or pref.numel() == 0:
+        return
+    tol = 8 * torch.finfo(pref.dtype).eps + 1e-5
+    sums = pref.sum(dim=-1, dtype=torch.float64)
+    bad = (pref < 0).any(dim=-1) | ((sums - 1.0).abs() > tol)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"NodeLevelTradeoff: preference row {row} is "
+            f"{pref[row].tolist()}, not a distribution over the modalities "
+            f"(non-negative, summing to 1); pass softmax-ed preferences, "
+            f"such as PreferenceFusion.preferences(index), not their logits")
+
+
 class NodeLevelTradeoff(nn.Module):
     r"""Node-level trade-off weights from modality preferences (MDE Eq. 8).
 
@@ -53,9 +75,18 @@ class NodeLevelTradeoff(nn.Module):
         self.detach = detach
 
     def forward(self, pref: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(w_d, w_a)``, each ``[N]``, from preferences ``[N, M]``."""
+        """Return ``(w_d, w_a)``, each ``[N]``, from preferences ``[N, M]``.
+
+        Each row of ``pref`` is a distribution over the modalities (such
+        as :meth:`~mde_pyg.nn.PreferenceFusion.preferences`, a softmax), so
+        that both weights lie in :math:`[0, 1]`; on the CPU, rows that are
+        not (raw logits, say) are refused, since they would give negative
+        alignment weights. CUDA tensors are not checked (the check would
+        wait for the device at every step).
+        """
         if self.detach:
             pref = pref.detach()
+        _check_preferences(pref)
         gap = preference_gap(pref)
         return gap, 1.0 - gap
 

@@ -43,6 +43,15 @@ COMMON = ["--modality", "text=text.npy", "--modality", "image=image.npy",
           "standardize", "--device", "cpu"]
 
 
+def import_accuracy():
+    sys.path.insert(0, osp.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    return accuracy
+
+
 def run_accuracy(monkeypatch, *args):
     sys.path.insert(0, osp.join(ROOT, "benchmarks"))
     try:
@@ -197,6 +206,16 @@ def test_stale_compares_every_model_argument(tmp_path):
     assert accuracy.stale(cached, args, "bm3", 1, params) is None
     assert accuracy.stale(cached, args, "bm3", 1, {**params, "lr": 0.1}) \
         == "has lr 0.01, not 0.1"
+    # the data as loaded: its feature norm and its modalities
+    args.feature_norm = "l2"
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "has feature norm 'none', not 'l2'"
+    args.feature_norm = "none"
+    args.modality = ["text=t.npy", "image=i.npy"]
+    assert accuracy.stale(cached, args, "bm3", 1, params) == \
+        "has modalities {'text': 't.npy'}, not {'text': 't.npy', " \
+        "'image': 'i.npy'}"
+    args.modality = ["text=t.npy"]
     # runs record feature_min_std only when used
     args.feature_min_std = 1e-4
     assert accuracy.stale(cached, args, "bm3", 1, params) == \
@@ -242,4 +261,165 @@ def test_bad_choices_fail_before_any_run(folder, tmp_path, flag, value):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert f"argument {flag}: invalid choice: '{value}'" in done.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_train_reuses_a_cached_run_unless_rerun(tmp_path, monkeypatch):
+    import argparse
+
+    accuracy = import_accuracy()
+    from mde_pyg.models.bm3 import BM3
+
+    args = argparse.Namespace(
+        data=str(tmp_path), modality=["text=t.npy"], feature_norm="none",
+        feature_min_std=0.0, precision=None, max_epochs=5, patience=3,
+        device="cpu", rerun=False, threads=1)
+    cached = {"model": "bm3", "config": {
+        "seed": 1, "precision": "fp32", "max_epochs": 5, "patience": 3,
+        "device": "cpu", "lr": 0.01,
+        "model_hparams": {**BM3.default_hparams(), "reg_weight": 0.01},
+        "data": {"data": str(tmp_path), "modality": {"text": "t.npy"},
+                 "feature_norm": "none"}}}
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(cached))
+    calls = []
+
+    def fake_run(cmd, **kwargs):  # mde-pyg train, which would rewrite it
+        calls.append((cmd, kwargs["env"]["OMP_NUM_THREADS"]))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(accuracy.subprocess, "run", fake_run)
+    params = {"reg_weight": 0.01, "lr": 0.01}
+    assert accuracy.train(args, "bm3", str(out), 1, params) == cached
+    assert calls == []  # the same run: its results.json answers
+    # --rerun trains it again, with every setting on the command line
+    args.rerun = True
+    assert accuracy.train(args, "bm3", str(out), 1, params) == cached
+    assert calls == [([
+        sys.executable, "-m", "mde_pyg", "train", "--model", "bm3",
+        "--data", str(tmp_path), "--seed", "1", "--output", str(out),
+        "--no-progress", "--overwrite", "--feature-norm", "none",
+        "--max-epochs", "5", "--patience", "3", "--device", "cpu",
+        "--modality", "text=t.npy", "--set", "reg_weight=0.01", "--set",
+        "lr=0.01"], "1")]
+    # another setting: trained again, the setting passed on
+    args.rerun, args.feature_min_std = False, 1e-4
+    accuracy.train(args, "bm3", str(out), 1, params)
+    assert len(calls) == 2
+    cmd = calls[1][0]
+    assert cmd[cmd.index("--feature-min-std") + 1] == "0.0001"
+
+
+def test_variant_a_rows_and_row_folders():
+    accuracy = import_accuracy()
+    rows = accuracy.variant_a_rows(["text", "image", "audio"])
+    assert list(rows) == [f"mde variant A (text {w})"
+                          for w in (0.2, 0.4, 0.5, 0.6, 0.8)]
+    # the other modalities share 1 - w
+    assert rows["mde variant A (text 0.4)"] == ("mde", {
+        "tradeoff": "global",
+        "global_preference": {"text": 0.4, "image": 0.3, "audio": 0.3}}, {})
+    assert [accuracy.slug(label) for label in (
+        "mde w/o MDA", "mde variant B (learned trade-off)",
+        "mde variant A (text 0.2)", "grcn, MMRec routing (num_routing=0)")
+    ] == ["mde_wo_MDA", "mde_variant_B_learned_trade-off",
+          "mde_variant_A_text_02", "grcn_MMRec_routing_num_routing_0"]
+
+
+def test_seed_jobs_retrain_the_point_selected_on_valid(tmp_path):
+    import argparse
+
+    accuracy = import_accuracy()
+    args = argparse.Namespace(work=str(tmp_path), seeds=[0, 1, 2])
+    row = accuracy.ModelRuns(args, "mde w/o MDA", "mde", {"use_mda": False},
+                             {"lambda_1": [0.1, 0.2, 0.3]})
+    base = osp.join(str(tmp_path), "mde_wo_MDA")
+    assert [(call[2], call[3], call[4]) for _, call in row.grid_jobs()] == [
+        (osp.join(base, "grid", f"run_{i:03d}"), 0,
+         {"use_mda": False, "lambda_1": v})
+        for i, v in enumerate([0.1, 0.2, 0.3])]
+    # the best valid recall@20, the first of a tie (not the last point)
+    grid = [{"valid": {"recall@20": v}, "test": {"recall@20": t}}
+            for v, t in ((0.2, 0.9), (0.5, 0.1), (0.5, 0.3))]
+    seeds = row.seed_jobs(grid)
+    assert row.params == {"use_mda": False, "lambda_1": 0.2}
+    assert row.results == [grid[1]]
+    assert [(call[2], call[3], call[4]) for _, call in seeds] == [
+        (osp.join(base, f"seed{s}"), s, row.params) for s in (1, 2)]
+
+
+def test_table_rows_average_each_runs_epochs(tmp_path):
+    import argparse
+
+    accuracy = import_accuracy()
+
+    def result(value, seconds, best_epoch):
+        return {"test": {k: value for k in accuracy.METRICS},
+                "history": [{"seconds": s} for s in seconds],
+                "best_epoch": best_epoch}
+
+    runs = [result(0.1, [1.0, 3.0], 1), result(0.3, [6.0], 4)]
+    summary = accuracy.summarise(runs)
+    assert summary["recall@20"] == pytest.approx(
+        (0.2, statistics.stdev([0.1, 0.3])))
+    assert summary["seconds"] == 4.0  # each run's s / epoch: 2 and 6
+    assert summary["epochs"] == 2.5
+    args = argparse.Namespace(
+        data="/x/lfm2k/", device="cpu", code="abc", threads=1, jobs=2,
+        feature_min_std=0.0, no_grid=True, grids="small", seeds=[0, 1],
+        modality=None, feature_norm="standardize", precision=None,
+        patience=20, max_epochs=1000, output=str(tmp_path / "t.md"))
+    accuracy.write_table(args, [("mostpop", {}, runs),
+                                ("lightgcn", {"lr": 0.1}, runs[:1])])
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[0] == "# Test accuracy on lfm2k (2 seeds, mean ± std)"
+    cells = " | ".join(["0.2000 ± 0.1414"] * 8)
+    assert f"| mostpop | {cells} | 4.0 | 2 | defaults |" in lines
+    cells = " | ".join(["0.1000 ± 0.0000"] * 8)
+    assert f'| lightgcn | {cells} | 2.0 | 1 | {{"lr": 0.1}} |' in lines
+
+
+def test_the_rows_asked_for(folder, tmp_path, monkeypatch, capsys):
+    # which rows main() runs, and with which grid (none trained here)
+    accuracy = import_accuracy()
+    planned = []
+
+    class Planned:
+        def __init__(self, args, label, model, fixed, grid):
+            planned.append((label, model, fixed, grid, args.seeds))
+
+        def grid_jobs(self):
+            return []
+
+    monkeypatch.setattr(accuracy, "ModelRuns", Planned)
+
+    def plan(*args):
+        planned.clear()
+        run_accuracy(monkeypatch, "--data", str(folder), "--work",
+                     str(tmp_path / "work"), "--device", "cpu", *args)
+        return planned
+
+    assert plan("--models", "mde", "lightgcn", "--grids", "paper",
+                "--seeds", "2", "1", "2") == [
+        ("mde", "mde", {}, accuracy.PAPER_GRIDS["mde"], [0, 2, 1]),
+        ("lightgcn", "lightgcn", {}, {"lr": LRS}, [0, 2, 1])]
+    assert plan("--models", "mde")[0][3] == accuracy.GRIDS["mde"]
+    # --variants alone: every variant, after the models; the variant A
+    # rows weigh the first modality given
+    variant_a = [f"mde variant A (text {w})"
+                 for w in accuracy.VARIANT_A_WEIGHTS]
+    assert [p[0] for p in plan("--models", "mostpop", "--variants",
+                               "--modality", "text=text.npy")] == [
+        "mostpop", *accuracy.VARIANTS, *variant_a]
+    assert [p[0] for p in plan("--models", "mostpop", "--variants",
+                               "grcn")] == [
+        "mostpop", "grcn, MMRec routing (num_routing=0)"]
+    # --rows searches the labels
+    assert [p[0] for p in plan("--models", "mde", "--variants", "--rows",
+                               "w/o")] == [
+        "mde w/o MDA", "mde w/o MSA", "mde w/o NLT"]
+    with pytest.raises(SystemExit):
+        plan("--models", "mde", "--rows", "nothing")
+    assert "--rows 'nothing' matches no row" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()

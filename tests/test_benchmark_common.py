@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)),
                             "benchmarks"))
@@ -34,6 +35,7 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path):
     git(tmp_path, "commit", "-q", "-m", "one")
     sha = git(tmp_path, "rev-parse", "--short=10", "HEAD")
     (tmp_path / "untracked.md").write_text("results\n")  # not code
+    (tmp_path / "scratch.py").write_text("y = 1\n")  # nor untracked files
     assert common.code_version(str(tmp_path)) == sha
     # a table rewritten by an earlier run, or an edited README, is not code
     (results / "speed.txt").write_text("2\n")
@@ -64,6 +66,64 @@ def test_machine_header_names_the_threads_the_work_ran_with():
     pool = common.machine_header(code="x",
                                  threads="1 per run, 2 runs at a time")
     assert "cores, torch threads 1 per run, 2 runs at a time\n" in pool
+
+
+def test_machine_header_names_the_host_allocator_when_asked():
+    def allocator(text):
+        return [line for line in text.splitlines()
+                if line.startswith("- host allocator")]
+
+    assert allocator(common.machine_header(code="x")) == []
+    assert allocator(common.machine_header(code="x", system_malloc=True)) \
+        == ["- host allocator: glibc defaults (--system-malloc)"]
+    assert allocator(common.machine_header(code="x", system_malloc=False)) \
+        == ["- host allocator: glibc keeping freed memory "
+            "(mde_pyg.tune_cpu_allocator)"]
+
+
+@pytest.mark.skipif(not osp.exists("/proc/self/status"),
+                    reason="no /proc (not Linux)")
+def test_peak_rss_is_in_mib():
+    peak = common.peak_rss_mib()
+    with open("/proc/self/status") as f:  # VmHWM: the peak, in kB
+        hwm = next(int(line.split()[1]) for line in f
+                   if line.startswith("VmHWM:"))
+    assert peak == pytest.approx(hwm / 1024, rel=0.05)
+
+
+def test_markdown_table():
+    assert common.markdown_table(["model", "s"], [["mde", 1.5], ["bm3", 2]]) \
+        == "| model | s |\n|---|---|\n| mde | 1.5 |\n| bm3 | 2 |"
+
+
+def test_run_child_returns_the_last_json_line_or_none(capsys):
+    ok = common.run_child([sys.executable, "-c",
+                           "print('warming up'); print('{\"a\": 1}'); "
+                           "print('{\"a\": 2}')"], "ok")
+    assert ok == {"a": 2}
+    assert common.run_child([sys.executable, "-c",
+                             "import sys; print('{\"a\": 1}'); "
+                             "sys.exit('out of memory')"], "mde @ 10") is None
+    assert capsys.readouterr().out == "mde @ 10: failed\nout of memory\n\n"
+
+
+def test_baby_shape_data_has_the_real_graph(tmp_path):
+    # ids 0..2 and 0..3; MMRec's x_label 0 train, 1 valid, 2 test
+    rows = [(0, 3, 0), (0, 1, 0), (1, 0, 0), (2, 2, 0), (1, 3, 1),
+            (2, 0, 2)]
+    (tmp_path / "baby_graph.inter").write_text("\n".join(
+        ["userID\titemID\tx_label"] + [f"{u}\t{i}\t{s}" for u, i, s in rows]
+    ) + "\n")
+    data, _ = common.baby_shape_data(str(tmp_path), graphs=False)
+    assert (data["user"].num_nodes, data["item"].num_nodes) == (3, 4)
+    assert data["item"].x_image.shape == (4, 4096)
+    assert data["item"].x_text.shape == (4, 384)
+    store = data["user", "rates", "item"]
+    assert store.edge_index.tolist() == [[0, 0, 1, 2], [1, 3, 0, 2]]
+    assert store.val_edge_index.tolist() == [[1], [3]]
+    assert store.test_edge_index.tolist() == [[2], [0]]
+    assert torch.equal(data["item", "rated_by", "user"].edge_index,
+                       store.edge_index.flip(0))
 
 
 def test_write_results_never_replaces_a_table_by_failures(tmp_path, capsys):

@@ -69,6 +69,22 @@ def test_load_run_of_a_grid_rebuilds_the_selected_run(tmp_path):
         result["valid"]
 
 
+def test_a_grid_written_before_model_hparams_reloads_its_selection(tmp_path):
+    # no config.model_hparams: the fixed arguments (config.hparams) and
+    # the selected grid values (params) rebuild the model; neither number
+    # of layers is LightGCN's default 3
+    out = tmp_path / "grid"
+    result = train(out, "lightgcn", "--set", "embedding_dim=16", "--grid",
+                   "num_layers=1,2")
+    del result["config"]["model_hparams"], result["checkpoint"]
+    (out / "results.json").write_text(json.dumps(result))
+    model, data = load_run(out)
+    assert (model.num_layers, model.embedding_dim) == (
+        result["params"]["num_layers"], 16)
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        result["valid"]
+
+
 def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
     out, _ = mde_run
     with pytest.raises(ValueError, match=r"users 300 -> 60; items 200 -> 40"):
@@ -82,6 +98,10 @@ def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
         load_run(out, data=data)
     with pytest.raises(FileNotFoundError, match="holds no results.json"):
         load_run(out.parent)
+    # a dataset run has no folder to look for elsewhere
+    with pytest.raises(ValueError, match=r"^'data_folder' was given, but the "
+                       r"run read the 'synthetic' dataset, not a folder$"):
+        load_run(out, data_folder=out.parent)
     other = out.parent / "other"
     other.mkdir()
     for text, message in (("[1, 2]", "has no config.data"),
@@ -90,6 +110,40 @@ def test_load_run_refuses_other_data(mde_run, synthetic_graphs):
         (other / "results.json").write_text(text)
         with pytest.raises(ValueError, match=message):
             load_run(other)
+
+
+def test_load_run_refuses_larger_data(tiny_folder, tmp_path,
+                                      synthetic_graphs):
+    # more users and items than the run was trained on, not only fewer
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mostpop", "--data", str(tiny_folder),
+                 "--modality", "text=text.npy", "--k-item", "2", "--ks", "1,2",
+                 "--eval-metric", "recall@2", "--no-progress",
+                 "--output", str(out)]) == 0
+    with pytest.raises(ValueError, match=r"differs from what '.*run' was "
+                       r"trained on \(users 4 -> 60; items 5 -> 40; train "):
+        load_run(out, data=synthetic_graphs)
+
+
+def test_load_run_looks_for_a_datasets_default_root_where_it_started(
+        tmp_path, monkeypatch):
+    from mde_pyg.runs import _resolve_paths
+
+    # `mde-pyg train --dataset baby` (no --root) read data/baby relative
+    # to where it started
+    started = tmp_path / "started"
+    (started / "data" / "baby").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    source = _resolve_paths({"dataset": "baby", "cwd": str(started)})
+    assert source["root"] == str(started / "data" / "baby")
+    # found here, it stays relative; the synthetic dataset has no root
+    (elsewhere / "data" / "baby").mkdir(parents=True)
+    assert _resolve_paths({"dataset": "baby", "cwd": str(started)})[
+        "root"] == "data/baby"
+    assert _resolve_paths({"dataset": "synthetic", "cwd": str(started)}) \
+        == {"dataset": "synthetic", "cwd": str(started)}
 
 
 def test_recommend_against_a_brute_force_ranking(mde_run):
@@ -145,6 +199,30 @@ def test_iter_recommend_leaves_the_caller_its_modes(mde_run):
     assert torch.equal(torch.cat([first[1]] + [b[1] for b in rest]), item)
 
 
+def test_iter_recommend_defaults_are_recommends(mde_run):
+    out, _ = mde_run
+    model, data = load_run(out)
+    # every user, in one batch of at most 4096 users, 20 items each
+    batches = list(iter_recommend(model, data))
+    assert len(batches) == 1
+    user, item, score = batches[0]
+    assert torch.equal(user, torch.arange(300))
+    assert item.shape == score.shape == (300, 20)
+    assert torch.equal(item, recommend(model, data)[0])
+
+
+def test_recommended_scores_carry_no_gradients(synthetic_graphs):
+    # VBPR scores with its parameters themselves (not embeddings computed
+    # without gradients): each batch's ranking records no autograd graph
+    from mde_pyg.models import build_model
+
+    model = build_model("vbpr", synthetic_graphs)
+    item, score = recommend(model, synthetic_graphs, torch.arange(5), k=3)
+    assert item.shape == (5, 3) and not score.requires_grad
+    _, _, top = next(iter_recommend(model, synthetic_graphs, k=3))
+    assert not top.requires_grad and torch.is_grad_enabled()
+
+
 def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
     from mde_pyg.models import build_model
 
@@ -194,6 +272,14 @@ def test_recommend_pads_users_with_fewer_items_left(tiny_folder):
         recommend(model, data, k=2, exclude="train")
     with pytest.raises(ValueError, match="unknown splits"):
         recommend(model, data, k=2, exclude=("seen",))
+    with pytest.raises(ValueError, match=r"^'batch_size' must be >= 1, got "
+                       r"0$"):
+        recommend(model, data, k=2, batch_size=0)
+    # no users: [0, k] integer items and float scores
+    item, score = recommend(model, data, torch.tensor([], dtype=torch.long),
+                            k=3)
+    assert item.shape == score.shape == (0, 3)
+    assert item.dtype == torch.long and score.dtype == torch.float32
     # the CLI's --exclude all is every split here, and the hint says so
     with pytest.raises(TypeError, match=r"such as \('train', 'valid', "
                        r"'test'\), not the string 'all'"):
@@ -208,6 +294,19 @@ def read_tsv(path):
     lines = path.read_text().splitlines()
     assert lines[0] == "userID\trank\titemID\tscore"
     return [line.split("\t") for line in lines[1:]]
+
+
+def test_recommend_refuses_data_of_other_sizes(tiny_folder,
+                                               synthetic_graphs):
+    from mde_pyg.models import build_model
+
+    data = load_data(tiny_folder, modalities={"text": "text.npy"},
+                     k_user=2, k_item=2)
+    model = build_model("mostpop", data)
+    with pytest.raises(ValueError, match=r"^The model ranks 4 users x 5 "
+                       r"items, the data has 60 x 40; give the data it was "
+                       r"trained on$"):
+        recommend(model, synthetic_graphs, k=2)
 
 
 def test_recommend_command(mde_run, capsys):
@@ -402,6 +501,13 @@ def test_load_run_of_a_trainer_output_dir(synthetic_graphs, tmp_path):
     # a checkpoint of an earlier version (no model_path) names the manual
     # route; other data is refused as for a CLI run
     state = torch.load(out / "best.pt", weights_only=False)
+    hparams = state["config"].pop("model_hparams")
+    torch.save(state, out / "best.pt")
+    with pytest.raises(ValueError, match=r"records no model_hparams \(a "
+                       r"model not built by from_data\), so the model cannot "
+                       r"be rebuilt"):
+        load_run(out, data=data)
+    state["config"]["model_hparams"] = hparams
     del state["config"]["model_path"]
     torch.save(state, out / "best.pt")
     with pytest.raises(ValueError, match=r"records no model_path .*"

@@ -152,6 +152,23 @@ def test_load_run_with_an_incomplete_results_file(mostpop_run):
         load_run(mostpop_run)
 
 
+def test_load_run_names_a_bad_model_entry_and_missing_weights(mostpop_run):
+    path = mostpop_run / "results.json"
+    # a "model" that is not a name is refused as a missing one
+    edit_results(mostpop_run, lambda s: s.update(model=["mostpop"]))
+    with pytest.raises(ValueError, match=(
+            f"^'{path}' has no \"model\" \\(the registered model name, a "
+            f"string\\); .*train the run again$")):
+        load_run(mostpop_run)
+    edit_results(mostpop_run, lambda s: s.update(model="mostpop"))
+    best = mostpop_run / BEST_CHECKPOINT
+    best.unlink()
+    with pytest.raises(FileNotFoundError, match=(
+            f"^'{best}', the run's best weights, is missing; train the run "
+            f"again \\(or restore the file\\)$")):
+        load_run(mostpop_run)
+
+
 def test_a_gpu_index_beyond_the_machine_is_named(tiny_data, monkeypatch):
     # as on a machine with 2 GPUs (nothing is moved: the check comes first)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

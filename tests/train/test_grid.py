@@ -212,9 +212,46 @@ def test_held_run_files_names_a_run_and_a_grid_in_one_order(tmp_path):
         for name in names:
             (tmp_path / run / name).write_text("x")
     (tmp_path / "run_003").symlink_to(tmp_path / "run_000")
+    (tmp_path / "run_000.old").mkdir()  # a copy, not named as a grid's run
+    (tmp_path / "run_000.old" / "last.pt").write_text("x")
     assert held_run_files(tmp_path) == [
         "last.pt", "history.json", "grid.csv", "run_000/last.pt",
         "run_000/history.json", "run_001/best.pt"]
+    assert held_run_files(tmp_path / "grid.csv") == []  # a file, no folder
+
+
+def test_grid_run_index_needs_the_grids_name_and_its_grid_csv(tmp_path):
+    from mde_pyg.train.grid import grid_run_index
+
+    assert grid_run_index(tmp_path / "run_001") is None  # no grid.csv
+    (tmp_path / "grid.csv").write_text("run\n")
+    assert grid_run_index(tmp_path / "run_001") == 1
+    assert grid_run_index(tmp_path / "run_1234") == 1234
+    for name in ("run_7", "run_01", "run_001.old", "grid.csv"):
+        assert grid_run_index(tmp_path / name) is None, name
+
+
+def test_replacing_a_grid_removes_only_its_later_runs(data, tmp_path):
+    out = tmp_path / "grid"
+    kwargs = dict(output_dir=out, max_epochs=1, ks=(5,),
+                  eval_metric="recall@5", progress=False)
+    grid_search(MF, data, {"dim": [2, 3, 4]}, **kwargs)
+    # beside the earlier grid's runs: a folder named as a run that holds
+    # none, a link to a run elsewhere, run files under another name
+    (out / "run_005").mkdir()
+    (out / "run_005" / "notes.txt").write_text("mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "last.pt").write_text("x")
+    (out / "run_006").symlink_to(elsewhere)
+    (out / "run_7").mkdir()
+    (out / "run_7" / "last.pt").write_text("x")
+    grid_search(MF, data, {"dim": [2]}, replace=True, **kwargs)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grid.csv", "run_000", "run_005", "run_006", "run_7"]
+    assert (out / "run_005" / "notes.txt").read_text() == "mine"
+    assert (elsewhere / "last.pt").read_text() == "x"
+    assert (out / "run_7" / "last.pt").read_text() == "x"
 
 
 def test_a_grid_is_not_written_over_a_single_run(data, tmp_path):
@@ -231,3 +268,24 @@ def test_a_grid_is_not_written_over_a_single_run(data, tmp_path):
                     progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt",
                                                           "history.json"]
+    # three files are named in full, without ', ...'
+    (tmp_path / "last.pt").write_text("x")
+    with pytest.raises(RunExistsError, match=r"already holds a run "
+                       r"\(last\.pt, best\.pt, history\.json\); resume"):
+        grid_search(MF, data, {"dim": [2]}, output_dir=tmp_path,
+                    max_epochs=1, ks=(5,), eval_metric="recall@5",
+                    progress=False)
+
+
+def test_a_grid_interrupted_in_its_first_run_is_named_a_grid(data, tmp_path):
+    # run_000's files, no grid.csv yet
+    from mde_pyg.train import RunExistsError
+
+    (tmp_path / "run_000").mkdir()
+    (tmp_path / "run_000" / "last.pt").write_text("x")
+    with pytest.raises(RunExistsError, match=r"already holds a grid "
+                       r"\(run_000/last\.pt\); resume=True continues it"):
+        grid_search(MF, data, {"dim": [2]}, output_dir=tmp_path,
+                    max_epochs=1, ks=(5,), eval_metric="recall@5",
+                    progress=False)
+    assert (tmp_path / "run_000" / "last.pt").read_text() == "x"

@@ -426,11 +426,11 @@ def check_output_is_free(output: str | os.PathLike, resume: bool,
                          "both")
     if overwrite:
         return
-    from mde_pyg.train.grid import GRID_FILE, held_run_files
+    from mde_pyg.train.grid import held_run_files, holds_grid
 
     path = Path(output)
     held = held_run_files(path)  # grid.csv: a grid, maybe unfinished
-    is_grid = any(name == GRID_FILE or "/" in name for name in held)
+    is_grid = holds_grid(held)
     if (path / RESULTS_FILE).is_file():
         held.insert(0, RESULTS_FILE)
     if not resume:

@@ -82,6 +82,7 @@ def test_node_level_tradeoff_detach():
     (torch.tensor([[0.5, 0.5], [1.0, 0.0], [2.0, -1.0]]), 2),  # negative
     (torch.tensor([[0.3, 0.7], [0.9, 0.9]]), 1),  # sums to 1.8
     (torch.tensor([[1.0, 0.0]]).log(), 0),  # log-probabilities, -inf
+    (torch.tensor([[0.5, 0.5], [float("nan"), 0.5]]), 1),
 ])
 def test_node_level_tradeoff_refuses_what_is_no_distribution(pref, row):
     # logits would give gaps above 1, so negative alignment weights

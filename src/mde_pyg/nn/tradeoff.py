@@ -39,7 +39,7 @@ def _check_preferences(pref: Tensor) -> None:
         return
     tol = 8 * torch.finfo(pref.dtype).eps + 1e-5
     sums = pref.sum(dim=-1, dtype=torch.float64)
-    bad = (pref < 0).any(dim=-1) | ((sums - 1.0).abs() > tol)
+    bad = (pref < 0).any(dim=-1) | ~((sums - 1.0).abs() <= tol)  # NaN too
     if bool(bad.any()):
         row = int(bad.nonzero()[0])
         raise ValueError(

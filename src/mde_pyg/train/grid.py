@@ -38,6 +38,10 @@ GRID_FILE = "grid.csv"
 
 ModelFactory = Callable[..., Recommender]
 
+#: How :func:`grid_search` names the folder of run ``i``: ``run_<i>``,
+#: ``i`` written with at least 3 digits.
+_RUN_NAME = re.compile(r"run_(\d{3,})")
+
 
 class GridConfigError(ValueError):
     """A grid configuration that cannot train, found by :func:`check_grid`
@@ -177,7 +181,7 @@ def grid_run_index(path: str | os.PathLike) -> int | None:
     ``grid.csv``; :obj:`None` otherwise.
     """
     path = Path(path)
-    match = re.fullmatch(r"run_(\d{3,})", path.name)
+    match = _RUN_NAME.fullmatch(path.name)
     if match is None or not (path.parent / GRID_FILE).is_file():
         return None
     return int(match[1])
@@ -204,10 +208,17 @@ def held_run_files(folder: str | os.PathLike) -> list[str]:
     if (path / GRID_FILE).is_file():
         held.append(GRID_FILE)
     for run in sorted(path.iterdir()):
-        if (re.fullmatch(r"run_\d{3,}", run.name) and run.is_dir()
+        if (_RUN_NAME.fullmatch(run.name) and run.is_dir()
                 and not run.is_symlink()):
             held += [f"{run.name}/{name}" for name in run_files(run)]
     return held
+
+
+def holds_grid(held: Sequence[str]) -> bool:
+    """Whether a :func:`held_run_files` listing is a grid's (a
+    ``grid.csv`` or ``run_<i>/`` files) rather than a single run's.
+    """
+    return any(name == GRID_FILE or "/" in name for name in held)
 
 
 def _remove_runs_beyond(out: Path, count: int) -> None:
@@ -305,8 +316,7 @@ def grid_search(
     if out is not None and not (resume or replace):
         held = held_run_files(out)
         if held:
-            kind = ("grid" if any(name == GRID_FILE or "/" in name
-                                  for name in held) else "run")
+            kind = "grid" if holds_grid(held) else "run"
             raise RunExistsError(
                 f"'{out}' already holds a {kind} ({', '.join(held[:3])}"
                 f"{', ...' if len(held) > 3 else ''}); resume=True continues "

@@ -87,6 +87,24 @@ def test_msa_by_hand(symmetric, tau):
     assert module == pytest.approx(0.5 * got, rel=1e-6)
 
 
+def test_msa_three_modalities_is_pairwise_mean():
+    # MSALoss and multi_msa_loss average msa_loss over the pairs (a, b),
+    # (a, c), (b, c), each with the same node weights and temperature
+    from mde_pyg.losses import multi_msa_loss
+
+    torch.manual_seed(4)
+    a, b, c = torch.randn(3, 5, 4)
+    w = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
+    for symmetric in (True, False):
+        pairs = [msa_loss(x, y, w, 0.3, symmetric).item()
+                 for x, y in ((a, b), (a, c), (b, c))]
+        expected = sum(pairs) / 3
+        assert multi_msa_loss([a, b, c], w, 0.3, symmetric).item() == \
+            pytest.approx(expected, rel=1e-6)
+        module = MSALoss(0.5, 0.3, symmetric)({"v": a, "t": b, "a": c}, w)
+        assert module.item() == pytest.approx(0.5 * expected, rel=1e-6)
+
+
 def test_msa_errors_and_gradients():
     a = torch.randn(4, 3, requires_grad=True)
     b = torch.randn(4, 3)
@@ -172,6 +190,18 @@ def test_info_nce_of_half_inputs_is_float32_on_both_paths(dtype, tau):
     assert got.dtype == torch.float32
     # up to the rounding of normalize, which runs in the input's precision
     assert got.item() == pytest.approx(want.item(), rel=1e-2)
+    # at the same rounded rows (normalize and 1/tau in the input's dtype)
+    # every term, the positive one too, is float32: float64's value to
+    # float32 rounding (a half-precision positive term errs by ~1e-4)
+    rows_a = (F.normalize(a, dim=-1) / tau).double()
+    rows_b = F.normalize(b, dim=-1).double()
+    logits, pos = rows_a @ rows_b.t(), (rows_a * rows_b).sum(-1)
+    for symmetric in (True, False):
+        loss = logits.logsumexp(1) - pos
+        if symmetric:
+            loss = 0.5 * (loss + logits.logsumexp(0) - pos)
+        assert info_nce(a, b, tau, symmetric=symmetric).item() == \
+            pytest.approx(loss.mean().item(), rel=1e-6, abs=0)
 
 
 @pytest.mark.parametrize("used", ["row", "col", "both"])
@@ -211,6 +241,10 @@ def test_embedding_norm_reg_by_hand():
     # (5 + 5) / 2 rows, norms not squared (MMRec's EmbLoss)
     assert embedding_norm_reg(u, i).item() == pytest.approx(5.0)
     assert embedding_norm_reg(2 * u, i).item() == pytest.approx(7.5)
+    # B is the row count of the last tensor (BM3: all items), not the first
+    items = torch.cat([i, torch.zeros(2, 2)])  # norm 5, 4 rows
+    assert embedding_norm_reg(u, items).item() == pytest.approx(10 / 4)
+    assert embedding_norm_reg(items, u).item() == pytest.approx(10 / 2)
     with pytest.raises(ValueError, match="at least one"):
         embedding_norm_reg()
 

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -68,6 +69,27 @@ def test_user_cooccurrence_topk_and_softmax():
     assert 3 not in store.edge_index[1].tolist()
 
 
+def test_user_cooccurrence_softmax_of_large_counts():
+    # users 0 and 1 share items 0-99, and both share items 0-59 with user
+    # 2: counts 100 and 60, whose exponentials overflow float32 (e^100 >
+    # 3.4e38) unless shifted by the row's maximum. User 0 keeps
+    # softmax([100, 60]) = [1, e^-40] / (1 + e^-40); user 2 [1/2, 1/2].
+    data = HeteroData()
+    data["user"].num_nodes = 3
+    data["item"].num_nodes = 100
+    user = torch.cat([torch.zeros(100), torch.ones(100), torch.full((60,), 2)])
+    item = torch.cat([torch.arange(100), torch.arange(100), torch.arange(60)])
+    data["user", "rates", "item"].edge_index = torch.stack([user.long(),
+                                                            item])
+    store = UserCoOccurrenceGraph(k=40)(data)[CO_OCCURS]
+    got = {(int(t), int(s)): float(w) for s, t, w in zip(
+        store.edge_index[0], store.edge_index[1], store.edge_weight)}
+    small = math.exp(-40) / (1 + math.exp(-40))
+    assert got == pytest.approx({(0, 1): 1 - small, (0, 2): small,
+                                 (1, 0): 1 - small, (1, 2): small,
+                                 (2, 0): 0.5, (2, 1): 0.5}, rel=1e-6)
+
+
 def test_row_blocks_greedy_within_budget():
     work = np.array([3, 1, 1, 5, 2, 0, 2])
     assert row_blocks(work, 5) == [(0, 3), (3, 4), (4, 7)]
@@ -117,6 +139,19 @@ def test_item_knn_graph_hand():
     assert sorted(zip(store.edge_index[1].tolist(),
                       store.edge_index[0].tolist())) == \
         [(i, j) for i in range(4) for j in range(4) if i != j]
+    # with include_self an item is one of its own k: k = 4 items is every
+    # item, itself included, without a warning; weights 1/4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = ItemKNNGraph(k=4, include_self=True)(hand_graph())
+    store = data["item", "similar_a", "item"]
+    assert sorted(zip(store.edge_index[1].tolist(),
+                      store.edge_index[0].tolist())) == \
+        [(i, j) for i in range(4) for j in range(4)]
+    assert torch.allclose(store.edge_weight, torch.full((16,), 0.25))
+    with pytest.warns(UserWarning, match=r"has 4 items, so each item gets "
+                      r"all 4 items as neighbours"):
+        ItemKNNGraph(k=5, include_self=True)(hand_graph())
 
 
 @pytest.mark.parametrize("include_self", [False, True])
@@ -241,8 +276,6 @@ def test_standardize_zeroes_constant_and_noise_columns():
         NormalizeFeatures(modalities=["c"])(hand_graph())
 
 
-
-
 def assert_same_knn(got, x, k, include_self):
     # Same neighbours as a dense float32 top-k, up to float32 near-ties: at
     # every rank the similarity of the returned item equals the reference.
@@ -316,6 +349,40 @@ def test_knn_cosine_bf16_near_ties_fall_back(device, monkeypatch):
     # The neighbours of a copy are copies of the same row.
     assert torch.equal(got[:400].cpu() // 40,
                        torch.arange(400)[:, None].expand(-1, 5) // 40)
+
+
+def test_knn_cosine_bf16_certificate_catches_ties_at_the_cut():
+    # Eight queries e_c, each with 40 items at cosines in (0.9962, 0.9978):
+    # bfloat16 rounds every one of those similarities to 255/256, so which
+    # 3k + 8 of them become candidates is arbitrary, and the best item is
+    # often left out. The exact similarities of the candidates then all
+    # exceed the last candidate's bf16 value (255/256 = 0.99609), and only
+    # the certificate's error terms (bf16 rounding, 2^-8 of the value)
+    # send these rows to the float32 fallback.
+    gen = torch.Generator().manual_seed(0)
+    d, rows = 32, []
+    for c in range(8):
+        axis = torch.zeros(d, dtype=torch.float64)
+        axis[c] = 1.0
+        cos = 0.9962 + 0.0016 * torch.rand(40, 1, generator=gen,
+                                           dtype=torch.float64)
+        perp = torch.randn(40, d, generator=gen, dtype=torch.float64)
+        perp[:, :8] = 0.0  # orthogonal to every query
+        perp = torch.nn.functional.normalize(perp, dim=1)
+        rows += [axis[None], cos * axis + (1 - cos**2).sqrt() * perp]
+    x = torch.cat(rows).float()
+    queries = torch.arange(0, 8 * 41, 41)
+    assert torch.equal((x[queries].bfloat16() @ x.t().bfloat16()).float()
+                       .view(8, 8, 41)[range(8), range(8), 1:].unique(),
+                       torch.tensor([255 / 256]))
+    xn = torch.nn.functional.normalize(x.double(), dim=-1)
+    sim = xn @ xn.t()
+    sim.fill_diagonal_(float("-inf"))
+    for k in (1, 2):
+        got = knn_cosine(x, k, precision="bf16")
+        # the queries' exact neighbours, by a float64 brute force
+        assert torch.equal(got[queries], sim[queries].topk(k).indices)
+        assert_same_knn(got, x, k, False)
 
 
 def test_knn_cosine_all_candidates():

@@ -448,6 +448,15 @@ def test_learnable_graph_values_take_torchs_backward():
     assert torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(grad, ref_grad, atol=1e-5)
     assert len(conv._checked) == 0
+    # csr_matmul itself, given a transpose: the values' gradient is still
+    # torch's (the fused backward has none for the matrix)
+    from mde_pyg.nn.sparse import csr_transpose
+
+    adj = to_csr(edge_index, weight, (8, 8))  # a new graph to backprop
+    out = csr_matmul(adj, x, csr_transpose(adj.detach()))
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), weight)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
 
 
 def test_symmetry_of_non_canonical_csr():
@@ -530,6 +539,42 @@ def test_to_csr_value_dtypes():
             adj.to_dense(), dense(edge_index, (10 * weight).to(given)
                                   .to(kept).float(), 6).to(kept))
     assert to_csr(edge_index, None, (6, 6)).dtype == torch.float32
+
+
+def test_user_item_edges_by_hand():
+    # 2 users, 3 items: items become nodes 2..4, both directions listed,
+    # each with the edge's normalised weight (ones without one)
+    from torch_geometric.data import HeteroData
+
+    from mde_pyg.nn.sparse import user_item_edges
+
+    data = HeteroData()
+    data["user"].num_nodes = 2
+    data["item"].num_nodes = 3
+    store = data["user", "rates", "item"]
+    store.edge_index = torch.tensor([[0, 0, 1], [0, 2, 2]])
+    edge_index, weight = user_item_edges(data)
+    assert edge_index.tolist() == [[0, 0, 1, 2, 4, 4], [2, 4, 4, 0, 0, 1]]
+    assert weight.tolist() == [1.0] * 6
+    store.edge_weight = torch.tensor([0.5, 0.25, 0.125])
+    edge_index, weight = user_item_edges(data)
+    assert weight.tolist() == [0.5, 0.25, 0.125, 0.5, 0.25, 0.125]
+
+
+def test_to_csr_of_a_bipartite_graph_is_its_adj_t():
+    # size = (num_source, num_target): 5 sources -> 3 targets give a
+    # [3, 5] adj_t, and adj_t @ x sums w_(j -> i) x_j into target row i
+    edge_index = torch.tensor([[4, 0, 2, 1, 0, 3, 2],
+                               [0, 2, 1, 0, 1, 2, 2]])
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    adj = to_csr(edge_index, weight, (5, 3))
+    assert adj.shape == (3, 5)
+    # by hand: row i lists (source, weight) of the edges into target i
+    assert adj.to_dense().tolist() == [[0, 4, 0, 0, 1],
+                                       [5, 0, 3, 0, 0],
+                                       [2, 0, 7, 6, 0]]
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(csr_matmul(adj, x), adj.to_dense() @ x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -44,6 +46,15 @@ def test_fusion_fixed_and_errors():
     assert torch.allclose(pref, torch.tensor([[0.2, 0.8]] * 4))
     with pytest.raises(ValueError, match="summing to 1"):
         PreferenceFusion(4, ["v", "t"], fixed_preference=[0.5, 0.6])
+    # a batch of nodes gets the fixed preference on each of its rows
+    x = {"v": torch.tensor([[1.0], [2.0]]), "t": torch.tensor([[3.0], [4.0]])}
+    out, pref = fusion(x, torch.tensor([3, 0]))
+    assert torch.allclose(pref, torch.tensor([[0.2, 0.8]] * 2))
+    assert torch.allclose(out, torch.tensor([[0.2, 2.4], [0.4, 3.2]]))
+    # the sum to 1 is checked to rounding only (1e-5), not to 1e-2
+    with pytest.raises(ValueError, match="summing to 1"):
+        PreferenceFusion(4, ["v", "t"], fixed_preference=[0.5, 0.51])
+    PreferenceFusion(4, ["v", "t"], fixed_preference=[0.3, 0.7 + 1e-7])
     with pytest.raises(ValueError, match="lacks the modalities"):
         PreferenceFusion(4, ["v", "t"])({"v": torch.ones(4, 1)})
 
@@ -56,6 +67,12 @@ def test_preference_gap_two_and_three():
     assert torch.allclose(preference_gap(pref3), torch.tensor([1 / 3]))
     with pytest.raises(ValueError, match="at least two modalities"):
         preference_gap(torch.ones(2, 1))
+    # absolute differences: the order of the columns does not matter
+    assert torch.allclose(preference_gap(pref.flip(1)),
+                          torch.tensor([0.4, 0.0]))
+    assert torch.allclose(preference_gap(torch.tensor([[0.1, 0.3, 0.6],
+                                                       [0.3, 0.1, 0.6]])),
+                          torch.tensor([1 / 3, 1 / 3]))
 
 
 def test_node_level_tradeoff_detach():
@@ -114,6 +131,12 @@ def test_learnable_tradeoff():
     (w_d.sum() - w_a.sum()).backward()
     assert tradeoff.weight.grad[[0, 3]].abs().sum() > 0
     assert tradeoff.weight.grad[[1, 2, 4]].abs().sum() == 0
+    # (w_d, w_a) = softmax(theta_n): w_d from column 0, w_a from column 1
+    with torch.no_grad():
+        tradeoff.weight[2] = torch.tensor([1.0, 0.0])
+    w_d, w_a = tradeoff(torch.tensor([2]))
+    assert w_d.item() == pytest.approx(1 / (1 + math.exp(-1)))
+    assert w_a.item() == pytest.approx(1 / (1 + math.exp(1)))
 
 
 def test_fusion_widths_per_mode():

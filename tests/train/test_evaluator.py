@@ -333,3 +333,48 @@ def test_evaluator_takes_int32_ids_and_repeated_held_out_pairs(tiny):
                                       store.val_edge_index[:, :1]], dim=1)
     # what it ranks is all it checks: repeats count once, as before
     assert Evaluator(data, "valid", ks=(1, 2))(model) == expected
+
+
+def test_repeated_train_pairs_count_once():
+    # SeenItems: repeated pairs count once. User 0 saw items 0-3 of 6, the
+    # pair (0, 1) listed three times: 2 unseen items (4, 5), not 0, so the
+    # ranking is [5, 4, -1, -1, -1] and both valid items are hits.
+    data = make_data(train=[(0, 0), (0, 1), (0, 1), (0, 2), (0, 3), (0, 1)],
+                     valid=[(0, 4), (0, 5)], test=[(0, 5)], num_users=1,
+                     num_items=6)
+    model = FixedScores(torch.tensor([[1, 2, 3, 4, 5, 6]]))
+    evaluator = Evaluator(data, "valid", ks=(5,))
+    assert evaluator.seen.pairs(torch.tensor([0])).tolist() == \
+        [[0, 0, 0, 0], [0, 1, 2, 3]]
+    assert evaluator.top_items(model, torch.tensor([0])).tolist() == \
+        [[5, 4, -1, -1, -1]]
+    # two hits of two targets at ranks 1 and 2
+    assert evaluator(model) == pytest.approx({
+        "recall@5": 1.0, "precision@5": 0.4, "map@5": 1.0, "ndcg@5": 1.0})
+
+
+class ModeScores(FixedScores):
+    # scores item 2 highest in training mode only, as a dropout would move
+    # the scores; records the modes it was scored in
+    def scorer(self):
+        self.seen_modes = (self.training, torch.is_grad_enabled())
+        boost = torch.tensor([0, 0, 100.0, 0, 0, 0]) * self.training
+        return lambda user: self.scores[user] + boost
+
+
+def test_scored_in_evaluation_mode_without_gradients(tiny):
+    data, scores = tiny
+    model = ModeScores(scores.scores)
+    model.train()
+    valid = Evaluator(data, "valid", ks=(1, 2))
+    # as test_hand_computed: u0 ranks [3, 2], u1 [5, 3]; in training mode
+    # u0 would rank its valid item 2 first (u1 has it masked as a train
+    # item), and recall@1 would be 1/2
+    assert valid(model)["recall@1"] == 0.0
+    assert model.seen_modes == (False, False)
+    assert model.training  # the caller's mode is restored
+    assert valid.top_items(model, torch.tensor([0])).tolist() == [[3, 2]]
+    assert model.seen_modes == (False, False) and model.training
+    model.eval()
+    valid(model)
+    assert not model.training

@@ -54,6 +54,29 @@ def test_uniform_over_non_positives(max_rounds):
     assert (counts[[1, 4, 6, 7]] - 2000).abs().max() < 232
 
 
+@pytest.mark.parametrize("max_rounds", [0, 10])
+def test_repeated_train_pairs_count_once(max_rounds):
+    # As test_uniform_over_non_positives, with the pairs (0, 2) and (0, 5)
+    # listed twice and user 1 after them: user 0 has 4 positives, not 6,
+    # so its negatives are still {1, 4, 6, 7}, each drawn 2000 times in
+    # expectation (binomial standard deviation 38.7: 6 of them is 232).
+    # User 1 rated {1, 6}: negatives {0, 2, 3, 4, 5, 7}, 8000 / 6 = 1333.3
+    # each, standard deviation sqrt(8000 * 1/6 * 5/6) = 33.3.
+    edge_index = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 1],
+                               [5, 0, 2, 3, 5, 2, 6, 1, 6]])
+    sampler = NegativeSampler(edge_index, num_items=8, seed=2,
+                              max_rounds=max_rounds)
+    assert str(sampler) == "NegativeSampler(2 users, 8 items, 6 positives)"
+    for user, pos, neg, mean, bound in ((0, [0, 2, 3, 5], [1, 4, 6, 7],
+                                         2000, 232),
+                                        (1, [1, 6], [0, 2, 3, 4, 5, 7],
+                                         8000 / 6, 200)):
+        drawn = sampler.sample(torch.full((8000,), user))
+        counts = torch.bincount(drawn, minlength=8)
+        assert counts[pos].sum() == 0
+        assert (counts[neg] - mean).abs().max() < bound
+
+
 def test_seeded_and_state_roundtrip():
     edge_index = torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]])
     user = torch.tensor([0, 1, 2, 2, 1, 0])

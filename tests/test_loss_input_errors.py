@@ -162,11 +162,18 @@ def test_club_upper_bound_refuses_a_perm_that_is_no_permutation(perm,
             f"club_upper_bound: {message}; pass a permutation of the 3 row "
             f"ids, of shape (3,), such as torch.randperm(3)")):
         club_upper_bound(_rand(3, 2), _rand(3, 2), _rand(3, 2), perm)
-    # any true permutation, of any integer dtype, is taken
+    # any true permutation, of any integer dtype, is taken and pairs row i
+    # with row perm[i]: mean log q(y_i | x_i) - mean log q(y_perm(i) | x_i)
     mu, logvar, y = _rand(3, 2), _rand(3, 2), _rand(3, 2)
+
+    def log_q(rows):
+        return ((-(rows - mu) ** 2 / logvar.exp() - logvar).sum(-1) / 2)
+
+    want = (log_q(y).mean() - log_q(y[[2, 0, 1]]).mean()).item()
     for ok in (torch.tensor([2, 0, 1]), torch.tensor([2, 0, 1],
                                                      dtype=torch.int32)):
-        club_upper_bound(mu, logvar, y, ok)
+        got = club_upper_bound(mu, logvar, y, ok, clamp=False).item()
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
 
 
 def test_same_shape_values_unchanged():

@@ -37,3 +37,32 @@ def test_refuses_without_cuda_before_writing(tmp_path):
     assert result.returncode == 1
     assert "torch sees no CUDA device" in result.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_names_the_modules_a_stage_lacks_before_anything_runs(tmp_path):
+    # hide two modules the tests import, as on a GPU image without them
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['hypothesis'] = None\n"
+        "sys.modules['yaml'] = None\n")
+    env = {"PATH": osp.dirname(sys.executable) + ":/usr/bin:/bin",
+           "PYTHONPATH": str(hide), "CUDA_VISIBLE_DEVICES": ""}
+
+    def suite(stage):
+        return subprocess.run(["bash", SCRIPT, stage, str(tmp_path / "out")],
+                              capture_output=True, text=True, env=env,
+                              cwd=tmp_path)
+
+    for stage in ("core", "tests"):
+        result = suite(stage)
+        assert result.returncode == 1
+        assert result.stderr == (
+            "gpu_suite.sh: python3 lacks hypothesis, yaml; install them, or "
+            "carry their wheels to a machine without a registry\n")
+    assert list((tmp_path / "out").iterdir()) == []
+    # the speed stage needs neither, so it goes on to the CUDA check
+    result = suite("speed")
+    assert result.returncode == 1
+    assert "python3 lacks" not in result.stderr
+    assert "torch sees no CUDA device" in result.stderr

@@ -152,7 +152,12 @@ def test_errors_say_how_to_fix():
     (torch.tensor([0, 1, 3]), "'perm' holds ids outside [0, 3)"),
     (torch.tensor([2, -1, 0]), "'perm' holds ids outside [0, 3)"),
     (torch.tensor([2.0, 1.0, 0.0]), "'perm' has dtype torch.float32, not "
-     "integer row ids"),
+     "int64 or int32 row ids"),
+    # indexing takes uint8 as a mask and refuses int8 and int16
+    (torch.tensor([2, 0, 1], dtype=torch.uint8), "'perm' has dtype "
+     "torch.uint8, not int64 or int32 row ids"),
+    (torch.tensor([2, 0, 1], dtype=torch.int16), "'perm' has dtype "
+     "torch.int16, not int64 or int32 row ids"),
 ])
 def test_club_upper_bound_refuses_a_perm_that_is_no_permutation(perm,
                                                                message):
@@ -162,7 +167,7 @@ def test_club_upper_bound_refuses_a_perm_that_is_no_permutation(perm,
             f"club_upper_bound: {message}; pass a permutation of the 3 row "
             f"ids, of shape (3,), such as torch.randperm(3)")):
         club_upper_bound(_rand(3, 2), _rand(3, 2), _rand(3, 2), perm)
-    # any true permutation, of any integer dtype, is taken and pairs row i
+    # any true permutation, int64 or int32, is taken and pairs row i
     # with row perm[i]: mean log q(y_i | x_i) - mean log q(y_perm(i) | x_i)
     mu, logvar, y = _rand(3, 2), _rand(3, 2), _rand(3, 2)
 

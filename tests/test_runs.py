@@ -31,7 +31,8 @@ def evaluate(model, data, split, ks):
 @pytest.fixture(scope="module")
 def mde_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "mde"
-    return out, train(out, "mde", "--set", "lambda_1=0.1")
+    # on the CPU: module fixtures come before cpu_unless_marked_cuda
+    return out, train(out, "mde", "--set", "lambda_1=0.1", "--device", "cpu")
 
 
 def test_load_run_gives_the_recorded_best_epoch(mde_run):
@@ -402,6 +403,20 @@ def test_recommend_on_each_device(mde_run, device):
     assert torch.allclose(score, cpu_score, atol=1e-4)
     # Ties aside (scores within 1e-4), the same items in the same order:
     assert (item == cpu_item).float().mean() > 0.99
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["lightgcn", "freedom", "mde"])
+def test_cli_trains_on_cuda_when_a_gpu_is_present(name, tmp_path):
+    result = train(tmp_path / name, name)  # no --device
+    assert result["config"]["device"] == "cuda"
+    assert "gpu" in result["environment"]
+    model, data = load_run(tmp_path / name)  # on the CPU
+    # the CUDA-trained weights score on the CPU as recorded, up to the
+    # near-ties that other summation orders may swap
+    assert evaluate(model, data, "valid", result["config"]["ks"]) == \
+        pytest.approx(result["valid"], abs=0.01)
 
 
 def test_load_run_finds_a_relative_data_folder_from_where_it_started(

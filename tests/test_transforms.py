@@ -16,6 +16,7 @@ from mde_pyg.transforms import (
     UserCoOccurrenceGraph,
     knn_cosine,
     row_blocks,
+    softmax_per_row,
     topk_per_row,
     topk_positions_per_row,
 )
@@ -32,6 +33,25 @@ def hand_graph():
     data["item"].x_a = torch.tensor(
         [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.05]])
     return data
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_user_cooccurrence_of_data_on_any_device(device):
+    # counted on the CPU and stored there, as ItemKNNGraph stores its edges
+    want = UserCoOccurrenceGraph(k=40)(hand_graph())[CO_OCCURS]
+    got = UserCoOccurrenceGraph(k=40)(hand_graph().to(device))[CO_OCCURS]
+    assert torch.equal(got.edge_index, want.edge_index)
+    assert torch.equal(got.edge_weight, want.edge_weight)
+
+
+def test_softmax_per_row_by_hand_on_its_inputs_device():
+    row, value = torch.tensor([2, 0, 2, 2]), torch.tensor([1.0, 7.0, 2.0, 1.0])
+    z = 2 * math.exp(1) + math.exp(2)
+    assert softmax_per_row(row, value, 3).tolist() == pytest.approx(
+        [math.exp(1) / z, 1.0, math.exp(2) / z, math.exp(1) / z])
+    # every buffer on the inputs' device (the meta device checks it here)
+    out = softmax_per_row(row.to("meta"), value.to("meta"), 3)
+    assert out.device.type == "meta" and out.shape == (4,)
 
 
 def test_normalize_user_item():
@@ -383,6 +403,60 @@ def test_knn_cosine_bf16_certificate_catches_ties_at_the_cut():
         # the queries' exact neighbours, by a float64 brute force
         assert torch.equal(got[queries], sim[queries].topk(k).indices)
         assert_same_knn(got, x, k, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_cosine_bf16_panels_reduce_in_float32_on_cuda(device,
+                                                          monkeypatch):
+    # cuBLAS may reduce split-K partial sums of bf16 products in bf16 unless
+    # told not to, an error the certificate does not bound: the bf16 panels
+    # are multiplied with that off, and the caller's setting comes back.
+    import mde_pyg.transforms as transforms
+
+    matmul = torch.backends.cuda.matmul
+    during = []
+    topk_blocks = transforms._topk_blocks
+
+    def spy(*args):
+        during.append(matmul.allow_bf16_reduced_precision_reduction)
+        return topk_blocks(*args)
+
+    monkeypatch.setattr(transforms, "_topk_blocks", spy)
+    torch.manual_seed(5)
+    x = torch.randn(300, 16, device=device)
+    before = matmul.allow_bf16_reduced_precision_reduction
+    assert before  # PyTorch's default
+    got = knn_cosine(x, 5, precision="bf16")
+    assert during == [device == "cpu"]  # the flag is cuBLAS's alone
+    assert matmul.allow_bf16_reduced_precision_reduction == before
+    assert_same_knn(got.cpu(), x.cpu(), 5, False)
+
+
+def test_float32_bf16_reductions_restores_the_callers_setting():
+    # the flag is global state, read and set without a GPU
+    from mde_pyg.transforms import _float32_bf16_reductions
+
+    matmul = torch.backends.cuda.matmul
+
+    def setting():  # newer torch also holds whether split-K may be used
+        return (matmul.allow_bf16_reduced_precision_reduction,
+                getattr(matmul,
+                        "allow_bf16_reduced_precision_reduction_split_k", None))
+
+    states = [False, True]
+    if setting()[1] is not None:
+        states.append((False, False))
+    try:
+        for state in states:
+            matmul.allow_bf16_reduced_precision_reduction = state
+            saved = setting()
+            with pytest.raises(KeyError):
+                with _float32_bf16_reductions(torch.device("cuda")):
+                    assert setting()[0] is False
+                    raise KeyError  # restored on the way out of an error too
+            assert setting() == saved
+    finally:
+        matmul.allow_bf16_reduced_precision_reduction = True
 
 
 def test_knn_cosine_all_candidates():

@@ -255,7 +255,7 @@ class _BoundedLogSumExp(torch.autograd.Function):
     @staticmethod
     def _blocks(a: Tensor, b: Tensor, bound: float):
         """Yield ``(rows of B, B block, exp(A B_block^T - bound))``."""
-        bias = a.new_tensor(-bound)
+        bias = a.new_full((), -bound)  # no host-to-device copy
         step = _block_rows(a, b)
         for start in range(0, b.size(0), step):
             block = b[start:start + step]
@@ -693,10 +693,9 @@ def _check_permutation(perm: Tensor, size: int) -> None:
         raise ValueError(
             f"club_upper_bound: 'perm' has shape {tuple(perm.shape)} but 'y' "
             f"has {size} rows; {fix}")
-    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8,
-                          torch.uint8):
+    if perm.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"club_upper_bound: 'perm' has dtype {perm.dtype}, "
-                         f"not integer row ids; {fix}")
+                         f"not int64 or int32 row ids; {fix}")
     if perm.is_cuda or size == 0:
         return
     if perm.min() < 0 or perm.max() >= size:
@@ -740,7 +739,7 @@ def club_upper_bound(
             ``[N, d]``.
         y (torch.Tensor): The paired samples ``[N, d]``.
         perm (torch.Tensor, optional): The permutation :math:`\pi`
-            (``[N]``). (default: :obj:`None`: drawn with
+            (``[N]``, int64 or int32). (default: :obj:`None`: drawn with
             :func:`torch.randperm`)
         clamp (bool, optional): Clamp the estimate at 0, as SAND does.
             (default: :obj:`True`)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -115,10 +116,10 @@ def topk_per_row(row: Tensor, col: Tensor, value: Tensor, num_rows: int,
 def softmax_per_row(row: Tensor, value: Tensor, num_rows: int) -> Tensor:
     """Softmax of ``value`` within each group of equal ``row``."""
     value = value.to(torch.float)
-    row_max = torch.full((num_rows,), float("-inf")).scatter_reduce(
+    row_max = value.new_full((num_rows,), float("-inf")).scatter_reduce(
         0, row, value, "amax")
     exp = (value - row_max[row]).exp()
-    total = torch.zeros(num_rows).index_add_(0, row, exp)
+    total = value.new_zeros(num_rows).index_add_(0, row, exp)
     return exp / total[row]
 
 
@@ -184,7 +185,7 @@ class UserCoOccurrenceGraph(BaseTransform):
         check_data(data)
         num_users = data["user"].num_nodes
         num_items = data["item"].num_nodes
-        user, item = data[RATES].edge_index.numpy()
+        user, item = data[RATES].edge_index.cpu().numpy()
         r = sp.csr_matrix((np.ones(user.size, dtype=np.float32),
                            (user, item)), shape=(num_users, num_items))
         r_t = r.T.tocsr()
@@ -383,6 +384,28 @@ def _knn_rows(x: Tensor, rows: Tensor, k: int, include_self: bool,
     return out
 
 
+@contextmanager
+def _float32_bf16_reductions(device: torch.device) -> Iterator[None]:
+    """Keep cuBLAS's bfloat16 products on ``device`` to float32 partial
+    sums (PyTorch lets split-K reduce them in bfloat16 by default, which the
+    certificate of :func:`_knn_bf16` does not bound).
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    old = matmul.allow_bf16_reduced_precision_reduction
+    try:  # newer torch also holds whether split-K may be used at all
+        old = (old, matmul.allow_bf16_reduced_precision_reduction_split_k)
+    except AttributeError:
+        pass
+    matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        matmul.allow_bf16_reduced_precision_reduction = old
+
+
 def _knn_bf16(x: Tensor, k: int, include_self: bool, block: int,
               width: int, max_chunk_bytes: int) -> Tensor:
     """The ``precision="bf16"`` path of :func:`knn_cosine`."""
@@ -390,7 +413,8 @@ def _knn_bf16(x: Tensor, k: int, include_self: bool, block: int,
     k_max = num if include_self else num - 1
     c = min(k_max, 3 * k + 8)
     low = x.to(torch.bfloat16)
-    approx, cand = _topk_blocks(low, c, include_self, block, width)
+    with _float32_bf16_reductions(x.device):
+        approx, cand = _topk_blocks(low, c, include_self, block, width)
 
     # Exact float32 similarities of the candidates, and the norms of each
     # row's bf16 copy and of its rounding error, in small row chunks.
@@ -464,10 +488,13 @@ def knn_cosine(
     similarity beats the largest one an item outside its candidates can have
     (the last candidate's bfloat16 similarity plus a rigorous bound on the
     error of bfloat16 inputs and output, assuming float32 accumulation as in
-    oneDNN and cuBLAS), the row is exact; otherwise it is recomputed in
-    float32. The result is therefore the float32 one, not an approximate
-    search; only the time depends on the data (on near-duplicates, more
-    rows are recomputed).
+    oneDNN, and in cuBLAS, whose bfloat16 reductions are kept in float32
+    while the panels are multiplied), the row is exact; otherwise it is
+    recomputed in float32. The result is therefore the float32 one, not an
+    approximate search; only the time depends on the data (on
+    near-duplicates, more rows are recomputed). Where TF32 is allowed for
+    float32 products on CUDA, the re-ranking and the recomputed rows use it
+    too, as the ``"fp32"`` path does.
 
     Ties are broken arbitrarily, and near-ties within float32 rounding may
     be ordered differently from another float32 computation.

@@ -232,3 +232,34 @@ def test_features_that_require_grad_stay_out_of_autograd(data, name):
     loss, _ = model.loss(user, torch.tensor([0, 1]), torch.tensor([2, 3]))
     loss.backward()
     assert x.grad is None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", [m for m in available_models()
+                                  if m != "mostpop"])
+def test_a_training_step_never_waits_for_the_gpu(name, data):
+    # a step that copies a value between host and GPU (.item(), a tensor
+    # from a Python scalar, nonzero, unique, a mask index) stops the CPU
+    # from queueing the next kernels, every step; per epoch is fine
+    torch.manual_seed(0)
+    model = build_model(name, data).cuda().train()
+    model.on_epoch_start(1)  # the epoch's draws (pruned graphs, padding)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    user, pos, neg = (torch.randint(n, (64,), device="cuda", generator=gen)
+                      for n in (model.num_users, model.num_items,
+                                model.num_items))
+
+    def step():
+        if hasattr(model, "estimator_step"):  # SAND's CLUB estimators
+            out = model.estimator_step(user, pos, neg)
+            (out if isinstance(out, torch.Tensor) else out["loss"]).backward()
+        model.loss(user, pos, neg)[0].backward()
+
+    step()  # the first step may fill caches (transposes, bf16 copies)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -104,6 +104,11 @@ def test_target_dropout_keeps_and_scales(data):
     assert torch.equal(BM3(data, dropout=0.0)._target(x), x.detach())
     with pytest.raises(ValueError, match="'dropout' must be in"):
         BM3(data, dropout=1.0)
+    # within 2^-32 of 1, the threshold 2^31 would wrap in an int32
+    # comparison and keep everything; it drops (all but 2^-31 of) it
+    assert round((1 - 2**-33) * 2**31) == 2**31
+    target = BM3(data, embedding_dim=8, dropout=1 - 2**-33)._target(x)
+    assert torch.count_nonzero(target) == 0
 
 
 def test_loss_with_dropout_matches_terms(data):

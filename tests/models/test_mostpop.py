@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from device_params import DEVICES
 from torch_geometric.data import HeteroData
 
 from mde_pyg.models import build_model
@@ -39,6 +40,13 @@ def test_scores_are_popularity(data):
     assert str(model) == "MostPop(4 users, 5 items)"
     with pytest.raises(TypeError, match="no hyper-parameters"):
         build_model("mostpop", data, dim=3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_popularity_on_any_device(device):
+    model = MostPop(2, 6, torch.tensor([2, 3, 2, 3, 0, 3], device=device))
+    assert model.rank_score.device.type == device
+    assert model.rank_score.tolist() == [3, 6, 2, 5, 1, 4]
 
 
 def test_ties_rank_the_smaller_item_id_first():

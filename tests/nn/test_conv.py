@@ -556,6 +556,10 @@ def test_user_item_edges_by_hand():
     edge_index, weight = user_item_edges(data)
     assert edge_index.tolist() == [[0, 0, 1, 2, 4, 4], [2, 4, 4, 0, 0, 1]]
     assert weight.tolist() == [1.0] * 6
+    # the ones are made on the edges' device (the meta device checks it)
+    cpu, store.edge_index = store.edge_index, store.edge_index.to("meta")
+    assert user_item_edges(data)[1].device.type == "meta"
+    store.edge_index = cpu
     store.edge_weight = torch.tensor([0.5, 0.25, 0.125])
     edge_index, weight = user_item_edges(data)
     assert weight.tolist() == [0.5, 0.25, 0.125, 0.5, 0.25, 0.125]

@@ -1,4 +1,6 @@
 import csv
+import gc
+import weakref
 
 import pytest
 import torch
@@ -98,6 +100,31 @@ def test_selects_on_valid_never_on_test(data, monkeypatch):
     assert result["index"] == 1 and result["params"] == {"dim": 2}
     assert result["test"] == {"recall@20": 0.1}
     assert [r["selected"] for r in result["runs"]] == [False, True, False]
+
+
+def test_only_the_selected_model_is_kept_alive(data, monkeypatch):
+    # a run passed over frees its model (on a GPU, its buffers), so a grid
+    # holds at most two models at a time, not one per configuration
+    valid = iter([0.1, 0.3, 0.2, 0.3])
+    alive = []
+
+    def fake_fit(self, resume=False, overwrite=False):
+        alive.append(weakref.ref(self.model))
+        gc.collect()
+        alive_now = sum(ref() is not None for ref in alive)
+        assert alive_now <= 2, f"{alive_now} models alive during a grid"
+        return {"model": self.model, "best_epoch": 0, "config": {},
+                "history": [], "valid": {"recall@20": next(valid)},
+                "test": {"recall@20": 0.0}}
+
+    monkeypatch.setattr(grid_module.Trainer, "fit", fake_fit)
+    result = grid_search(MF, data, {"dim": [1, 2, 3, 4]}, ks=(5, 20),
+                         progress=False)
+    gc.collect()
+    assert [ref() is not None for ref in alive] == [False, True, False,
+                                                    False]
+    assert result["index"] == 1 and result["model"] is alive[1]()
+    assert result["model"].dim == 2
 
 
 def test_errors(data):

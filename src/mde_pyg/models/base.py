@@ -428,6 +428,10 @@ class Recommender(nn.Module):
         A user with fewer than ``k`` items left after ``exclude`` gets
         excluded ones in the last positions; :func:`mde_pyg.train.recommend`
         marks those positions ``-1`` instead.
+
+        Returns:
+            The item ids ``[B, k]``, best first, on the model's device
+            (:func:`mde_pyg.train.recommend` returns CPU tensors).
         """
         k = check_k(k, self.num_items)
         if exclude is not None and not (

@@ -125,7 +125,8 @@ class BM3(LightGCN):
         if self.dropout == 0.0:
             return x
         bits = torch.empty(x.shape, dtype=torch.int32, device=x.device)
-        keep = bits.random_() >= round(self.dropout * 2**31)
+        # below 2^31, or an int32 comparison would wrap and keep every entry
+        keep = bits.random_() >= min(round(self.dropout * 2**31), 2**31 - 1)
         return x * keep * (1.0 / (1.0 - self.dropout))
 
     def _reg(self, out: Tensor, ego: Tensor, u: Tensor, i: Tensor) -> Tensor:

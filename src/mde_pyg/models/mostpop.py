@@ -48,7 +48,8 @@ class MostPop(Recommender):
                            stable=True).indices
         rank_score = torch.empty_like(self.popularity)
         rank_score[order] = torch.arange(num_items, 0, -1,
-                                         dtype=rank_score.dtype)
+                                         dtype=rank_score.dtype,
+                                         device=rank_score.device)
         self.register_buffer("rank_score", rank_score, persistent=False)
 
     @classmethod

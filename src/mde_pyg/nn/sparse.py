@@ -105,7 +105,7 @@ def user_item_edges(data: HeteroData) -> tuple[Tensor, Tensor]:
     user, item = store.edge_index
     weight = store.get("edge_weight")
     if weight is None:
-        weight = torch.ones(user.numel())
+        weight = torch.ones(user.numel(), device=user.device)
     item = item + num_users
     edge_index = torch.stack([torch.cat([user, item]),
                               torch.cat([item, user])])

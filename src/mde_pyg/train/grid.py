@@ -350,6 +350,9 @@ def grid_search(
         chosen = best_index(results, metric)
         for r in rows:
             r["selected"] = r["run"] == chosen
+        for i, r in enumerate(results):  # a run passed over never comes
+            if i != chosen:              # back: free its model's memory
+                r.pop("model", None)
         if out is not None:
             _write_csv(rows, out / GRID_FILE)
 

@@ -381,7 +381,8 @@ def _adam(
 
 
 def _clone_state(module: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True)
+            for k, v in module.state_dict().items()}
 
 
 class Trainer:
@@ -420,8 +421,9 @@ class Trainer:
     hyper-parameters included, may differ only in ``max_epochs`` and
     ``device``, else :class:`ResumeMismatchError`) and reaches exactly the
     results of an uninterrupted one on CPU (on CUDA, kernels with atomic
-    additions, such as sparse products, already make two runs of the same
-    seed differ in the last bits).
+    additions, such as the ``index_add_`` backward of the batch-row
+    gathers, already make two runs of the same seed differ in the last
+    bits).
 
     .. code-block:: python
 
@@ -711,6 +713,8 @@ class Trainer:
             neg = self.sampler.sample(user)
         else:  # The model ignores ``neg``; hand it the positives again.
             neg = pos
+        # one host-to-device copy per epoch, not three blocking ones a step
+        user, pos, neg = user.to(device), pos.to(device), neg.to(device)
 
         total = torch.zeros((), device=device)
         sums: dict[str, Tensor] = {}
@@ -718,9 +722,7 @@ class Trainer:
         starts = range(0, user.numel(), self.batch_size)
         for start in starts[:max_batches]:
             end = start + self.batch_size
-            u = user[start:end].to(device)
-            p = pos[start:end].to(device)
-            n = neg[start:end].to(device)
+            u, p, n = user[start:end], pos[start:end], neg[start:end]
 
             if self.estimator_optimizer is not None:
                 self.estimator_optimizer.zero_grad()

@@ -406,7 +406,9 @@ def write_table(args, done: list) -> None:
     rows = []
     for label, params, results in done:
         summary = summarise(results)
-        cells = [f"{summary[k][0]:.4f} ± {summary[k][1]:.4f}"
+        # one run has no spread to show
+        cells = [f"{summary[k][0]:.4f}" + (f" ± {summary[k][1]:.4f}"
+                                          if len(results) > 1 else "")
                  for k in METRICS]
         shown = {k: v for k, v in params.items() if k != "seed"}
         rows.append([label, *cells, f"{summary['seconds']:.1f}",
@@ -420,17 +422,20 @@ def write_table(args, done: list) -> None:
         threads=f"{args.threads} per run, {args.jobs} runs at a time")
     min_std = (f" (min std {args.feature_min_std})"
                if args.feature_min_std else "")
+    more = f" and seeds {args.seeds[1:]}" if len(args.seeds) > 1 else ""
     selection = ("Every model with its defaults (--no-grid: no search), "
-                 "seed 0 and" if args.no_grid else
+                 f"seed 0{more}" if args.no_grid else
                  f"Hyper-parameters selected on VALID recall@20 with seed 0 "
-                 f"({args.grids} grids in `benchmarks/accuracy.py`), then "
-                 f"re-trained with")
-    text = (f"# Test accuracy on {name} ({len(args.seeds)} seeds, "
-            f"mean ± std)\n\n{machine}\n\n"
+                 f"({args.grids} grids in `benchmarks/accuracy.py`)"
+                 + (f", then re-trained with seeds {args.seeds[1:]}"
+                    if len(args.seeds) > 1 else ""))
+    seeds = (f"{len(args.seeds)} seeds, mean ± std" if len(args.seeds) > 1
+             else "1 seed")
+    text = (f"# Test accuracy on {name} ({seeds})\n\n{machine}\n\n"
             f"Modalities: {args.modality}; feature norm: "
             f"{args.feature_norm}{min_std}; precision: "
             f"{args.precision or 'fp32'}. "
-            f"{selection} seeds {args.seeds[1:]}; test metrics at each "
+            f"{selection}; test metrics at each "
             f"run's best "
             f"valid epoch; early stopping patience {args.patience}, at most "
             f"{args.max_epochs} epochs. s / epoch includes the validation "

@@ -376,8 +376,17 @@ def test_table_rows_average_each_runs_epochs(tmp_path):
     assert lines[0] == "# Test accuracy on lfm2k (2 seeds, mean ± std)"
     cells = " | ".join(["0.2000 ± 0.1414"] * 8)
     assert f"| mostpop | {cells} | 4.0 | 2 | defaults |" in lines
-    cells = " | ".join(["0.1000 ± 0.0000"] * 8)
+    cells = " | ".join(["0.1000"] * 8)  # one run: no spread
     assert f'| lightgcn | {cells} | 2.0 | 1 | {{"lr": 0.1}} |' in lines
+    assert "Every model with its defaults (--no-grid: no search), seed 0 " \
+        "and seeds [1]; test metrics" in lines[8]
+    # one seed: said so, with no "seeds []"
+    args.seeds, args.no_grid = [0], False
+    accuracy.write_table(args, [("mostpop", {}, runs[:1])])
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[0] == "# Test accuracy on lfm2k (1 seed)"
+    assert "with seed 0 (small grids in `benchmarks/accuracy.py`); test " \
+        "metrics" in lines[8]
 
 
 def test_the_rows_asked_for(folder, tmp_path, monkeypatch, capsys):

@@ -486,3 +486,16 @@ def test_a_command_line_grid_replaces_the_files_fixed_value(tmp_path):
         "--output", str(tmp_path / "o")]))
     assert settings["hparams"] == {"reg_weight": 0.1}
     assert settings["grid"] == {"num_layers": [1, 3]}
+
+
+def test_resume_into_a_folder_without_a_run_says_it_starts_one(
+        tiny_folder, tmp_path, capsys):
+    # a typo in --output would otherwise start a new run without a word
+    out = tmp_path / "new"
+    assert main(tiny_args(tiny_folder, out, "--resume")) == 0
+    assert capsys.readouterr().err.startswith(
+        f"--resume: '{out}' holds no run to continue; training a new one "
+        f"there\n")
+    assert (out / "results.json").is_file()
+    assert main(tiny_args(tiny_folder, out, "--resume")) == 0
+    assert "holds no run" not in capsys.readouterr().err

@@ -71,6 +71,24 @@ def test_train_output_that_is_a_file_fails_before_training(
                    f"'{taken / 'a' / 'b'}' cannot be made: '{taken}' is a "
                    f"file, not a folder; give another --output")
     assert taken.read_text() == "mine\n"
+    # a folder where nothing can be created (read-only, /proc, ...), found
+    # by creating and removing a probe folder there (root may write where
+    # the mode says no, so the refusal is staged)
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "a" / "b"))
+    assert err == (f"mde-pyg train: error: --output '{tmp_path / 'a' / 'b'}' "
+                   f"cannot be made: nothing can be created in '{tmp_path}' "
+                   f"(Permission denied); give another --output")
+    monkeypatch.undo()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cli.check_output_folder(tmp_path / "a")  # the probe leaves nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (tmp_path / "a").exists()
 
 
 def test_recommend_output_that_is_a_folder_fails_before_loading(
@@ -260,7 +278,19 @@ def test_no_features_trains_an_interaction_model_on_a_bare_folder(
     # a model that reads features says so; --no-features needs --data alone
     err = usage_error(capsys, [*argv[:2], "vbpr", *argv[3:-1],
                                str(tmp_path / "v")])
-    assert "no item features" in err
+    assert err.endswith("cannot train 'vbpr': The data has no item features "
+                        "'x_<modality>', which this model reads; load them "
+                        "with the interactions (read_mmrec's 'modalities', "
+                        "mde-pyg train --modality NAME=FILE, not "
+                        "--no-features)")
+    # without --no-features, a bare folder names that flag for such models
+    err = usage_error(capsys, [a for a in argv[:-1] if a != "--no-features"]
+                      + [str(tmp_path / "f")])
+    assert err.endswith("does not exist; pass an existing file as "
+                        "'modalities={name: file}' (--modality NAME=FILE); "
+                        "or, for a model without features (mostpop, "
+                        "lightgcn), --no-features reads the interactions "
+                        "alone")
     err = usage_error(capsys, [*argv[:-1], str(tmp_path / "m"),
                                "--modality", "text=text.npy"])
     assert err.endswith("--no-features reads a --data folder's interactions "

@@ -326,3 +326,128 @@ def test_half_precision_msa_follows_float32(dtype):
         warnings.simplefilter("error")
         assert MSALoss(1.0, tau=torch.tensor(0.05))([x, x]).item() == \
             pytest.approx(msa_loss(x, x, tau=0.05).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", [MSALoss, SoloSimLoss])
+@pytest.mark.parametrize("bad, shown", [("0.2", "str '0.2'"),
+                                        (True, "bool True"),
+                                        (None, "NoneType None")])
+def test_modules_refuse_a_tau_that_is_no_number(cls, bad, shown):
+    with pytest.raises(TypeError, match="^" + _msg(
+            f"{cls.__name__}: 'tau' is the temperature, one positive "
+            f"number, got {shown}; pass e.g. tau=0.2")):
+        cls(tau=bad)
+    with pytest.raises(TypeError, match="^" + _msg(
+            f"{cls.__name__}: 'tau' is the temperature, one positive "
+            f"number, got a tensor of shape (2,) and dtype torch.float32")):
+        cls(tau=torch.tensor([0.2, 0.3]))
+
+
+@pytest.mark.parametrize("cls", [MSALoss, SoloSimLoss])
+def test_modules_refuse_a_tau_out_of_range(cls):
+    for bad, shown in ((0, "0"), (-0.5, "-0.5"), (float("nan"), "nan"),
+                       (torch.tensor(-1.0), "-1.0")):
+        with pytest.raises(ValueError, match="^" + _msg(
+                f"{cls.__name__}: 'tau' must be positive, got {shown}; "
+                f"pass e.g. tau=0.2")):
+            cls(tau=bad)
+    with pytest.raises(ValueError, match="^" + _msg(
+            f"{cls.__name__}: 'tau' must be finite, got inf: every logit "
+            f"would be 0 and the loss a constant; pass e.g. tau=0.2")):
+        cls(tau=float("inf"))
+
+
+def test_functions_name_themselves_for_a_bad_tau():
+    a, b = _rand(4, 3), _rand(4, 3)
+    calls = {"info_nce": lambda t: info_nce(a, b, tau=t),
+             "msa_loss": lambda t: msa_loss(a, b, tau=t),
+             "multi_msa_loss": lambda t: multi_msa_loss([a, b], tau=t),
+             "solo_sim_loss": lambda t: solo_sim_loss(a, b, tau=t),
+             "inner_product_info_nce":
+                 lambda t: inner_product_info_nce(a, b, tau=t),
+             "hypergraph_contrastive_loss":
+                 lambda t: hypergraph_contrastive_loss(a, b, b, tau=t)}
+    for fn, call in calls.items():
+        with pytest.raises(TypeError, match="^" + _msg(
+                f"{fn}: 'tau' is the temperature, one positive number, got "
+                f"str '0.2'")):
+            call("0.2")
+        with pytest.raises(ValueError, match="^" + _msg(
+                f"{fn}: 'tau' must be positive, got 0.0")):
+            call(0.0)
+
+
+@pytest.mark.parametrize("cls, per_node", [
+    (MDALoss, True), (MSALoss, True), (SoloSimLoss, False),
+    (NegL2Distance, False)])
+def test_modules_refuse_a_negative_or_non_finite_weight(cls, per_node):
+    negative = ("a negative coefficient would maximise the loss instead "
+                "of minimising it")
+    infinite = "it would make the objective NaN or infinite"
+    for bad, shown, why in ((-1.0, "-1.0", negative), (-1, "-1", negative),
+                            (torch.tensor(-0.5), "-0.5", negative),
+                            (float("nan"), "nan", infinite),
+                            (float("inf"), "inf", infinite)):
+        with pytest.raises(ValueError, match="^" + _msg(
+                f"{cls.__name__}: 'weight' is the loss's coefficient and "
+                f"must be a finite number >= 0, got {shown}; {why}; pass a "
+                f"number >= 0 (0 leaves the term out)")):
+            cls(weight=bad)
+    # bool is an int, but no coefficient
+    with pytest.raises(TypeError, match="^" + _msg(
+            f"{cls.__name__}: 'weight' is the loss's coefficient, one "
+            f"number, got bool")):
+        cls(weight=True)
+    # 0 turns the term off
+    a, b = _rand(4, 3), _rand(4, 3)
+    args = (a, b) if cls is NegL2Distance else ([a, b],)
+    assert cls(weight=0)(*args).item() == 0.0
+    assert cls(weight=torch.tensor(0.0))(*args).item() == 0.0
+
+
+_NODE_WEIGHT = "must hold finite non-negative per-node weights, got "
+_NODE_FIX = ("; a negative weight would maximise that node's term, a NaN "
+             "spreads to every gradient; pass weights >= 0, such as the "
+             "w_d and w_a of NodeLevelTradeoff (in [0, 1])")
+
+
+@pytest.mark.parametrize("bad, shown", [
+    (torch.tensor([0.5, -0.25, 1.0, 0.0]), "-0.25 for node 1"),
+    (torch.tensor([0.5, 1.0, float("nan"), 0.0]), "nan for node 2"),
+    (torch.tensor([float("inf"), 1.0, 1.0, 0.0]), "inf for node 0")])
+def test_negative_or_nan_node_weights_are_refused(bad, shown):
+    a, b = _rand(4, 3), _rand(4, 3)
+    calls = [("mda_loss", "weight", lambda: mda_loss([a, b], bad)),
+             ("msa_loss", "weight", lambda: msa_loss(a, b, bad)),
+             ("multi_msa_loss", "weight",
+              lambda: multi_msa_loss([a, b], bad)),
+             ("info_nce", "weight", lambda: info_nce(a, b, weight=bad)),
+             ("MDALoss", "node_weight", lambda: MDALoss()([a, b], bad)),
+             ("MSALoss", "node_weight", lambda: MSALoss()([a, b], bad))]
+    for fn, name, call in calls:
+        with pytest.raises(ValueError, match="^" + _msg(
+                f"{fn}: '{name}' {_NODE_WEIGHT}{shown}{_NODE_FIX}")):
+            call()
+
+
+def test_node_weights_in_range_keep_their_values():
+    a, b = _rand(5, 3), _rand(5, 3)
+    w = torch.tensor([0.0, 0.25, 1.0, 0.5, 0.75])  # e.g. w_d or w_a
+    cos = F.cosine_similarity(a, b).abs()
+    assert mda_loss([a, b], w).item() == pytest.approx(
+        (w * cos).mean().item(), rel=1e-6)
+    assert MDALoss(0.5)([a, b], w).item() == pytest.approx(
+        0.5 * (w * cos).mean().item(), rel=1e-6)
+    logits = F.normalize(a) @ F.normalize(b).t() / 0.2
+    per_node = 0.5 * ((logits.logsumexp(1) - logits.diag())
+                      + (logits.logsumexp(0) - logits.diag()))
+    assert msa_loss(a, b, w).item() == pytest.approx(
+        (w * per_node).mean().item(), rel=1e-5)
+    assert MSALoss(2.0)({"v": a, "t": b}, w).item() == pytest.approx(
+        2 * (w * per_node).mean().item(), rel=1e-5)
+    # on the CPU only: the check would otherwise wait for the device
+    from mde_pyg.losses import _check_node_values
+    _check_node_values("mda_loss", "weight",
+                       torch.tensor([-1.0], device="meta"))
+    assert MDALoss(torch.tensor(-1.0, device="meta")).weight.is_meta
+    assert MSALoss(tau=torch.tensor(-1.0, device="meta")).tau.is_meta

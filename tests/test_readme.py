@@ -52,20 +52,20 @@ def test_data_snippet(lfm2k_path):
 
 def test_layers_and_losses_snippet():
     torch.manual_seed(0)
-    x_img, x_txt = torch.randn(6, 4), torch.randn(6, 4)
-    pos, neg = torch.randn(6), torch.randn(6)
-    scope = {"num_items": 6, "x_img": x_img, "x_txt": x_txt, "pos": pos,
-             "neg": neg}
-    exec(block("from mde_pyg.nn import"), scope)
+    scope: dict = {}
+    exec(block("import torch\nfrom mde_pyg.nn import"), scope)
+    items, pos, neg = scope["items"], scope["pos"], scope["neg"]
+    x_img, x_txt = scope["x_img"][items], scope["x_txt"][items]
 
     # Eq. 5 at its initialisation (W = 0): equal preferences, concat fusion
+    # of the batch's rows
     pref = scope["pref"]
-    assert torch.allclose(pref, torch.full((6, 2), 0.5))
+    assert torch.allclose(pref, torch.full((32, 2), 0.5))
     assert torch.allclose(scope["fused"],
                           torch.cat([0.5 * x_img, 0.5 * x_txt], -1))
     # Eq. 8 with equal preferences: no gap, so w_d = 0 and w_a = 1
-    assert torch.allclose(scope["w_d"], torch.zeros(6))
-    assert torch.allclose(scope["w_a"], torch.ones(6))
+    assert torch.allclose(scope["w_d"], torch.zeros(32))
+    assert torch.allclose(scope["w_a"], torch.ones(32))
     # so the loss is BPR plus 0.01 times the symmetric InfoNCE at tau 0.2
     cos = F.normalize(x_img) @ F.normalize(x_txt).t() / 0.2
     info_nce = 0.5 * ((cos.logsumexp(1) - cos.diag()).mean()

@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 
@@ -56,12 +57,14 @@ def test_load_run_of_a_grid_rebuilds_the_selected_run(tmp_path):
     assert model.num_layers == selected
     assert evaluate(model, data, "valid", result["config"]["ks"]) == \
         result["valid"]
-    # one point of the grid is named as such, with the folder to give
-    with pytest.raises(FileNotFoundError,
-                       match=r"'.*run_001' is one configuration of the grid "
-                             r"'.*grid' \(a row of '.*grid.csv'\); give the "
-                             r"grid's folder"):
-        load_run(out / "run_001")
+    # each point of the grid loads as itself, with the data recorded for
+    # the grid, and scores its own row of grid.csv
+    rows = list(csv.DictReader(open(out / "grid.csv")))
+    for index, layers in enumerate([1, 3]):
+        point, point_data = load_run(out / f"run_{index:03d}")
+        assert point.num_layers == layers
+        assert evaluate(point, point_data, "valid", [20])["recall@20"] == \
+            pytest.approx(float(rows[index]["valid_recall@20"]), abs=1e-12)
     # results.json written before it named the checkpoint: grid.csv does.
     old = {k: v for k, v in result.items() if k != "checkpoint"}
     (out / "results.json").write_text(json.dumps(old))
@@ -530,6 +533,49 @@ def test_load_run_of_a_trainer_output_dir(synthetic_graphs, tmp_path):
         load_run(out, data=data)
 
 
+def test_load_run_of_a_grid_search_output_dir(synthetic_graphs, tmp_path):
+    # grid_search(output_dir=...) from Python writes grid.csv and run_<i>,
+    # no results.json: the grid loads its selected configuration and each
+    # run_<i> its own, for the data given
+    from mde_pyg.train import grid_search
+
+    data, out = synthetic_graphs, tmp_path / "py_grid"
+    result = grid_search("lightgcn", data, {"num_layers": [1, 2]},
+                         output_dir=out, max_epochs=2, ks=(5, 20),
+                         progress=False)
+    with pytest.raises(ValueError, match=r"'.*py_grid' was written by "
+                       r"grid_search from Python .*load_run\('.*py_grid', "
+                       r"data=data\)"):
+        load_run(out)
+    loaded, same = load_run(out, data=data)
+    assert same is data and loaded.num_layers == result["params"][
+        "num_layers"]
+    assert evaluate(loaded, data, "test", (5, 20)) == result["test"]
+    for row in result["runs"]:
+        point, _ = load_run(out / f"run_{row['run']:03d}", data=data)
+        assert point.num_layers == row["num_layers"]
+        assert evaluate(point, data, "valid", (20,))["recall@20"] == \
+            row["valid_recall@20"]
+    # a configuration that has not finished (no row yet) says to resume
+    shutil.copytree(out / "run_001", out / "run_002")
+    with pytest.raises(FileNotFoundError, match=r"'.*run_002' has not "
+                       r"finished training \('.*grid.csv' has no row for run "
+                       r"2\); resume the grid"):
+        load_run(out / "run_002", data=data)
+
+
+def test_load_run_of_an_unfinished_cli_grid_says_to_resume(tmp_path):
+    out = tmp_path / "grid"
+    train(out, "lightgcn", "--grid", "num_layers=1,2")
+    (out / "results.json").unlink()  # as if killed before the end
+    with pytest.raises(FileNotFoundError, match=r"'.*grid' is an unfinished "
+                       r"'mde-pyg train' grid .* --resume, or load one "
+                       r"finished configuration, load_run\('.*run_00[01]'\)"):
+        load_run(out)
+    model, _ = load_run(out / "run_001")  # a finished configuration loads
+    assert model.num_layers == 2
+
+
 def test_load_run_of_an_unfinished_cli_run_says_to_resume(tmp_path):
     out = tmp_path / "run"
     train(out, "lightgcn")
@@ -570,3 +616,18 @@ def test_training_again_removes_recommendations_of_earlier_weights(
     assert not curve.exists()
     assert f"removed {curve}, made from the run's earlier epochs; --plot " \
            f"makes it again" in capsys.readouterr().out
+
+
+def test_training_a_grid_again_removes_its_configurations_recommendations(
+        tmp_path, capsys):
+    out = tmp_path / "grid"
+    train(out, "lightgcn", "--grid", "num_layers=1,2")
+    assert main(["recommend", str(out / "run_001"), "--k", "3"]) == 0
+    tsv = out / "run_001" / "recommendations.tsv"
+    assert tsv.is_file()
+    capsys.readouterr()
+    train(out, "lightgcn", "--grid", "num_layers=1,2", "--overwrite")
+    assert not tsv.exists()
+    assert f"removed {tsv}, made from the run's earlier weights; 'mde-pyg " \
+           f"recommend {out / 'run_001'}' makes it again" in \
+           capsys.readouterr().out

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -382,6 +383,15 @@ def _check_output_parent(path: Path, what: str) -> None:
         raise UsageError(
             f"--output '{path}' cannot be {what}: '{parent}' is a file, not "
             f"a folder; give another --output")
+    if path.exists() or not parent.is_dir():
+        return
+    try:  # before any work: can anything be created there?
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".mde-pyg-probe-"))
+    except OSError as error:
+        raise UsageError(
+            f"--output '{path}' cannot be {what}: nothing can be created in "
+            f"'{parent}' ({error.strerror or error}); give another --output"
+        ) from None
 
 
 def check_output_folder(output: str | os.PathLike) -> None:
@@ -503,6 +513,7 @@ def read_folder(
             (default: :obj:`None`)
     """
     from mde_pyg.data import read_mmrec
+    from mde_pyg.data.mmrec import DEFAULT_MODALITIES
 
     if Path(data).is_file():
         raise UsageError(f"data folder '{data}' is a file; give the folder "
@@ -515,7 +526,13 @@ def read_folder(
                          None if modalities is None else dict(modalities))
         return out if transform is None else transform(out)
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read '{data}': {error}") from error
+        hint = ""
+        if modalities is None and not any(
+                (Path(data) / name).is_file()
+                for name in DEFAULT_MODALITIES.values()):
+            hint = ("; or, for a model without features (mostpop, "
+                    "lightgcn), --no-features reads the interactions alone")
+        raise UsageError(f"cannot read '{data}': {error}{hint}") from error
 
 
 def load_data(
@@ -1032,18 +1049,24 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             f"the data has {num_items} items, fewer than the largest cut-off "
             f"{max(settings['ks'])}; lower --ks"
         )
-    # recommendations and the curve of this folder's earlier run: gone
-    # before the run changes (a run that fails midway leaves none stale)
-    for name, made_from, again in (
-            (RECOMMENDATIONS_FILE, "weights",
-             f"'mde-pyg recommend {settings['output']}'"),
-            (CURVE_FILE, "epochs", "--plot")):
-        stale = Path(settings["output"]) / name
-        if stale.is_file():
-            stale.unlink()
-            print(f"removed {stale}, made from the run's earlier "
-                  f"{made_from}; {again} makes it again", flush=True)
+    # recommendations (of the run, or of a grid's configurations) and the
+    # curve of this folder's earlier run: gone before the run changes (a
+    # run that fails midway leaves none stale)
     out = Path(settings["output"])
+    from mde_pyg.train.grid import held_run_files
+
+    if settings["resume"] and not held_run_files(out):
+        print(f"--resume: '{out}' holds no run to continue; training a new "
+              f"one there", file=sys.stderr, flush=True)
+    for name, made_from in ((RECOMMENDATIONS_FILE, "weights"),
+                            (CURVE_FILE, "epochs")):
+        for stale in (out / name, *sorted(out.glob(f"run_*/{name}"))):
+            if stale.is_file():
+                again = (f"'mde-pyg recommend {stale.parent}'"
+                         if name == RECOMMENDATIONS_FILE else "--plot")
+                stale.unlink()
+                print(f"removed {stale}, made from the run's earlier "
+                      f"{made_from}; {again} makes it again", flush=True)
 
     def checkpoints() -> dict[Path, tuple[int, int]]:
         # each written atomically: a new file (inode) per epoch

@@ -10,6 +10,7 @@ and average over all modality pairs.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from itertools import combinations
@@ -95,19 +96,71 @@ _GAUSSIAN = ("'mu', 'logvar' and 'y' of the same shape [N, d], rows "
              "aligned")
 
 
-def _weighted_mean(value: Tensor, weight: Tensor | None) -> Tensor:
+def _check_node_values(fn: str, name: str, weight: Tensor) -> None:
+    """Raise a :class:`ValueError` naming ``name`` (an argument of ``fn``)
+    unless the per-node weights ``weight`` are finite and non-negative.
+
+    The values are checked on the CPU only: on an accelerator the check
+    would wait for the device at every step.
+    """
+    if weight.device.type != "cpu" or weight.numel() == 0:
+        return
+    bad = ~(torch.isfinite(weight) & (weight >= 0))  # NaN too
+    if bool(bad.any()):
+        node = int(bad.view(-1).nonzero()[0])
+        raise ValueError(
+            f"{fn}: '{name}' must hold finite non-negative per-node "
+            f"weights, got {weight.view(-1)[node].item():g} for node "
+            f"{node}; a negative weight would maximise that node's term, a "
+            f"NaN spreads to every gradient; pass weights >= 0, such as the "
+            f"w_d and w_a of NodeLevelTradeoff (in [0, 1])")
+
+
+def _weighted_mean(fn: str, value: Tensor, weight: Tensor | None) -> Tensor:
     if weight is None:
         return value.mean()
     if not isinstance(weight, Tensor):
         raise TypeError(
-            f"'weight' takes per-node weights, a tensor of shape "
+            f"{fn}: 'weight' takes per-node weights, a tensor of shape "
             f"{tuple(value.shape)}, got {type(weight).__name__}; a "
             f"coefficient multiplies the returned loss (the loss modules' "
             f"'weight')")
     if weight.shape != value.shape:
-        raise ValueError(f"'weight' must have shape {tuple(value.shape)} "
-                         f"(one per node), got {tuple(weight.shape)}")
+        raise ValueError(f"{fn}: 'weight' must have shape "
+                         f"{tuple(value.shape)} (one per node), got "
+                         f"{tuple(weight.shape)}")
+    _check_node_values(fn, "weight", weight)
     return (weight * value).mean()
+
+
+def _check_tau(fn: str, tau: Any) -> None:
+    """Raise a :class:`TypeError` unless the temperature ``tau`` (an
+    argument of ``fn``) is one number (a one-element tensor too), a
+    :class:`ValueError` unless it is positive and finite (a tensor's value
+    checked on the CPU only).
+    """
+    if isinstance(tau, Tensor):
+        if tau.numel() != 1 or tau.dtype == torch.bool:
+            raise TypeError(
+                f"{fn}: 'tau' is the temperature, one positive number, got "
+                f"a tensor of shape {tuple(tau.shape)} and dtype "
+                f"{tau.dtype}; pass e.g. tau=0.2")
+        if tau.device.type != "cpu":
+            return
+        value = shown = float(tau)
+    elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
+        value, shown = float(tau), tau
+    else:
+        raise TypeError(
+            f"{fn}: 'tau' is the temperature, one positive number, got "
+            f"{type(tau).__name__} {tau!r}; pass e.g. tau=0.2")
+    if not value > 0:  # NaN too
+        raise ValueError(f"{fn}: 'tau' must be positive, got {shown}; pass "
+                         f"e.g. tau=0.2")
+    if math.isinf(value):
+        raise ValueError(f"{fn}: 'tau' must be finite, got {shown}: every "
+                         f"logit would be 0 and the loss a constant; pass "
+                         f"e.g. tau=0.2")
 
 
 def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
@@ -203,11 +256,12 @@ def mda_loss(x: Modalities, weight: Tensor | None = None) -> Tensor:
             modality, rows aligned (same nodes).
         weight (torch.Tensor, optional): Non-negative ``[B]`` weights
             :math:`w_n` (e.g. ``w_d`` of
-            :class:`mde_pyg.nn.NodeLevelTradeoff`). (default: ones)
+            :class:`mde_pyg.nn.NodeLevelTradeoff`); on the CPU, negative,
+            NaN or infinite weights are refused. (default: ones)
     """
     terms = [F.cosine_similarity(a, b, dim=-1).abs()
              for a, b in _pairs(x, "mda_loss", ndim=2)]
-    return _weighted_mean(torch.stack(terms).mean(0), weight)
+    return _weighted_mean("mda_loss", torch.stack(terms).mean(0), weight)
 
 
 # Entries of one block of exp(A B^T - bound) on CPU: 4 MiB in float32, so
@@ -354,19 +408,21 @@ def info_nce(
         b (torch.Tensor): Second view ``[B, d]``, row ``n`` the positive of
             ``a[n]``.
         tau (float, optional): Temperature. (default: :obj:`0.2`)
-        weight (torch.Tensor, optional): Per-row weights ``[B]``.
+        weight (torch.Tensor, optional): Non-negative per-row weights
+            ``[B]`` (checked on the CPU).
         symmetric (bool, optional): Average the ``a -> b`` and ``b -> a``
             directions. (default: :obj:`True`)
     """
     _check_same_shape("info_nce", _VIEWS, 2, a=a, b=b)
-    return _info_nce(a, b, tau, weight, symmetric)
+    return _info_nce("info_nce", a, b, tau, weight, symmetric)
 
 
-def _info_nce(a: Tensor, b: Tensor, tau: float, weight: Tensor | None,
-              symmetric: bool) -> Tensor:
-    """:func:`info_nce` of inputs whose shapes its callers checked."""
-    if tau <= 0:
-        raise ValueError(f"'tau' must be positive, got {tau}")
+def _info_nce(fn: str, a: Tensor, b: Tensor, tau: float,
+              weight: Tensor | None, symmetric: bool) -> Tensor:
+    """:func:`info_nce` of inputs whose shapes its caller ``fn``
+    checked.
+    """
+    _check_tau(fn, tau)
     a = normalize(a) / tau
     b = normalize(b)
     # at least float32, as the log-sum-exp: in half precision the positive
@@ -380,7 +436,7 @@ def _info_nce(a: Tensor, b: Tensor, tau: float, weight: Tensor | None,
     loss = row - positive
     if symmetric:
         loss = 0.5 * (loss + col - positive)
-    return _weighted_mean(loss, weight)
+    return _weighted_mean(fn, loss, weight)
 
 
 def inner_product_info_nce(a: Tensor, b: Tensor, tau: float = 0.2) -> Tensor:
@@ -404,8 +460,7 @@ def inner_product_info_nce(a: Tensor, b: Tensor, tau: float = 0.2) -> Tensor:
             ``a[n]``; the other rows are its negatives.
         tau (float, optional): Temperature. (default: :obj:`0.2`)
     """
-    if tau <= 0:
-        raise ValueError(f"'tau' must be positive, got {tau}")
+    _check_tau("inner_product_info_nce", tau)
     _check_same_shape("inner_product_info_nce", _VIEWS, 2, a=a, b=b)
     # The temperature scales the [B, d] anchors, not the [B, B] logits,
     # and cross_entropy's fused log-softmax backs one pass over them
@@ -443,8 +498,7 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
         tau (float, optional): Temperature :math:`\tau`.
             (default: :obj:`0.2`)
     """
-    if tau <= 0:
-        raise ValueError(f"'tau' must be positive, got {tau}")
+    _check_tau("hypergraph_contrastive_loss", tau)
     _check_same_shape("hypergraph_contrastive_loss", "'anchor' and "
                       "'positive' of the same shape [B, d], rows aligned",
                       2, anchor=anchor, positive=positive)
@@ -483,8 +537,9 @@ def msa_loss(
     Args:
         x_a (torch.Tensor): One modality ``[B, d]``.
         x_b (torch.Tensor): Another modality ``[B, d]``, rows aligned.
-        weight (torch.Tensor, optional): Alignment weights ``[B]`` (e.g.
-            ``w_a`` of :class:`mde_pyg.nn.NodeLevelTradeoff`).
+        weight (torch.Tensor, optional): Non-negative alignment weights
+            ``[B]`` (e.g. ``w_a`` of :class:`mde_pyg.nn.NodeLevelTradeoff`);
+            on the CPU, negative, NaN or infinite weights are refused.
         tau (float, optional): Temperature :math:`\tau`. (default: 0.2)
         symmetric (bool, optional): **[choice]** average the ``v -> t`` and
             ``t -> v`` directions. (default: :obj:`True`)
@@ -492,13 +547,14 @@ def msa_loss(
     _check_same_shape("msa_loss", "two [B, d] matrices of the same shape, "
                       "one modality each, rows aligned (the same nodes)", 2,
                       x_a=x_a, x_b=x_b)
-    return _info_nce(x_a, x_b, tau, weight, symmetric)
+    return _info_nce("msa_loss", x_a, x_b, tau, weight, symmetric)
 
 
 def multi_msa_loss(x: Modalities, weight: Tensor | None = None,
                    tau: float = 0.2, symmetric: bool = True) -> Tensor:
     """:func:`msa_loss` averaged over every pair of modalities in ``x``."""
-    terms = [_info_nce(a, b, tau, weight, symmetric)  # _pairs checked
+    terms = [_info_nce("multi_msa_loss", a, b, tau, weight,
+                       symmetric)  # _pairs checked the shapes
              for a, b in _pairs(x, "multi_msa_loss", ndim=2)]
     return torch.stack(terms).mean()
 
@@ -516,7 +572,8 @@ def _check_node_weight(module: str, x: Modalities,
     r"""Raise a :class:`ValueError` naming ``node_weight`` (a module's
     argument, ``weight`` in the functions, where ``weight`` is the
     module's :math:`\lambda`) unless it holds one weight per row of the
-    modalities ``x``.
+    modalities ``x``, finite and non-negative (values checked on the CPU
+    only).
     """
     named = _named(x, module)
     if node_weight is None or len(named) == 0:  # none: _pairs says so
@@ -533,31 +590,47 @@ def _check_node_weight(module: str, x: Modalities,
             f"{module}: 'node_weight' must have shape "
             f"({first.size(0)},), one weight per node (row of each "
             f"modality), got {tuple(node_weight.shape)}")
+    _check_node_values(module, "node_weight", node_weight)
 
 
 def _check_scale(module: str, weight: Any, per_node: bool) -> None:
     """Raise a :class:`TypeError` unless a module's ``weight`` (its
-    coefficient) is one number: a per-node tensor passed there would make
-    the loss a vector.
+    coefficient) is one number, not a bool: a per-node tensor passed there
+    would make the loss a vector. Raise a :class:`ValueError` unless it is
+    finite and non-negative (a tensor's value checked on the CPU only): a
+    negative coefficient would maximise the loss.
     """
+    value = None
     if isinstance(weight, Tensor):
-        if weight.numel() == 1:
-            return
-    elif isinstance(weight, numbers.Real):
-        return
-    shape = (f"a tensor of shape {tuple(weight.shape)}"
-             if isinstance(weight, Tensor) else type(weight).__name__)
-    fix = ("; per-node weights go to forward(x, node_weight=...)"
-           if per_node else "")
-    raise TypeError(f"{module}: 'weight' is the loss's coefficient, one "
-                    f"number, got {shape}{fix}")
+        if weight.numel() == 1 and weight.dtype != torch.bool:
+            if weight.device.type != "cpu":
+                return
+            value = shown = float(weight)
+    elif isinstance(weight, numbers.Real) and not isinstance(weight, bool):
+        value, shown = float(weight), weight
+    if value is None:
+        shape = (f"a tensor of shape {tuple(weight.shape)}"
+                 if isinstance(weight, Tensor) else type(weight).__name__)
+        fix = ("; per-node weights go to forward(x, node_weight=...)"
+               if per_node else "")
+        raise TypeError(f"{module}: 'weight' is the loss's coefficient, one "
+                        f"number, got {shape}{fix}")
+    if not (math.isfinite(value) and value >= 0):
+        why = ("a negative coefficient would maximise the loss instead of "
+               "minimising it" if value < 0 else "it would make the "
+               "objective NaN or infinite")
+        raise ValueError(
+            f"{module}: 'weight' is the loss's coefficient and must be a "
+            f"finite number >= 0, got {shown}; {why}; pass a number >= 0 "
+            f"(0 leaves the term out)")
 
 
 class MDALoss(nn.Module):
     r"""Module form of :func:`mda_loss`, scaled by :math:`\lambda_1`.
 
     Args:
-        weight (float, optional): :math:`\lambda_1`. (default: :obj:`0.01`)
+        weight (float, optional): :math:`\lambda_1 \geq 0`.
+            (default: :obj:`0.01`)
     """
 
     def __init__(self, weight: float = 0.01) -> None:
@@ -581,8 +654,9 @@ class MSALoss(nn.Module):
     :math:`\lambda_2`.
 
     Args:
-        weight (float, optional): :math:`\lambda_2`. (default: :obj:`0.01`)
-        tau (float, optional): Temperature. (default: :obj:`0.2`)
+        weight (float, optional): :math:`\lambda_2 \geq 0`.
+            (default: :obj:`0.01`)
+        tau (float, optional): Temperature, positive. (default: :obj:`0.2`)
         symmetric (bool, optional): See :func:`msa_loss`.
             (default: :obj:`True`)
     """
@@ -590,9 +664,8 @@ class MSALoss(nn.Module):
     def __init__(self, weight: float = 0.01, tau: float = 0.2,
                  symmetric: bool = True) -> None:
         super().__init__()
-        if not tau > 0:
-            raise ValueError(f"'tau' must be positive, got {tau}")
         _check_scale("MSALoss", weight, per_node=True)
+        _check_tau("MSALoss", tau)
         self.weight = weight
         self.tau = tau
         self.symmetric = symmetric
@@ -656,7 +729,7 @@ def solo_sim_loss(z_a: Tensor, z_b: Tensor, tau: float = 0.2) -> Tensor:
     _check_same_shape("solo_sim_loss", "two [N, d] matrices of the same "
                       "shape, rows aligned (the same items)", 2,
                       z_a=z_a, z_b=z_b)
-    return _info_nce(z_a, z_b, tau, None, symmetric=False)
+    return _info_nce("solo_sim_loss", z_a, z_b, tau, None, symmetric=False)
 
 
 def gaussian_log_likelihood(mu: Tensor, logvar: Tensor, y: Tensor) -> Tensor:
@@ -832,21 +905,22 @@ class SoloSimLoss(nn.Module):
     :math:`a < b`; for two modalities it is the single term of SAND.
 
     Args:
-        weight (float, optional): :math:`\alpha`. (default: :obj:`0.012`)
-        tau (float, optional): Temperature. (default: :obj:`0.2`)
+        weight (float, optional): :math:`\alpha \geq 0`.
+            (default: :obj:`0.012`)
+        tau (float, optional): Temperature, positive. (default: :obj:`0.2`)
     """
 
     def __init__(self, weight: float = 0.012, tau: float = 0.2) -> None:
         super().__init__()
-        if not tau > 0:
-            raise ValueError(f"'tau' must be positive, got {tau}")
         _check_scale("SoloSimLoss", weight, per_node=False)
+        _check_tau("SoloSimLoss", tau)
         self.weight = weight
         self.tau = tau
 
     def forward(self, z: Modalities) -> Tensor:
         r"""Return :math:`\alpha` times the pairwise :func:`solo_sim_loss`."""
-        terms = [_info_nce(a, b, self.tau, None, False)  # _pairs checked
+        terms = [_info_nce("SoloSimLoss", a, b, self.tau, None,
+                           False)  # _pairs checked the shapes
                  for a, b in _pairs(z, "SoloSimLoss", "z", 2)]
         return self.weight * torch.stack(terms).mean()
 
@@ -859,7 +933,7 @@ class NegL2Distance(nn.Module):
     r"""Module form of :func:`neg_l2_distance`, scaled by ``weight``.
 
     Args:
-        weight (float, optional): SAND's :math:`u_{reg}`.
+        weight (float, optional): SAND's :math:`u_{reg} \geq 0`.
             (default: :obj:`0.006`)
     """
 

@@ -25,13 +25,6 @@ from mde_pyg.train.trainer import (
 
 def _read_summary(run: Path) -> dict[str, Any]:
     path = run / RESULTS_FILE
-    grid = run.parent / GRID_FILE
-    if not path.is_file() and grid_run_index(run) is not None:
-        raise FileNotFoundError(
-            f"'{run}' is one configuration of the grid '{run.parent}' "
-            f"(a row of '{grid}'); give the grid's folder '{run.parent}', "
-            f"which loads the configuration selected on valid, or train "
-            f"another configuration on its own with 'mde-pyg train --set'")
     if not run.exists():
         raise FileNotFoundError(
             f"'{run}' does not exist; give the --output folder of a "
@@ -64,6 +57,25 @@ def _read_summary(run: Path) -> dict[str, Any]:
     return summary
 
 
+def _grid_rows(grid: Path) -> list[dict[str, str]]:
+    """The rows of the ``grid.csv`` in folder ``grid`` (none without it)."""
+    if not (grid / GRID_FILE).is_file():
+        return []
+    with open(grid / GRID_FILE, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _selected_point(grid: Path) -> Path:
+    """The folder of the configuration ``grid.csv`` marks selected."""
+    chosen = [row["run"] for row in _grid_rows(grid)
+              if row.get("selected") == "True"]
+    if not chosen:
+        raise FileNotFoundError(
+            f"'{grid / GRID_FILE}' names no selected run; train the grid "
+            f"again")
+    return grid / f"run_{int(chosen[0]):03d}"
+
+
 def _checkpoint(run: Path, summary: dict[str, Any]) -> Path:
     """The best weights of the run (of the selected run of a grid)."""
     if "checkpoint" in summary:
@@ -71,16 +83,7 @@ def _checkpoint(run: Path, summary: dict[str, Any]) -> Path:
     elif "params" not in summary:
         path = run / "best.pt"
     else:  # a grid written before results.json named its checkpoint
-        grid = run / "grid.csv"
-        chosen = []
-        if grid.is_file():
-            with open(grid, newline="") as f:
-                chosen = [row["run"] for row in csv.DictReader(f)
-                          if row.get("selected") == "True"]
-        if not chosen:
-            raise FileNotFoundError(
-                f"'{grid}' names no selected run; train the grid again")
-        path = run / f"run_{int(chosen[0]):03d}" / "best.pt"
+        path = _selected_point(run) / BEST_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(
             f"'{path}', the run's best weights, is missing; train the run "
@@ -133,14 +136,15 @@ def load_run(
     way (a relative folder is looked for from here, then from where the run
     started) and checked against the numbers of users, items and
     interactions the run was trained on. For a grid, the selected
-    configuration is rebuilt. The ``output_dir`` of a
-    :class:`~mde_pyg.train.Trainer` run from Python (``best.pt`` and no
-    ``results.json``) is rebuilt from ``best.pt``'s config, the model's
-    import path and constructor arguments, for the ``data`` passed (it
-    records no way to load it). An incomplete ``results.json`` or a
-    checkpoint that cannot be read raises a :class:`ValueError` (for the
-    checkpoint a :class:`~mde_pyg.train.trainer.CheckpointError`) naming
-    the file.
+    configuration is rebuilt, and for its folder ``run_<i>``, that
+    configuration. The ``output_dir`` of a :class:`~mde_pyg.train.Trainer`
+    or :func:`~mde_pyg.train.grid_search` run from Python (``best.pt`` or
+    ``grid.csv``, and no ``results.json``) is rebuilt from ``best.pt``'s
+    config, the model's import path and constructor arguments, for the
+    ``data`` passed (it records no way to load it). An incomplete
+    ``results.json`` or a checkpoint that cannot be read raises a
+    :class:`ValueError` (for the checkpoint a
+    :class:`~mde_pyg.train.trainer.CheckpointError`) naming the file.
 
     .. code-block:: python
 
@@ -151,7 +155,8 @@ def load_run(
         items, scores = recommend(model, data, k=10)
 
     Args:
-        run (str or os.PathLike): The ``--output`` folder of the run.
+        run (str or os.PathLike): The ``--output`` folder of the run (or
+            the ``output_dir`` of a run from Python).
         data (torch_geometric.data.HeteroData, optional): The data, with its
             graphs, instead of loading it again. (default: :obj:`None`)
         data_folder (str or os.PathLike, optional): Where the run's data
@@ -164,6 +169,12 @@ def load_run(
         ``(model, data)``, the model in evaluation mode.
     """
     run = Path(run)
+    if grid_run_index(run) is not None:
+        return _load_grid_point(run, data, data_folder, device)
+    if not (run / RESULTS_FILE).is_file() and _grid_rows(run):
+        # a grid_search from Python (or an unfinished mde-pyg train grid)
+        return _load_grid_point(_selected_point(run), data, data_folder,
+                                device, grid=run)
     if _is_trainer_run(run):
         return _load_trainer_run(run, data, device)
     summary = _read_summary(run)
@@ -172,24 +183,30 @@ def load_run(
     # A bad file fails before the data is loaded again:
     state = _read_weights(checkpoint)
     if data is None:
-        source = _resolve_paths(dict(config["data"]))
-        if data_folder is not None:
-            if source.get("data") is None:
-                raise ValueError(
-                    f"'data_folder' was given, but the run read the "
-                    f"'{source.get('dataset')}' dataset, not a folder")
-            source["data"] = data_folder
-        elif (source.get("data") is not None
-              and not Path(source["data"]).is_dir()):
-            raise FileNotFoundError(
-                f"'{source['data']}', the data folder '{run}' was trained "
-                f"on, is not there (relative to {Path.cwd()} or to "
-                f"{source.get('cwd')}, where the run started); give where "
-                f"it is now as 'data_folder' (mde-pyg recommend --data)")
-        data = load_data_source(source)
+        data = _load_recorded_data(config["data"], run, data_folder)
     model = _rebuild(run, summary["model"], _model_hparams(summary), config,
                      data, checkpoint, state, run / RESULTS_FILE)
     return model.to(device or "cpu").eval(), data
+
+
+def _load_recorded_data(recorded: dict[str, Any], run: Path,
+                        data_folder: str | os.PathLike | None) -> HeteroData:
+    """Load the data as ``mde-pyg train`` recorded it (``config.data``)."""
+    source = _resolve_paths(dict(recorded))
+    if data_folder is not None:
+        if source.get("data") is None:
+            raise ValueError(
+                f"'data_folder' was given, but the run read the "
+                f"'{source.get('dataset')}' dataset, not a folder")
+        source["data"] = data_folder
+    elif (source.get("data") is not None
+          and not Path(source["data"]).is_dir()):
+        raise FileNotFoundError(
+            f"'{source['data']}', the data folder '{run}' was trained "
+            f"on, is not there (relative to {Path.cwd()} or to "
+            f"{source.get('cwd')}, where the run started); give where "
+            f"it is now as 'data_folder' (mde-pyg recommend --data)")
+    return load_data_source(source)
 
 
 def _read_weights(checkpoint: Path) -> dict[str, Any]:
@@ -246,11 +263,48 @@ def _rebuild(run: Path, name: str, hparams: dict[str, Any],
 def _is_trainer_run(run: Path) -> bool:
     """Whether ``run`` is the ``output_dir`` of a :class:`Trainer` used from
     Python: its best weights, but no ``results.json`` (which only ``mde-pyg
-    train`` writes) and not one point of a grid.
+    train`` writes).
     """
     return (not (run / RESULTS_FILE).is_file()
-            and (run / BEST_CHECKPOINT).is_file()
-            and grid_run_index(run) is None)
+            and (run / BEST_CHECKPOINT).is_file())
+
+
+def _load_grid_point(point: Path, data: HeteroData | None,
+                     data_folder: str | os.PathLike | None,
+                     device: torch.device | str | None,
+                     grid: Path | None = None
+                     ) -> tuple[Recommender, HeteroData]:
+    """:func:`load_run` of one configuration ``run_<i>`` of a grid, from
+    its ``best.pt``: the data is loaded as ``mde-pyg train`` recorded it
+    there, or must be given for a :func:`grid_search` from Python.
+    """
+    index = grid_run_index(point)
+    if not any(row.get("run") == str(index)
+               for row in _grid_rows(point.parent)):
+        raise FileNotFoundError(
+            f"'{point}' has not finished training ('{point.parent / GRID_FILE}"
+            f"' has no row for run {index}); resume the grid (mde-pyg train "
+            f"--resume, or grid_search(resume=True)) first")
+    checkpoint = point / BEST_CHECKPOINT
+    state = _read_weights(checkpoint)
+    config = state.get("config")
+    recorded = config.get("data") if isinstance(config, dict) else None
+    if data is None:
+        if isinstance(recorded, dict) and grid is not None:
+            raise FileNotFoundError(
+                f"'{grid}' is an unfinished 'mde-pyg train' grid "
+                f"({GRID_FILE}, no {RESULTS_FILE}, which is written when the "
+                f"grid ends): finish it with the same 'mde-pyg train' "
+                f"command and --resume, or load one finished configuration, "
+                f"load_run('{point}')")
+        if not isinstance(recorded, dict):
+            raise ValueError(
+                f"'{grid or point}' was written by grid_search from Python "
+                f"({checkpoint}, no {RESULTS_FILE}), which records no way to "
+                f"load its data: pass the data it was trained on, "
+                f"load_run('{grid or point}', data=data)")
+        data = _load_recorded_data(recorded, point, data_folder)
+    return _rebuild_from_checkpoint(point, checkpoint, state, data, device)
 
 
 def _load_trainer_run(run: Path, data: HeteroData | None,
@@ -274,6 +328,17 @@ def _load_trainer_run(run: Path, data: HeteroData | None,
             f"'{run}' was written by a Trainer from Python ({checkpoint}, no "
             f"{RESULTS_FILE}), which records no way to load its data: pass "
             f"the data it was trained on, load_run('{run}', data=data)")
+    return _rebuild_from_checkpoint(run, checkpoint, state, data, device)
+
+
+def _rebuild_from_checkpoint(run: Path, checkpoint: Path,
+                             state: dict[str, Any], data: HeteroData,
+                             device: torch.device | str | None
+                             ) -> tuple[Recommender, HeteroData]:
+    """Rebuild the model of a checkpoint from its config: its class's
+    import path and constructor arguments.
+    """
+    config = state.get("config")
     path = config.get("model_path") if isinstance(config, dict) else None
     if not isinstance(path, str) or config.get("model_hparams") is None:
         what = ("no model_path (written by an earlier mde-pyg)"

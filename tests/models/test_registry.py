@@ -105,3 +105,14 @@ def test_an_import_path_needs_both_halves():
         with pytest.raises(ValueError, match="is not an import path; write "
                            "'package.module:Class'"):
             get_model_class(name)
+
+
+def test_every_model_class_is_exported_by_name():
+    # dir(), help() and star imports list them; each is imported on use
+    classes = {name: get_model_class(name).__name__
+               for name in models.available_models()}
+    assert set(classes.values()) <= set(models.__all__)
+    scope: dict = {}
+    exec("from mde_pyg.models import *", scope)
+    assert scope["MDE"] is get_model_class("mde")
+    assert scope["FREEDOM"] is get_model_class("freedom")

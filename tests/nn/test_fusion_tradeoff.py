@@ -122,6 +122,12 @@ def test_node_level_tradeoff_takes_rounded_distributions():
         w_d, w_a = NodeLevelTradeoff()(pref)
         assert torch.equal(w_d, preference_gap(pref))
         assert torch.equal(w_a, 1.0 - w_d)
+    # a fixed preference 1e-5 over 1 is taken, and its weights stay in
+    # [0, 1]: the MSA loss refuses a negative node weight
+    pref = torch.tensor([[1.000005, 0.0], [0.7, 0.3]])
+    w_d, w_a = NodeLevelTradeoff()(pref)
+    assert w_d.tolist() == pytest.approx([1.0, 0.4]) and w_d[0] == 1.0
+    assert w_a[0] == 0.0
 
 
 def test_learnable_tradeoff():

@@ -1,5 +1,6 @@
 import csv
 import gc
+import re
 import weakref
 
 import pytest
@@ -130,6 +131,10 @@ def test_only_the_selected_model_is_kept_alive(data, monkeypatch):
 def test_errors(data):
     with pytest.raises(ValueError, match="Unknown Trainer arguments"):
         grid_search(MF, data, {"dim": [2]}, learning_rate=0.1)
+    with pytest.raises(ValueError, match=re.escape(
+            "grid_search takes replace=True (not overwrite=True) to train a "
+            "grid again over an earlier one")):
+        grid_search(MF, data, {"dim": [2]}, overwrite=True)
     with pytest.raises(ValueError, match="empty"):
         grid_search(MF, data, [])
 
@@ -316,3 +321,16 @@ def test_a_grid_interrupted_in_its_first_run_is_named_a_grid(data, tmp_path):
                     max_epochs=1, ks=(5,), eval_metric="recall@5",
                     progress=False)
     assert (tmp_path / "run_000" / "last.pt").read_text() == "x"
+
+
+def test_progress_names_each_configuration_before_its_lines(data, tmp_path,
+                                                            capsys):
+    grid_search(MF, data, {"dim": [2, 4]}, output_dir=tmp_path, max_epochs=1,
+                batch_size=32, ks=(5, 20))
+    err = capsys.readouterr().err
+    first = err.index("grid configuration 1 of 2 (run_000): dim=2\n")
+    second = err.index("grid configuration 2 of 2 (run_001): dim=4\n")
+    assert first < err.index("MF epoch 0", first) < second  # lines follow
+    grid_search(MF, data, {"dim": [2]}, max_epochs=1, batch_size=32,
+                ks=(5, 20), progress=False)
+    assert "grid configuration" not in capsys.readouterr().err

@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -658,3 +659,67 @@ def test_python_defaults_are_the_protocols():
                         "ks": (5, 10, 20, 50)}
     graphs = inspect.signature(MultiModalGraphs).parameters
     assert (graphs["k_user"].default, graphs["k_item"].default) == (40, 10)
+
+
+def test_a_loss_may_return_the_bare_total_and_nothing_else(data):
+    # a bare scalar trains as (total, {}): the same weights, no parts logged
+    class BareMF(MF):
+        def loss(self, user, pos, neg):
+            return super().loss(user, pos, neg)[0]
+
+    seed_everything(0)
+    bare = BareMF.from_data(data)
+    seed_everything(0)
+    pair = MF.from_data(data)
+    for model in (bare, pair):
+        Trainer(model, data, batch_size=64, lr=0.05, ks=(5,),
+                eval_metric="recall@5", max_epochs=2, progress=False).fit()
+    assert torch.equal(bare.user_emb.weight, pair.user_emb.weight)
+    trainer = Trainer(BareMF.from_data(data), data, batch_size=64, ks=(5,),
+                      eval_metric="recall@5", max_epochs=1, progress=False)
+    assert trainer.fit()["history"][0]["parts"] == {}
+
+    # anything else is named, with what to return
+    class Wrong(MF):
+        def loss(self, user, pos, neg):
+            return self.out
+
+    for out, got in [((torch.tensor(1.0),), "tuple"),
+                     (torch.ones(3), "a tensor of shape (3,)"),
+                     ({"bpr": torch.tensor(1.0)}, "dict")]:
+        model = Wrong.from_data(data)
+        model.out = out
+        trainer = Trainer(model, data, max_epochs=1, ks=(5,),
+                          eval_metric="recall@5", progress=False)
+        with pytest.raises(TypeError, match=re.escape(
+                f"Wrong.loss returned {got}; return the scalar loss and a "
+                f"dict of its logged parts, (total, {{name: part}}) (e.g. "
+                f"return self.sum_parts({{'bpr': bpr, 'reg': reg}})), or the "
+                f"scalar loss alone")):
+            trainer.fit()
+
+
+def test_resuming_a_run_that_had_ended_says_so(data, tmp_path, capsys):
+    # the run is reloaded and nothing trains; the progress output says why
+    run = tmp_path / "run"
+    first = train(data, run, max_epochs=2).fit()
+    capsys.readouterr()
+    resumed = train(data, run, max_epochs=2)
+    resumed.progress = True
+    again = resumed.fit(resume=True)
+    assert strip_seconds(again["history"]) == strip_seconds(first["history"])
+    assert capsys.readouterr().err == (
+        f"MF: the run in '{run}' had already ended (2 epochs run, "
+        f"max_epochs is 2); nothing more to train\n")
+    # stopped early: scripted scores, best at epoch 0, patience 1
+    stopped = train(data, tmp_path / "stopped", max_epochs=10, patience=1)
+    keys = stopped.valid_evaluator.metric.keys
+    scores = iter([0.3, 0.1])
+    stopped.valid_evaluator = lambda model: dict.fromkeys(keys, next(scores))
+    assert stopped.fit()["best_epoch"] == 0
+    capsys.readouterr()
+    resumed = train(data, tmp_path / "stopped", max_epochs=10, patience=1)
+    resumed.progress = True
+    resumed.fit(resume=True)
+    assert "had already ended (it stopped early, best epoch 0); nothing " \
+        "more to train\n" in capsys.readouterr().err

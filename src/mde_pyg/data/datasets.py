@@ -155,10 +155,8 @@ class MMRecDataset(InMemoryDataset):
         """
         from torch_geometric.data import download_url, extract_zip
 
-        if self.url is None:
-            raise RuntimeError(
-                f"No download URL is set for '{self.name}'. "
-                + self._missing_message())
+        if self.url is None:  # download() adds what to place by hand
+            raise RuntimeError(f"no download URL is set for '{self.name}'")
         path = download_url(self.url, folder, log=False)
         extract_zip(path, folder, log=False)
         os.unlink(path)

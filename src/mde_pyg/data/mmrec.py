@@ -53,7 +53,7 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
         what = "no '*.inter' file" if not found else f"several: {found}"
         raise ValueError(
             f"Expected exactly one '*.inter' file in '{folder}', found "
-            f"{what}; pass 'inter_file' to choose one"
+            f"{what}; pass 'inter_file' (--inter-file) to choose one"
         )
     return osp.join(folder, found[0])
 

@@ -142,4 +142,7 @@ __all__ = [
     "model_key",
     "register_model",
     "build_model",
+    # the model classes, imported on first use (module __getattr__)
+    *(target.split(":")[1] for target in MODELS.values()
+      if isinstance(target, str)),
 ]

@@ -363,7 +363,22 @@ class Recommender(nn.Module):
     def loss(
         self, user: Tensor, pos: Tensor, neg: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return the training objective of a batch and its logged parts."""
+        """Return the training objective of a batch and its logged parts.
+
+        Args:
+            user (torch.Tensor): User ids ``[B]``.
+            pos (torch.Tensor): Their positive item ids ``[B]``.
+            neg (torch.Tensor): Sampled negative item ids ``[B]`` (the
+                positives again for a model whose ``uses_negatives`` is
+                :obj:`False`).
+
+        Returns:
+            ``(total, parts)``: the scalar loss to minimise and a dict of
+            detached scalars that the :class:`~mde_pyg.train.Trainer`
+            averages over the epoch and logs (``{}`` to log none);
+            :meth:`sum_parts` builds both from a dict of terms. The
+            trainer also takes a bare scalar ``total``.
+        """
         raise NotImplementedError
 
     @staticmethod

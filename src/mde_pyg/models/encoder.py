@@ -273,7 +273,11 @@ def feature_buffers(module: nn.Module, data: HeteroData,
     """
     names = modality_names(data) if modalities is None else list(modalities)
     if not names:
-        raise ValueError("The data has no item features 'x_<modality>'")
+        raise ValueError(
+            "The data has no item features 'x_<modality>', which this model "
+            "reads; load them with the interactions (read_mmrec's "
+            "'modalities', mde-pyg train --modality NAME=FILE, not "
+            "--no-features)")
     # detached (a feature tensor that requires grad would collect one at
     # every step); float32 features are the data's own tensors, not copies
     features = {m: data["item"][f"x_{m}"].detach().to(torch.float)

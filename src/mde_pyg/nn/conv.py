@@ -40,6 +40,53 @@ def _fixed_csr(edge_index: Adj, edge_weight: OptTensor) -> bool:
             and edge_weight is None and not edge_index.requires_grad)
 
 
+def _sparse_shape(edge_index: Adj) -> tuple[int, int] | None:
+    """The ``[num_target, num_source]`` shape of a sparse graph (a torch
+    sparse tensor or a :class:`torch_sparse.SparseTensor`), or
+    :obj:`None` for an ``edge_index`` ``[2, E]``.
+    """
+    if isinstance(edge_index, Tensor) and edge_index.layout == torch.strided:
+        return None
+    return int(edge_index.size(0)), int(edge_index.size(1))
+
+
+def _check_graph(owner: str, x: Tensor, edge_index: Adj,
+                 edge_weight: OptTensor) -> None:
+    """Raise a :class:`ValueError` (a :class:`TypeError` for an ``x`` that
+    is no tensor) naming ``owner`` (the layer the caller built) unless
+    ``x`` is ``[N, d]``, ``edge_weight`` holds one weight per edge of
+    ``edge_index`` ``[2, E]`` and a sparse graph's source nodes are the
+    rows of ``x``.
+
+    Only sizes are compared, never values: no device synchronisation.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: 'x' must be a node feature tensor "
+                        f"[N, d], got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(
+            f"{owner}: 'x' must be a node feature matrix [N, d] (one row "
+            f"per node), got shape {tuple(x.shape)}; for one feature per "
+            f"node pass x.view(-1, 1)")
+    _check_sparse_weight(edge_index, edge_weight)
+    shape = _sparse_shape(edge_index)
+    if shape is None:
+        num_edges = edge_index.size(-1)
+        if edge_weight is not None and edge_weight.shape != (num_edges,):
+            raise ValueError(
+                f"{owner}: 'edge_weight' has shape "
+                f"{tuple(edge_weight.shape)} but 'edge_index' has "
+                f"{num_edges} edges; pass one weight per edge, of shape "
+                f"({num_edges},)")
+    elif shape[1] != x.size(0):
+        raise ValueError(
+            f"{owner}: the sparse graph has shape {shape} (adj_t, "
+            f"[num_target, num_source]), so 'x' must have {shape[1]} rows, "
+            f"one per source node, but it has {x.size(0)}; build the graph "
+            f"over the nodes of 'x', to_csr(edge_index, edge_weight, "
+            f"({x.size(0)}, num_target))")
+
+
 def _check_sparse_weight(edge_index: Adj, edge_weight: OptTensor) -> None:
     """Refuse an ``edge_weight`` beside a sparse graph, whose own values
     are the weights (it would be ignored).
@@ -98,7 +145,7 @@ class LightGCNConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
         """Propagate ``x`` once over the graph."""
-        _check_sparse_weight(edge_index, edge_weight)
+        _check_graph(self.__class__.__name__, x, edge_index, edge_weight)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
@@ -114,21 +161,30 @@ class LightGCNConv(MessagePassing):
             return csr_matmul(adj_t, x, backward)
         return spmm(adj_t, x, reduce=self.aggr)
 
-    def _backward_matrix(self, adj_t: Tensor) -> Tensor:
+    def _backward_matrix(self, adj_t: Tensor,
+                         owner: str | None = None) -> Tensor:
+        """The matrix of the fused backward: ``adj_t`` itself (checked
+        once to be symmetric) or its transpose (computed once). A
+        symmetry error names ``owner``, the module the caller built (this
+        layer's class when :obj:`None`).
+        """
         if self.symmetric:
-            self._checked.get(adj_t, self._check_symmetric)
+            owner = owner or self.__class__.__name__
+            self._checked.get(adj_t,
+                              lambda a: self._check_symmetric(a, owner))
             return adj_t
         # One layer may serve several graphs (one per modality).
         return self._transposed.get(adj_t, csr_transpose)
 
-    def _check_symmetric(self, adj_t: Tensor) -> bool:
+    @staticmethod
+    def _check_symmetric(adj_t: Tensor, owner: str) -> bool:
         # The backward of a symmetric layer reuses adj_t as its transpose.
         if not csr_is_symmetric(adj_t):
             raise ValueError(
-                f"{self.__class__.__name__}(symmetric=True) got a CSR graph "
-                f"of shape {tuple(adj_t.shape)} that is not symmetric; its "
-                f"backward would use the graph as its own transpose and "
-                f"give wrong gradients: pass symmetric=False")
+                f"{owner}(symmetric=True) got a CSR graph of shape "
+                f"{tuple(adj_t.shape)} that is not symmetric; its backward "
+                f"would use the graph as its own transpose and give wrong "
+                f"gradients: pass symmetric=False")
         return True
 
     def __repr__(self) -> str:
@@ -168,6 +224,7 @@ class SimpleGraphConv(LightGCNConv):
         into the product (:func:`~mde_pyg.nn.sparse.csr_hops`, one hop,
         ``"sum"``), forward and backward.
         """
+        _check_graph(self.__class__.__name__, x, edge_index, edge_weight)
         if self.residual and _fixed_csr(edge_index, edge_weight):
             return csr_hops(edge_index, x, 1, "sum",
                             self._backward_matrix(edge_index))
@@ -221,10 +278,26 @@ class MultiHopPropagation(torch.nn.Module):
         (:func:`~mde_pyg.nn.sparse.csr_hops`: the same values, one
         accumulating product per hop forward and backward).
         """
+        owner = self.__class__.__name__
+        _check_graph(owner, x, edge_index, edge_weight)
+        shape = _sparse_shape(edge_index)
+        if shape is not None and shape[0] != shape[1]:
+            raise ValueError(
+                f"{owner}: the sparse graph has shape {shape}, but each hop "
+                f"propagates the previous hop's output over it again, so "
+                f"it must be square [N, N]; for one step over a bipartite "
+                f"graph use LightGCNConv")
+        backward = None
+        if (self.num_layers > 0 and isinstance(edge_index, Tensor)
+                and edge_index.layout == torch.sparse_csr
+                and not edge_index.requires_grad):
+            # checked here, so that a graph that is not symmetric names
+            # the module the caller built, not its inner layer
+            backward = self.conv._backward_matrix(edge_index, owner)
         if (_fixed_csr(edge_index, edge_weight) and self.num_layers > 0
                 and (dropout == 0.0 or not self.training)):
             return csr_hops(edge_index, x, self.num_layers, self.reduce,
-                            self.conv._backward_matrix(edge_index))
+                            backward)
         # A running sum: stacking the hops would copy them all once more.
         h = total = x
         for _ in range(self.num_layers):
@@ -302,7 +375,22 @@ class EdgeWeightedPropagation(nn.Module):
         return csr_tensor(self.crow, self.col, weight, self.shape[::-1])
 
     def forward(self, x: Tensor, edge_weight: Tensor) -> Tensor:
-        """Return the weighted neighbour sums ``[num_target, F]``."""
+        """Return the weighted neighbour sums ``[num_target, F]``.
+
+        Args:
+            x (torch.Tensor): Source node rows ``[num_source, F]``.
+            edge_weight (torch.Tensor): One weight per edge ``[E]``, in
+                the order of the ``edge_index`` the layer was built with.
+        """
+        self._check_rows("x", x, 0)
+        num_edges = (self.edge_index.size(1) if not self.fused
+                     else self.col.numel())
+        if edge_weight.shape != (num_edges,):
+            raise ValueError(
+                f"{self.__class__.__name__}: 'edge_weight' has shape "
+                f"{tuple(edge_weight.shape)} but the graph has {num_edges} "
+                f"edges; pass one weight per edge, of shape ({num_edges},), "
+                f"in the order of the 'edge_index' the layer was built with")
         if not self.fused:
             return self.conv.propagate(self.edge_index, x=x,
                                        edge_weight=edge_weight,
@@ -321,6 +409,13 @@ class EdgeWeightedPropagation(nn.Module):
             x_src (torch.Tensor): Source node rows ``[num_source, F]``.
             x_dst (torch.Tensor): Target node rows ``[num_target, F]``.
         """
+        self._check_rows("x_src", x_src, 0)
+        self._check_rows("x_dst", x_dst, 1)
+        if x_src.size(1) != x_dst.size(1):
+            raise ValueError(
+                f"{self.__class__.__name__}: 'x_src' has {x_src.size(1)} "
+                f"columns but 'x_dst' has {x_dst.size(1)}; pass rows of one "
+                f"width F")
         if not self.fused:
             src, dst = self.edge_index
             return (x_src.index_select(0, src) *
@@ -329,6 +424,19 @@ class EdgeWeightedPropagation(nn.Module):
         if self.inv_order is not None:
             out = out.index_select(0, self.inv_order)
         return out
+
+    def _check_rows(self, name: str, x: Tensor, side: int) -> None:
+        """Refuse ``x`` unless it is ``[n, F]`` with ``n`` the number of
+        source (``side=0``) or target (``side=1``) nodes.
+        """
+        rows = self.shape[side]
+        if x.dim() != 2 or x.size(0) != rows:
+            nodes = "source" if side == 0 else "target"
+            raise ValueError(
+                f"{self.__class__.__name__}: '{name}' has shape "
+                f"{tuple(x.shape)}, but the graph has {rows} {nodes} nodes "
+                f"(size={self.shape}); pass one row per {nodes} node, "
+                f"[{rows}, F]")
 
     def extra_repr(self) -> str:
         """Show the size and the path in ``repr``."""

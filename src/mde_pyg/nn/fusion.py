@@ -61,6 +61,41 @@ def check_preference(values: Sequence[float], modalities: Sequence[str],
     return floats
 
 
+def check_modalities(modalities: Sequence[str], owner: str,
+                     name: str = "modalities") -> list[str]:
+    """Return the modality names ``modalities`` as a list, refusing a
+    string (whose characters would be taken as names), an empty list and
+    a name given twice.
+
+    Args:
+        modalities (Sequence[str]): The modality names, in order.
+        owner (str): The class or function taking them, for the message.
+        name (str, optional): The argument's name in the message.
+            (default: ``"modalities"``)
+    """
+    if isinstance(modalities, (str, bytes)):
+        raise TypeError(
+            f"{owner}: '{name}' must be a list of modality names, got the "
+            f"string {modalities!r}, whose characters would be taken as "
+            f"names; pass a list of names, e.g. [{modalities!r}]")
+    try:
+        names = list(modalities)
+    except TypeError:
+        raise TypeError(
+            f"{owner}: '{name}' must be a list of modality names, got "
+            f"{type(modalities).__name__}; pass e.g. ['image', 'text']"
+        ) from None
+    if not names:
+        raise ValueError(f"{owner}: '{name}' is empty; pass at least one "
+                         f"modality name, e.g. ['image', 'text']")
+    twice = [m for i, m in enumerate(names) if m in names[:i]]
+    if twice:
+        raise ValueError(
+            f"{owner}: '{name}' names {twice[0]!r} more than once, in "
+            f"{names}; pass each modality once")
+    return names
+
+
 class PreferenceFusion(nn.Module):
     r"""Node-level learnable modality preferences (MDE Eq. 5).
 
@@ -76,7 +111,8 @@ class PreferenceFusion(nn.Module):
 
     Args:
         num_nodes (int): Number of nodes :math:`N` (users or items).
-        modalities (Sequence[str]): Modality names, in fusion order.
+        modalities (Sequence[str]): Modality names, in fusion order: at
+            least one, each once.
         mode (str, optional): **[choice]** ``"concat"`` (DRAGON-style,
             output width :math:`|\mathcal{M}| d`) or ``"sum"`` (width
             :math:`d`). (default: :obj:`"concat"`)
@@ -95,7 +131,8 @@ class PreferenceFusion(nn.Module):
         super().__init__()
         check_fusion_mode(mode)
         self.num_nodes = num_nodes
-        self.modalities = list(modalities)
+        self.modalities = check_modalities(modalities,
+                                           self.__class__.__name__)
         self.mode = mode
         if fixed_preference is None:
             self.weight: nn.Parameter | None = nn.Parameter(

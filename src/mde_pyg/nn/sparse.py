@@ -34,8 +34,10 @@ def to_csr(
 
     Args:
         edge_index (torch.Tensor): Edges ``[2, E]``.
-        edge_weight (torch.Tensor, optional): Weights ``[E]`` (ones when
-            :obj:`None`).
+        edge_weight (torch.Tensor or None): Weights ``[E]``. Required
+            (the second positional argument, it has no default): pass
+            :obj:`None` for an unweighted graph, whose values are then
+            ones.
         size (Tuple[int, int]): ``(num_source, num_target)``.
     """
     if edge_weight is None:

@@ -87,7 +87,9 @@ class NodeLevelTradeoff(nn.Module):
         if self.detach:
             pref = pref.detach()
         _check_preferences(pref)
-        gap = preference_gap(pref)
+        # at most 1 for a distribution; clamped against a row that sums to
+        # 1 only within rounding, whose w_a would dip below 0
+        gap = preference_gap(pref).clamp(max=1.0)
         return gap, 1.0 - gap
 
     def __repr__(self) -> str:

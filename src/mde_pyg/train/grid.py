@@ -8,6 +8,7 @@ import io
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,10 @@ def check_grid(
         raise GridConfigError(
             "The grid is empty; give at least one value per key")
     unknown = set(trainer_kwargs) - TRAINER_KEYS
+    if "overwrite" in unknown:  # Trainer.fit's and the CLI's name
+        raise GridConfigError(
+            "grid_search takes replace=True (not overwrite=True) to train "
+            "a grid again over an earlier one")
     if unknown:
         raise GridConfigError(
             f"Unknown Trainer arguments {sorted(unknown)}; choose from "
@@ -337,6 +342,12 @@ def grid_search(
         seed_everything(seed)  # identical initialisation in every run
         recommender = build(data, **{**(fixed or {}), **model_kwargs})
         run_dir = None if out is None else out / f"run_{index:03d}"
+        if run_kwargs.get("progress", True):  # whose lines follow
+            where = "" if run_dir is None else f" ({run_dir.name})"
+            values = ", ".join(f"{k}={v}" for k, v in params.items())
+            print(f"grid configuration {index + 1} of {len(configs)}{where}: "
+                  f"{values or 'the fixed settings'}", file=sys.stderr,
+                  flush=True)
         result = Trainer(recommender, data, output_dir=run_dir,
                          extra_config=extra_config, callbacks=callbacks,
                          **run_kwargs).fit(resume=resume, overwrite=replace)

@@ -380,6 +380,26 @@ def _adam(
     )
 
 
+def _loss_and_parts(out: Any, model: torch.nn.Module
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(total, parts)`` from what ``model.loss`` returned: that pair, or a
+    bare scalar tensor (no parts logged).
+    """
+    if isinstance(out, Tensor) and out.dim() == 0:
+        return out, {}
+    if (isinstance(out, tuple) and len(out) == 2
+            and isinstance(out[0], Tensor) and out[0].dim() == 0
+            and isinstance(out[1], dict)):
+        return out
+    got = (f"a tensor of shape {tuple(out.shape)}"
+           if isinstance(out, Tensor) else type(out).__name__)
+    raise TypeError(
+        f"{type(model).__name__}.loss returned {got}; return the scalar loss "
+        f"and a dict of its logged parts, (total, {{name: part}}) (e.g. "
+        f"return self.sum_parts({{'bpr': bpr, 'reg': reg}})), or the scalar "
+        f"loss alone")
+
+
 def _clone_state(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True)
             for k, v in module.state_dict().items()}
@@ -739,7 +759,7 @@ class Trainer:
             assert self.optimizer is not None
             self.optimizer.zero_grad()
             with self._autocast():
-                loss, parts = model.loss(u, p, n)
+                loss, parts = _loss_and_parts(model.loss(u, p, n), model)
             loss.backward()
             self.optimizer.step()
 
@@ -850,6 +870,15 @@ class Trainer:
                     f"feature file?): resume with the settings it was "
                     f"started with, or train into another output folder"
                 ) from None
+            if self.progress and (self.best["stopped"]
+                                  or self.epoch >= self.max_epochs):
+                ended = (f"it stopped early, best epoch {self.best['epoch']}"
+                         if self.best["stopped"] else
+                         f"{self.epoch} epochs run, max_epochs is "
+                         f"{self.max_epochs}")
+                print(f"{type(self.model).__name__}: the run in "
+                      f"'{self.output_dir}' had already ended ({ended}); "
+                      f"nothing more to train", file=sys.stderr, flush=True)
         else:
             seed_everything(self.seed)
             self.generator.manual_seed(self.seed)

@@ -617,7 +617,8 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
     ``config["data"]`` in ``results.json``: the keys ``data``, ``dataset``,
     ``root``, ``modality``, ``inter_file``, ``k_user``, ``k_item``,
     ``feature_norm`` and ``feature_min_std``, the arguments of
-    :func:`load_data` (``modality`` is its ``modalities``); missing keys
+    :func:`load_data` (``modality`` is its ``modalities``), and
+    ``no_features`` (:obj:`True`: no feature file is read); missing keys
     take their defaults.
 
     Args:
@@ -1202,7 +1203,9 @@ def run_recommend(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mde-pyg``; return the exit status.
+    """Run ``mde-pyg``; return the exit status (0, or 130 when
+    interrupted). A usage error prints one line on stderr and exits with
+    status 2 (:class:`SystemExit`), as :mod:`argparse` does.
 
     Args:
         argv (Sequence[str], optional): Arguments without the program name.

@@ -486,8 +486,9 @@ def hypergraph_contrastive_loss(anchor: Tensor, positive: Tensor,
     Unlike :func:`~mde_pyg.losses.info_nce` (in-batch negatives, mean
     over rows) the denominator runs over ``candidates`` and the rows are
     summed, as MMRec's ``ssl_triple_loss``
-    (:class:`~mde_pyg.models.lgmrec.LGMRec`); the ``[B, N]`` logits are not
-    kept for the backward pass.
+    (:class:`~mde_pyg.models.lgmrec.LGMRec`); for :math:`\tau \geq 1/40`
+    the ``[B, N]`` logits are not kept for the backward pass (a smaller
+    :math:`\tau` falls back to autograd's log-sum-exp, which keeps them).
 
     Args:
         anchor (torch.Tensor): Batch rows of one modality ``[B, d]``.

@@ -696,7 +696,8 @@ class NormalizeFeatures(BaseTransform):
             ``x_<m>`` item attribute when :obj:`None`.
         min_std (float, optional): With ``"standardize"``, the relative
             standard deviation below which a column counts as constant.
-            (default: :obj:`0.0`: only exactly constant columns)
+            (default: :obj:`0.0`: only columns constant to rounding, of
+            standard deviation at most 1e-12)
     """
 
     METHODS = ("l2", "standardize")

@@ -1,6 +1,7 @@
 import functools
 import http.server
 import os
+import re
 import threading
 import zipfile
 
@@ -102,6 +103,23 @@ def test_offline_error_names_files(tmp_path):
     with pytest.raises(RuntimeError, match="Could not download"):
         AmazonBaby(str(root), url="http://127.0.0.1:9/baby.zip")
     assert (root / "raw" / "baby.inter").exists()  # a user's file stays
+
+
+def test_a_name_given_to_an_amazon_class_is_named(tmp_path):
+    # AmazonBaby takes no name: the second argument is 'modalities'
+    with pytest.raises(TypeError, match=re.escape(
+            "'modalities' maps modality names to feature files, e.g. "
+            "{'image': 'image_feat.npy', 'text': 'text_feat.npy'}, got str "
+            "'baby' (the Amazon classes take no 'name': AmazonBaby(root))")):
+        AmazonBaby(str(tmp_path), "baby")
+    assert list(tmp_path.iterdir()) == []
+    # with no URL set, the download's message says what to place, once
+    with pytest.raises(RuntimeError) as info:
+        MMRecDataset(str(tmp_path / "other"), "other")
+    assert str(info.value).count("Place the files") == 1
+    assert str(info.value).startswith(
+        "Could not download 'other' (no download URL is set for 'other'). "
+        "Place the files ['other.inter', 'image_feat.npy', 'text_feat.npy']")
 
 
 def test_download_from_local_server(tmp_path):

@@ -378,3 +378,35 @@ def test_scored_in_evaluation_mode_without_gradients(tiny):
     model.eval()
     valid(model)
     assert not model.training
+
+
+def test_scored_outside_the_callers_autocast():
+    # a caller's bf16 autocast would round the scores of a product to 8
+    # bits and tie items that float32 tells apart; the evaluator and
+    # recommend score in the model's own precision
+    from mde_pyg.train.recommend import recommend
+
+    class Product(Recommender):
+        def __init__(self):
+            super().__init__(2, 3)
+            self.user = torch.nn.Parameter(torch.tensor([[1.0], [1.0]]))
+            self.item = torch.nn.Parameter(torch.tensor([[1.0], [1.001],
+                                                         [0.0]]))
+
+        def get_embedding(self):
+            return self.user, self.item
+
+    data = make_data(train=[(0, 2), (1, 2)], valid=[(0, 1), (1, 1)],
+                     test=[(0, 0), (1, 0)], num_users=2, num_items=3)
+    model = Product()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # 1.001 and 1.0 are one bf16 value: under autocast, item 0 would
+        # win the tie by its smaller id
+        assert (torch.nn.functional.linear(model.user, model.item)
+                .dtype == torch.bfloat16)
+        metrics = Evaluator(data, "valid", ks=(1,))(model)
+        items, scores = recommend(model, data, k=1, exclude=())
+        ids = model.recommend(torch.tensor([0, 1]), k=1)
+    assert metrics["recall@1"] == 1.0  # item 1 first
+    assert items.tolist() == [[1], [1]] and scores.dtype == torch.float32
+    assert ids.tolist() == [[1], [1]]

@@ -56,6 +56,12 @@ class MMRecDataset(InMemoryDataset):
         force_reload: bool = False,
     ) -> None:
         self.name = name
+        if modalities is not None and not isinstance(modalities, Mapping):
+            raise TypeError(
+                f"'modalities' maps modality names to feature files, e.g. "
+                f"{DEFAULT_MODALITIES}, got {type(modalities).__name__} "
+                f"{modalities!r} (the Amazon classes take no 'name': "
+                f"AmazonBaby(root))")
         self.modalities: dict[str, str] = dict(
             DEFAULT_MODALITIES if modalities is None else modalities)
         self.url = url
@@ -151,7 +157,10 @@ class MMRecDataset(InMemoryDataset):
         """Download and unpack the raw archive into ``folder``.
 
         Overridden by the Amazon datasets; the base class downloads
-        ``self.url``. Raises a :class:`RuntimeError` when that fails.
+        ``self.url``, raising a :class:`RuntimeError` when none is set and
+        the download's own error when it fails (:meth:`download` turns
+        any of them into a :class:`RuntimeError` that says which files to
+        place by hand).
         """
         from torch_geometric.data import download_url, extract_zip
 
@@ -257,7 +266,9 @@ class AmazonBaby(_AmazonMMRec):
     r"""Amazon Baby as processed by MMRec (19,445 users, 7,050 items,
     160,792 interactions; 4096-d image and 384-d text features).
 
-    See :class:`MMRecDataset` for the arguments.
+    Takes the arguments of :class:`MMRecDataset` but its ``name``:
+    ``(root, modalities=None, url=None, transform=None,
+    pre_transform=None, force_reload=False)``.
     """
 
     dataset_name = "baby"
@@ -267,7 +278,9 @@ class AmazonSports(_AmazonMMRec):
     r"""Amazon Sports as processed by MMRec (35,598 users, 18,357 items,
     296,337 interactions).
 
-    See :class:`MMRecDataset` for the arguments.
+    Takes the arguments of :class:`MMRecDataset` but its ``name``:
+    ``(root, modalities=None, url=None, transform=None,
+    pre_transform=None, force_reload=False)``.
     """
 
     dataset_name = "sports"
@@ -277,7 +290,9 @@ class AmazonClothing(_AmazonMMRec):
     r"""Amazon Clothing as processed by MMRec (39,387 users, 23,033 items,
     278,677 interactions).
 
-    See :class:`MMRecDataset` for the arguments.
+    Takes the arguments of :class:`MMRecDataset` but its ``name``:
+    ``(root, modalities=None, url=None, transform=None,
+    pre_transform=None, force_reload=False)``.
     """
 
     dataset_name = "clothing"

@@ -53,18 +53,23 @@ def make_synthetic(
         modalities (Dict[str, int], optional): Modality name -> feature
             width. (default: ``{"image": 32, "text": 16}``)
         latent_dim (int, optional): Width of the latent factors.
+            (default: :obj:`8`)
         interactions_per_user (int, optional): Items per user.
+            (default: :obj:`20`)
         noise (float, optional): Feature noise standard deviation.
+            (default: :obj:`0.3`)
         temperature (float, optional): Softmax temperature :math:`T` of the
-            choice model; lower is more deterministic.
+            choice model; lower is more deterministic. (default: :obj:`0.5`)
         split (tuple, optional): Train, valid, test fractions.
+            (default: ``(0.8, 0.1, 0.1)``)
         seed (int, optional): Random seed. (default: :obj:`0`)
         candidates (int, optional): If set, the number of uniformly drawn
             distinct items each user chooses among, at least
             ``interactions_per_user``; :obj:`None` for all items.
             (default: :obj:`None`)
     """
-    modalities = modalities or {"image": 32, "text": 16}
+    if modalities is None:
+        modalities = {"image": 32, "text": 16}
     if len(modalities) < 1:
         raise ValueError("'modalities' must name at least one modality")
     if not 1 <= interactions_per_user <= num_items:

@@ -217,9 +217,12 @@ class Recommender(nn.Module):
     r"""Base class of the recommenders trained by
     :class:`mde_pyg.train.Trainer`.
 
-    A subclass implements :meth:`get_embedding` (or overrides
-    :meth:`scorer`) and :meth:`loss`. The trainer relies on the following
-    contract only:
+    A subclass calls ``super().__init__(num_users, num_items)`` and
+    implements :meth:`get_embedding` (or overrides :meth:`scorer`) and
+    :meth:`loss`. The trainer relies on the following contract only:
+
+    * ``num_users`` and ``num_items``: the sizes it ranks (set by
+      ``__init__``).
 
     * ``loss(user, pos, neg) -> (total, parts)``: ``user``, ``pos`` and
       ``neg`` are :obj:`LongTensor` batches of BPR triples; ``total`` is the
@@ -232,6 +235,10 @@ class Recommender(nn.Module):
       graph (default: nothing).
     * ``uses_negatives``: :obj:`False` for models that ignore ``neg``, so
       that the trainer may skip negative sampling.
+    * optionally ``estimator_parameters()`` and ``estimator_step(user, pos,
+      neg)``: parameters fitted by a second optimiser, on the loss that
+      ``estimator_step`` returns, before each main step (SAND's CLUB
+      estimators).
 
     Building, saving and reloading (:meth:`from_data`, :func:`~mde_pyg
     .models.build_model`, :func:`~mde_pyg.train.grid_search`,
@@ -459,13 +466,13 @@ class Recommender(nn.Module):
                 f"; to leave out the items of a split, call "
                 f"mde_pyg.train.recommend(model, data, user, k, "
                 f"exclude=('train',))")
+        from mde_pyg.train.evaluator import evaluation_mode
+
         user = check_user_ids(user, self.num_users)
-        training = self.training
-        self.eval()  # dropout, noise and pruned graphs are training's
-        try:
+        # dropout, noise and pruned graphs are training's; the scores are
+        # in the model's own precision, whatever autocast the caller runs
+        with evaluation_mode(self):
             scores = self.scorer()(user)
-        finally:
-            self.train(training)
         if exclude is not None:
             scores[exclude[0], exclude[1]] = float("-inf")
         return rank_top_k(scores, k)[1]  # equal scores: the smaller id first

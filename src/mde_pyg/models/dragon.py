@@ -48,10 +48,11 @@ class DRAGON(Recommender):
 
     with :math:`\mathbf{A}_{mm}` the weighted sum of the modality kNN
     graphs (:func:`~mde_pyg.models.encoder.add_mixed_item_graph`) and
-    :math:`s_{u,v}` the softmax co-occurrence weights of the top-40 users
-    (:class:`~mde_pyg.transforms.UserCoOccurrenceGraph`). Loss: BPR plus
-    :math:`\lambda` times :func:`~mde_pyg.losses.l2_reg` on the batch rows
-    of :math:`\mathbf{P}_m` and :math:`\mathbf{W}_u`.
+    :math:`s_{u,v}` the softmax co-occurrence weights of each user's top-k
+    users (:class:`~mde_pyg.transforms.UserCoOccurrenceGraph`; the data's
+    ``('user', 'co_occurs', 'user')`` graph, :math:`k = 40` by default).
+    Loss: BPR plus :math:`\lambda` times :func:`~mde_pyg.losses.l2_reg` on
+    the batch rows of :math:`\mathbf{P}_m` and :math:`\mathbf{W}_u`.
 
     Where MMRec's DRAGON code differs: its BPR is in bits (``log2``, 1.44
     times this one in nats); its L2 is the element mean,
@@ -62,8 +63,8 @@ class DRAGON(Recommender):
     there (a softmax of random values at initialisation, none in the
     forward pass); and a user with fewer than 40 co-occurring users has
     random ones repeated, drawn again every epoch (here they keep fewer
-    neighbours, as METHOD.md). With equal user weights and no repeated
-    neighbours, the representations are the same.
+    neighbours, as the MDE paper's graph does). With equal user weights
+    and no repeated neighbours, the representations are the same.
 
     Args:
         data (HeteroData): The dataset, with the graphs of

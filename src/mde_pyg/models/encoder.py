@@ -134,9 +134,9 @@ def check_modality_weights(weights: Mapping[str, float] | None,
     """Validate user-given mixing weights, or return the defaults.
 
     Args:
-        weights (Mapping[str, float], optional): One non-negative weight per
-            modality of ``modalities``; :func:`default_modality_weights`
-            when :obj:`None`.
+        weights (Mapping[str, float] or None): One non-negative weight per
+            modality of ``modalities``, with a positive sum;
+            :func:`default_modality_weights` when :obj:`None`.
         modalities (Sequence[str]): The model's modalities.
     """
     if weights is None:
@@ -242,7 +242,7 @@ class MultiModalGraphEncoder(nn.Module):
 
     def forward(self, features: Mapping[str, Tensor], edge_index: Adj,
                 edge_weight: OptTensor = None) -> dict[str, Tensor]:
-        r"""Return :math:`\bar{\\mathbf{X}}_m` (``[U+I, d]``) per modality."""
+        r"""Return :math:`\bar{\mathbf{X}}_m` (``[U+I, d]``) per modality."""
         out = {}
         for m in self.modalities:
             x = torch.cat([self.user[m], self.projection[m](features[m])])

@@ -1,8 +1,8 @@
 r"""FREEDOM (Zhou and Shen 2023): frozen item graph, pruned user-item graph.
 
-Also home of the weighted multi-modal item graph
+Its frozen item graph is the weighted multi-modal item graph
 :math:`\mathbf{A}_{mm} = \sum_m w_m \mathbf{S}_m` that FREEDOM, DRAGON and
-SAND share (:func:`add_mixed_item_graph`).
+SAND share (:func:`~mde_pyg.models.encoder.add_mixed_item_graph`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class FREEDOM(LightGCN):
         reg_weight (float, optional): :math:`\lambda` (MMRec grid: 0, 1e-5,
             1e-4, 1e-3). (default: :obj:`1e-4`)
         modality_weights (Mapping[str, float], optional): :math:`w_m` per
-            modality name. (default: :func:`default_modality_weights`)
+            modality name. (default:
+            :func:`~mde_pyg.models.encoder.default_modality_weights`)
         fused (bool, optional): See :class:`~mde_pyg.nn.GraphBuffers`.
             (default: :obj:`True`)
     """

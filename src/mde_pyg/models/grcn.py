@@ -221,7 +221,7 @@ class GRCN(Recommender):
     def refine(self) -> tuple[Tensor, dict[str, Tensor]]:
         r"""Return the refined edge weights :math:`w` (``[2E]``, in the
         order of ``edge_index``) and the modal representations
-        :math:`\mathbf{h}^m` (``[U+I, C]`` each).
+        :math:`\mathbf{h}^m` (``[U+I, latent_dim]`` each).
         """
         reps, scores = {}, []
         for m in self.modalities:
@@ -240,8 +240,9 @@ class GRCN(Recommender):
 
     def representations(self) -> list[Tensor]:
         r"""Return the parts of :math:`\mathbf{r}`: :math:`[\mathbf{z},
-        \mathbf{h}^1, \dots, \mathbf{h}^M]`, each ``[U+I, C]`` (users
-        first).
+        \mathbf{h}^1, \dots, \mathbf{h}^M]` (users first),
+        :math:`\mathbf{z}` ``[U+I, embedding_dim]`` and each
+        :math:`\mathbf{h}^m` ``[U+I, latent_dim]``.
         """
         weight, reps = self.refine()
         h = total = normalize(self.id_embedding)

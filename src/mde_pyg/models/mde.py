@@ -72,8 +72,8 @@ class MDE(Recommender):
             preference ``global_preference`` for every node, used for fusion
             and trade-off) or ``"learned"`` (variant B: independent
             learnable node-level trade-off weights). (default: ``"node"``)
-        global_preference (Mapping[str, float] or Sequence[float],
-            optional): The fixed preference of variant A, per modality name
+        global_preference (Mapping[str, float] or Sequence[float], optional):
+            The fixed preference of variant A, per modality name
             (``{"text": 0.8, "image": 0.2}``) or one value per modality in
             data order, summing to 1. At the default, equal preferences,
             the gap :math:`\delta` and so MDA's weight :math:`w_d` are 0

@@ -161,19 +161,33 @@ class SeenItems:
 
 @contextlib.contextmanager
 def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.device]:
-    """Run the block with ``model`` in evaluation mode and without
-    gradients, restoring its mode after; yield the model's device.
+    """Run the block with ``model`` in evaluation mode, without gradients
+    and outside any autocast of the caller (scores in the model's own
+    precision), restoring its mode after; yield the model's device.
 
     Args:
         model (torch.nn.Module): The model.
     """
     was_training = model.training
     model.eval()
+    device = _model_device(model)
     try:
-        with torch.no_grad():
-            yield _model_device(model)
+        with torch.no_grad(), without_autocast(device):
+            yield device
     finally:
         model.train(was_training)
+
+
+def without_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Return a context in which no :func:`torch.autocast` of the caller
+    applies on ``device`` (a no-op for devices without autocast).
+
+    Args:
+        device (torch.device): The device the block computes on.
+    """
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class Evaluator:
@@ -193,7 +207,8 @@ class Evaluator:
     targets are computed once here; a call needs one
     :meth:`~mde_pyg.models.Recommender.scorer` and one score matrix per user
     batch, on the model's device. The model is scored in evaluation mode and
-    in full precision; the score matrix returned by the scorer is masked in
+    in its own precision (a caller's :func:`torch.autocast` is switched off
+    meanwhile); the score matrix returned by the scorer is masked in
     place, so a scorer must return a fresh tensor.
 
     .. code-block:: python

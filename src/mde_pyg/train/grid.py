@@ -27,9 +27,10 @@ from mde_pyg.train.trainer import (
     seed_everything,
 )
 
-#: Keyword arguments of :class:`Trainer` a grid may vary (``lr``, ...,
-#: but not ``eval_metric``, by which its runs are compared); every other
-#: grid key goes to the model.
+#: Keyword arguments of :class:`Trainer` that go to the trainer of each
+#: run (``lr``, ...; :func:`check_grid` refuses a grid that varies
+#: ``eval_metric``, by which its runs are compared); every other grid key
+#: goes to the model.
 TRAINER_KEYS: frozenset[str] = frozenset(
     inspect.signature(Trainer.__init__).parameters
 ) - {"self", "model", "data", "output_dir", "callbacks", "extra_config"}

@@ -14,6 +14,7 @@ from mde_pyg.train.evaluator import (
     check_scorer,
     evaluation_mode,
     split_edges,
+    without_autocast,
 )
 
 #: The splits whose items :func:`recommend` may leave out.
@@ -84,7 +85,7 @@ def iter_recommend(
         batch = user[start:start + batch_size]
         # no_grad per batch, not around the yield, so that the caller's
         # code between two batches keeps its gradients
-        with torch.no_grad():
+        with torch.no_grad(), without_autocast(device):
             top, item = seen.top_k(score, batch, k, device)
         yield batch, item.cpu(), top.cpu()
 

@@ -87,8 +87,8 @@ def check_run_is_free(folder: str | os.PathLike | None) -> None:
     """Raise :class:`RunExistsError` when ``folder`` holds a run's files.
 
     Args:
-        folder (str or os.PathLike, optional): A :class:`Trainer`'s
-            ``output_dir``.
+        folder (str or os.PathLike or None): A :class:`Trainer`'s
+            ``output_dir`` (:obj:`None`: no folder, nothing held).
     """
     held = run_files(folder)
     if held:
@@ -434,12 +434,15 @@ class Trainer:
     trainable parameters.
 
     With ``output_dir`` set, ``last.pt`` (model, optimisers, every RNG
-    state, history and early-stopping state), ``best.pt`` (best weights and
-    their metrics) and ``history.json`` are written there atomically after
-    every epoch; ``fit(resume=True)`` continues an interrupted run (under
-    the settings it started with: :attr:`config`, the model's
-    hyper-parameters included, may differ only in ``max_epochs`` and
-    ``device``, else :class:`ResumeMismatchError`) and reaches exactly the
+    state, history and early-stopping state) and ``history.json`` are
+    written there atomically after every epoch, and ``best.pt`` (best
+    weights and their metrics) after each epoch that improves the
+    validation score; ``fit(resume=True)`` continues an interrupted run
+    (under the settings it started with: :attr:`config`, the model's
+    hyper-parameters included, may differ only in ``max_epochs``,
+    ``device`` and the other keys of :data:`RESUMABLE_CHANGES`, such as
+    where the data folder now is, else :class:`ResumeMismatchError`) and
+    reaches exactly the
     results of an uninterrupted one on CPU (on CUDA, kernels with atomic
     additions, such as the ``index_add_`` backward of the batch-row
     gathers, already make two runs of the same seed differ in the last

@@ -442,11 +442,10 @@ class Trainer:
     hyper-parameters included, may differ only in ``max_epochs``,
     ``device`` and the other keys of :data:`RESUMABLE_CHANGES`, such as
     where the data folder now is, else :class:`ResumeMismatchError`) and
-    reaches exactly the
-    results of an uninterrupted one on CPU (on CUDA, kernels with atomic
-    additions, such as the ``index_add_`` backward of the batch-row
-    gathers, already make two runs of the same seed differ in the last
-    bits).
+    reaches exactly the results of an uninterrupted one on CPU (on CUDA,
+    kernels with atomic additions, such as the ``index_add_`` backward of
+    the batch-row gathers, already make two runs of the same seed differ
+    in the last bits).
 
     .. code-block:: python
 

@@ -315,10 +315,14 @@ def test_half_precision_msa_follows_float32(dtype):
     torch.manual_seed(0)
     x = torch.randn(64, 16)
     low = x.to(dtype)
-    reference = msa_loss(low.float(), low.float(), tau=0.05)
+    # against float64 at the same rounded inputs, up to the rounding of
+    # normalize in half precision (measured: 1.2e-3 fp16, 5e-3 bf16 of the
+    # loss, about 8e-4); a half-precision positive term errs by ~1e-4, 13 %
+    # (tests/test_losses.py checks the terms at float32's rounding)
+    reference = msa_loss(low.double(), low.double(), tau=0.05)
     value = msa_loss(low, low, tau=0.05)
-    assert value.item() >= 0
-    assert value.item() == pytest.approx(reference.item(), abs=2e-3)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(reference.item(), rel=1e-2)
     # a 0-d tensor tau: the same value, and no warning from inside
     import warnings
 

@@ -71,7 +71,9 @@ def test_club_upper_bound_by_hand():
                             ).item() == 0.0
     raw = club_upper_bound(mu, logvar, y_bad, torch.tensor([1, 2, 0]),
                            clamp=False)
-    assert raw.item() < 0
+    # positives y_bad = [2, 0, 1] against mu: -2, -1/2, -1/2, mean -1; the
+    # negatives y_bad[[1, 2, 0]] = [0, 1, 2] match mu: mean 0
+    assert raw.item() == pytest.approx(-1.0)
     assert club_nll(mu, logvar, y).item() == pytest.approx(0.0)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import assert_fused_matches_edge_index, train
+from model_helpers import assert_fused_matches_edge_index, bpr_by_hand, train
 from torch_geometric.utils import to_dense_adj
 
 from mde_pyg.models import build_model
@@ -91,3 +91,17 @@ def test_item_graph_is_mmrecs_mix_built_from_data(data):
                                      num)
                for m, w in (("image", 0.1), ("text", 0.9)))
     assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dragon", "sand"])
+def test_bpr_part_by_hand(data, name):
+    # SAND inherits DRAGON's backbone loss: its "bpr" part is BPR of the
+    # embeddings get_embedding returns, the positives scored first
+    torch.manual_seed(0)
+    model = build_model(name, data, embedding_dim=8)
+    user, pos, neg = (torch.tensor([1, 2, 1]), torch.tensor([3, 4, 3]),
+                      torch.tensor([5, 6, 7]))
+    parts = model.loss(user, pos, neg)[1]
+    users, items = model.get_embedding()
+    assert parts["bpr"].item() == pytest.approx(
+        bpr_by_hand(users[user], items[pos], items[neg]).item(), rel=1e-5)

@@ -32,6 +32,25 @@ def test_sample_follows_weights_exactly():
         degree_sensitive_sample(weight, 5)
 
 
+def test_sample_without_replacement_has_the_successive_draws_law():
+    # k = 2 of weights [1, 1, 4, 4] (W = 10), as drawn one after the other
+    # without replacement: P(i in S) = p_i + sum_{j != i} p_j w_i / (W - w_j)
+    # = 11/45 for the light items, 34/45 for the heavy ones
+    weight = torch.tensor([1.0, 1.0, 4.0, 4.0])
+    exact = torch.tensor([11 / 45, 11 / 45, 34 / 45, 34 / 45])
+    p = weight / weight.sum()
+    assert torch.allclose(exact, torch.stack([
+        p[i] + sum(p[j] * weight[i] / (weight.sum() - weight[j])
+                   for j in range(4) if j != i) for i in range(4)]))
+    gen = torch.Generator().manual_seed(0)
+    draws = 20000
+    counts = torch.zeros(4)
+    for _ in range(draws):
+        counts[degree_sensitive_sample(weight, 2, gen)] += 1
+    sd = (exact * (1 - exact) / draws).sqrt()
+    assert ((counts / draws - exact).abs() < 4 * sd).all(), counts / draws
+
+
 def test_pruning_keeps_fraction_degree_sensitively(data):
     torch.manual_seed(0)
     model = FREEDOM(data, embedding_dim=8, dropout=0.8, fused=False)

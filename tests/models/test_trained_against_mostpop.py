@@ -22,19 +22,26 @@ def fitted(synthetic):
     """``fitted(name, max_epochs)``: a seed-0 run, trained once per module."""
     results = {}
 
-    def get(name, max_epochs):
-        if (name, max_epochs) not in results:
-            results[name, max_epochs] = fit(name, synthetic, max_epochs)
-        return results[name, max_epochs]
+    def get(name, max_epochs, lr=1e-3):
+        if (name, max_epochs, lr) not in results:
+            results[name, max_epochs, lr] = fit(name, synthetic, max_epochs,
+                                                lr)
+        return results[name, max_epochs, lr]
 
     return get
 
 
-def fit(name, data, max_epochs):
+def fit(name, data, max_epochs, lr=1e-3):
     torch.manual_seed(0)
     model = get_model_class(name).from_data(data)
-    return Trainer(model, data, max_epochs=max_epochs, seed=0,
+    return Trainer(model, data, max_epochs=max_epochs, lr=lr, seed=0,
                    progress=False).fit()
+
+
+def assert_beats_popularity(floor, result):
+    for split in ("valid", "test"):
+        assert result[split]["recall@20"] > 1.4 * floor[split]["recall@20"]
+        assert result[split]["ndcg@20"] > 1.4 * floor[split]["ndcg@20"]
 
 
 @pytest.mark.parametrize("name", ["mde", "dragon", "sand"])
@@ -44,11 +51,24 @@ def test_beats_popularity(fitted, name):
     # 0.140 here, MDE 0.248, DRAGON 0.293 and SAND 0.250 after 12 epochs
     # (seed 0), so a trained model that stops learning from the graphs or
     # the features falls below 1.4x the floor.
-    floor = fitted("mostpop", 1)
-    result = fitted(name, 12)
-    for split in ("valid", "test"):
-        assert result[split]["recall@20"] > 1.4 * floor[split]["recall@20"]
-        assert result[split]["ndcg@20"] > 1.4 * floor[split]["ndcg@20"]
+    assert_beats_popularity(fitted("mostpop", 1), fitted(name, 12))
+
+
+@pytest.mark.parametrize("name", ["grcn", "dualgnn", "slmrec", "lgmrec"])
+def test_baselines_with_features_beat_popularity(fitted, name):
+    # a lower training loss says nothing of the ranking: each baseline that
+    # reads the features clears 1.4x the floor in the same 12 epochs (test
+    # Recall@20, seed 0: GRCN 0.247, DualGNN 0.285, SLMRec 0.267, LGMRec
+    # 0.278, against MostPop's 0.140)
+    assert_beats_popularity(fitted("mostpop", 1), fitted(name, 12))
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "vbpr", "freedom", "mmgcn"])
+def test_slower_baselines_beat_popularity_at_a_larger_rate(fitted, name):
+    # at lr 1e-3 these are still near the floor after 12 epochs; at lr 1e-2
+    # and 30 epochs (seed 0) test Recall@20 is LightGCN 0.250, VBPR 0.333,
+    # FREEDOM 0.258, MMGCN 0.210 against MostPop's 0.140
+    assert_beats_popularity(fitted("mostpop", 1), fitted(name, 30, 1e-2))
 
 
 def test_mde_beats_the_id_only_lightgcn(fitted):

@@ -99,9 +99,11 @@ def test_graphs_come_from_raw_features(tmp_path):
     edge_type = similar_edge_type("text")
     assert torch.equal(data[edge_type].edge_index, raw[edge_type].edge_index)
 
-    # the model inputs: per-column z-scores (unbiased std), then unit rows
+    # the model inputs: per-column z-scores (the population std, as
+    # NormalizeFeatures; the unit rows that follow cancel any common
+    # factor), then unit rows
     x = text.astype(np.float32).astype(np.float64)
-    z = (x - x.mean(0)) / x.std(0, ddof=1)
+    z = (x - x.mean(0)) / x.std(0)
     expected = z / np.linalg.norm(z, axis=1, keepdims=True)
     assert torch.allclose(data["item"].x_text.double(),
                           torch.from_numpy(expected), atol=1e-5)

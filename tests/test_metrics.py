@@ -49,6 +49,13 @@ def test_per_user_values(example):
     assert out["precision@1"].tolist() == [0.0, 1.0, 0.0]
     assert out["map@1"].tolist() == [0.0, 1.0, 0.0]
     assert out["ndcg@1"].tolist() == [0.0, 1.0, 0.0]
+    # a user without held-out items gets NaN in every metric, and the
+    # average of ranking_metrics leaves that user out
+    out = per_user_metrics(top, [targets[0], targets[1], []], ks=(1,))
+    assert all(math.isnan(v[2]) for v in out.values())
+    assert out["precision@1"][:2].tolist() == [0.0, 1.0]
+    assert ranking_metrics(top, [targets[0], targets[1], []],
+                           ks=(1,))["precision@1"] == 0.5
 
 
 def test_perfect_ranking_scores_one():

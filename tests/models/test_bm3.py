@@ -157,3 +157,26 @@ def test_bm3_scores_with_predicted_users_and_items(data):
     expected = (model.predictor(online_user[u])
                 * model.predictor(online_item[i])).sum(-1)
     assert torch.allclose(model(u, i), expected, atol=1e-5)
+
+
+def test_feature_terms_reach_the_predictor_and_projections_only(data):
+    # The cl terms compare p(W_m x_m) with detached targets, so their
+    # gradient reaches no embedding row: the features inform the ranking
+    # <p(e_u), p(e_i)> only through the predictor they share with e_u, e_i.
+    # The same model and dropout masks with and without the cl terms:
+    model = BM3(data, embedding_dim=8, dropout=0.3, cl_weight=2.0)
+    params = [model.embedding.weight, model.predictor.weight,
+              model.projection["text"].weight]
+    grads = {}
+    for cl_weight in (2.0, 0.0):
+        model.cl_weight = cl_weight
+        torch.manual_seed(0)
+        loss, _ = model.loss(torch.tensor([1, 2, 9]), torch.tensor([3, 4, 0]),
+                             torch.tensor([0, 0, 0]))
+        grads[cl_weight] = torch.autograd.grad(loss, params,
+                                               allow_unused=True)
+    (emb, pred, proj), (emb0, pred0, proj0) = grads[2.0], grads[0.0]
+    assert torch.allclose(emb, emb0, atol=1e-7)
+    assert emb[1].abs().sum() > 0 and emb[100 + 3].abs().sum() > 0
+    assert not torch.allclose(pred, pred0, atol=1e-3)
+    assert proj.abs().sum() > 0 and (proj0 is None or proj0.abs().sum() == 0)

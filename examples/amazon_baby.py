@@ -43,6 +43,25 @@ PAPER_BABY = {
 }
 
 
+def check_features_named(data: str | None, modality: dict) -> None:
+    """Refuse a ``--data`` folder with neither ``--modality`` nor MMRec's
+    default feature files: MDE needs item features of two modalities.
+    """
+    if data is None or modality or not Path(data).is_dir():
+        return  # a missing folder is named by the loader
+    from mde_pyg.data import DEFAULT_MODALITIES
+
+    if not any((Path(data) / name).is_file()
+               for name in DEFAULT_MODALITIES.values()):
+        files = ", ".join(DEFAULT_MODALITIES.values())
+        raise UsageError(
+            f"'{data}' holds none of MMRec's feature files ({files}); name "
+            f"each modality's .npy with --modality NAME=FILE (MDE needs two "
+            f"or more). A folder of interactions alone, such as "
+            f"shared/data/baby_graph, has no features to train MDE on; "
+            f"benchmarks/speed.py times it with random ones")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -81,6 +100,7 @@ def parse_args() -> argparse.Namespace:
                        f"runs/{Path(args.data).resolve().name}")
     try:
         args.modality = parse_assignments(args.modality, "--modality")
+        check_features_named(args.data, args.modality)
         # before the data is read: a held run is refused in seconds
         check_output_is_free(args.output, args.resume, args.overwrite,
                              model="mde")

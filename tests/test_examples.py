@@ -69,7 +69,8 @@ def test_swap_losses_example_only_adds_the_losses():
 
     example = load_example("swap_losses")
     args = argparse.Namespace(
-        data=None, modality=[], epochs=4, eval_every=2, batch_size=2048,
+        data=None, modality=[], epochs=4, patience=20, eval_every=2,
+        batch_size=2048,
         dim=16, layers=2, lr=1e-2, reg=1e-4, lambda_1=0.0, lambda_2=0.0,
         tau=0.2, device="cpu", seed=0)
     data = example.load(args)
@@ -86,6 +87,21 @@ def test_swap_losses_example_only_adds_the_losses():
             same = (torch.equal(other[key][name], value)
                     if torch.is_tensor(value) else other[key][name] == value)
             assert same, (key, name)
+
+
+def test_swap_losses_example_stops_early():
+    # evaluated every 2 epochs (1, 3, 5, ...), it stops at the first
+    # evaluation 4 epochs past the best one, far before the 200 allowed
+    import argparse
+
+    example = load_example("swap_losses")
+    args = argparse.Namespace(
+        data=None, modality=[], epochs=200, patience=4, eval_every=2,
+        batch_size=2048, dim=16, layers=2, lr=1e-2, reg=1e-4, lambda_1=0.01,
+        lambda_2=0.01, tau=0.2, device="cpu", seed=0)
+    result = example.run("lightgcn", example.load(args), args)
+    assert result["epoch"] % 2 == 1
+    assert result["epochs_run"] == result["epoch"] + 4 + 1 < 200
 
 
 # Bad input: one line on stderr, exit status 2, as mde-pyg
@@ -125,6 +141,20 @@ def test_examples_name_a_missing_feature_file(name, tiny_folder, capsys,
                         str(tiny_folder), "--modality", "text=missing.npy")
     assert err.startswith(f"{name}.py: error: cannot read '{tiny_folder}': ")
     assert f"'{tiny_folder / 'missing.npy'}' does not exist" in err
+
+
+def test_amazon_baby_example_asks_for_features(tiny_folder, tmp_path, capsys,
+                                               monkeypatch):
+    # a folder without MMRec's feature files (as shared/data/baby_graph) is
+    # refused before anything is read or written, naming --modality
+    output = tmp_path / "run"
+    err = example_error(capsys, monkeypatch, "amazon_baby", "--data",
+                        str(tiny_folder), "--output", str(output))
+    assert err.startswith(
+        f"amazon_baby.py: error: '{tiny_folder}' holds none of MMRec's "
+        f"feature files (image_feat.npy, text_feat.npy); name each "
+        f"modality's .npy with --modality NAME=FILE")
+    assert not output.exists()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -100,10 +100,10 @@ def parse_args() -> argparse.Namespace:
                        f"runs/{Path(args.data).resolve().name}")
     try:
         args.modality = parse_assignments(args.modality, "--modality")
-        check_features_named(args.data, args.modality)
         # before the data is read: a held run is refused in seconds
         check_output_is_free(args.output, args.resume, args.overwrite,
                              model="mde")
+        check_features_named(args.data, args.modality)
     except UsageError as error:
         parser.error(str(error))
     return args

@@ -4,6 +4,7 @@ says they compute."""
 import os.path as osp
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,20 @@ def test_data_snippet(lfm2k_path):
         knn = data["item", f"similar_{m}", "item"].edge_index
         assert torch.equal(torch.bincount(knn[1], minlength=num_items),
                            torch.full((num_items,), 10))
-    # the model inputs: unit rows of z-scored columns, VGGish's raw
-    # values (up to 246) gone
-    for m in ("text", "audio"):
-        x = data["item"][f"x_{m}"]
-        assert torch.allclose(x.norm(dim=1), torch.ones(num_items),
-                              atol=1e-5)
+    # the model inputs: z-scored columns (population std), then unit rows,
+    # VGGish's raw values (up to 246) gone; the kNN graphs from the raw
+    # features
+    raw = torch.from_numpy(np.load(osp.join(lfm2k_path, "vggish.npy")))
+    z = (raw - raw.mean(0)) / raw.std(0, correction=0)
+    assert torch.allclose(data["item"].x_audio.double(),
+                          F.normalize(z, dim=1), atol=1e-5)
+    assert raw.abs().max() > 200
+    cos = F.normalize(raw, dim=1) @ F.normalize(raw, dim=1).t()
+    cos.fill_diagonal_(-2)
+    knn = data["item", "similar_audio", "item"].edge_index
+    for i in (0, 700, num_items - 1):
+        assert set(knn[0, knn[1] == i].tolist()) == set(
+            cos[i].topk(10).indices.tolist())
     weight = data["user", "rates", "item"].edge_weight
     user, item = data["user", "rates", "item"].edge_index
     du = torch.bincount(user, minlength=num_users).float()

@@ -236,6 +236,45 @@ def test_feature_min_std_zeroes_a_noise_column_and_is_recorded(
         assert err.endswith(message)
 
 
+def test_knn_include_self_builds_mmrecs_item_graph_and_is_recorded(
+        tiny_folder, tmp_path, capsys):
+    from mde_pyg.runs import load_run
+
+    graphs = {}
+    for extra in ((), ("--knn-include-self",)):
+        out = tmp_path / f"o{len(extra)}"
+        assert main(tiny_args(tiny_folder, out, "vbpr", "--max-epochs", "1",
+                              *extra)) == 0
+        config = json.loads((out / "results.json").read_text())["config"]
+        edge_index = load_run(out)[1]["item", "similar_text",
+                                      "item"].edge_index
+        graphs[bool(extra)] = (config["data"], edge_index)
+    # recorded only when used, so earlier runs compare equal on resume
+    assert "knn_include_self" not in graphs[False][0]
+    assert graphs[True][0]["knn_include_self"] is True
+    # --k-item 2: each item's two nearest other items, or itself and the
+    # nearest other (MMRec's top-k over the whole similarity row)
+    text = torch.from_numpy(np.load(tiny_folder / "text.npy"))
+    cos = torch.nn.functional.normalize(text, dim=1)
+    cos = cos @ cos.t()
+    for include_self, (_, edge_index) in graphs.items():
+        for item in range(5):
+            nbrs = set(edge_index[0, edge_index[1] == item].tolist())
+            if include_self:
+                expected = set(cos[item].topk(2).indices.tolist())
+                assert item in expected
+            else:
+                expected = set(cos[item].index_fill(0, torch.tensor(item),
+                                                    -2).topk(2).indices.tolist())
+            assert nbrs == expected
+    config = tmp_path / "bad.toml"
+    config.write_text('knn_include_self = "yes"\n')
+    err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "bad", "vbpr",
+                                        "--config", str(config)))
+    assert err.endswith(f"--knn-include-self ('knn_include_self' in "
+                        f"'{config}') must be true or false, got 'yes'")
+
+
 def test_paths_of_the_wrong_kind_are_named(tiny_folder, tmp_path, capsys):
     inter = tiny_folder / "tiny.inter"
     err = usage_error(capsys, ["train", "--model", "mostpop", "--data",

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "ks": (5, 10, 20, 50),
     "k_user": 40,
     "k_item": 10,
+    "knn_include_self": False,
     "feature_norm": "standardize",
     "feature_min_std": 0.0,
     "no_features": False,
@@ -343,6 +344,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{flag(key)} must be an integer >= 1, got "
                              f"{value!r}")
+    if not isinstance(settings["knn_include_self"], bool):
+        raise UsageError(f"{flag('knn_include_self')} must be true or false, "
+                         f"got {settings['knn_include_self']!r}")
     min_std = settings["feature_min_std"]
     if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) \
             or not 0 <= min_std < 1:
@@ -545,6 +549,7 @@ def load_data(
     k_item: int = 10,
     feature_norm: str = "none",
     feature_min_std: float = 0.0,
+    knn_include_self: bool = False,
 ) -> HeteroData:
     """Load a dataset and build every graph the models need.
 
@@ -570,6 +575,9 @@ def load_data(
             :class:`~mde_pyg.transforms.NormalizeFeatures` with
             ``"standardize"``: columns of rounding noise become 0.
             (default: :obj:`0.0`)
+        knn_include_self (bool, optional): ``include_self`` of
+            :class:`~mde_pyg.transforms.ItemKNNGraph`. (default:
+            :obj:`False`)
 
     Returns:
         torch_geometric.data.HeteroData: The data with its graphs.
@@ -578,7 +586,8 @@ def load_data(
 
     from mde_pyg.transforms import MultiModalGraphs, NormalizeFeatures
 
-    transforms = [MultiModalGraphs(k_user=k_user, k_item=k_item)]
+    transforms = [MultiModalGraphs(k_user=k_user, k_item=k_item,
+                                   include_self=knn_include_self)]
     if feature_norm != "none":
         transforms.append(NormalizeFeatures(feature_norm,
                                             min_std=feature_min_std))
@@ -616,10 +625,10 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
     """Load the data that ``source`` describes, as recorded under
     ``config["data"]`` in ``results.json``: the keys ``data``, ``dataset``,
     ``root``, ``modality``, ``inter_file``, ``k_user``, ``k_item``,
-    ``feature_norm`` and ``feature_min_std``, the arguments of
-    :func:`load_data` (``modality`` is its ``modalities``), and
-    ``no_features`` (:obj:`True`: no feature file is read); missing keys
-    take their defaults.
+    ``feature_norm``, ``feature_min_std`` and ``knn_include_self``, the
+    arguments of :func:`load_data` (``modality`` is its ``modalities``),
+    and ``no_features`` (:obj:`True`: no feature file is read); missing
+    keys take their defaults.
 
     Args:
         source (Mapping[str, Any]): The description.
@@ -635,6 +644,7 @@ def load_data_source(source: Mapping[str, Any]) -> HeteroData:
         k_item=source.get("k_item", 10),
         feature_norm=source.get("feature_norm", "none"),
         feature_min_std=source.get("feature_min_std", 0.0),
+        knn_include_self=source.get("knn_include_self", False),
     )
 
 
@@ -931,6 +941,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ks", metavar="K1,K2", help="cut-offs (default: 5,10,20,50)")
     add("--k-user", type=int, metavar="K", help="default: 40")
     add("--k-item", type=int, metavar="K", help="default: 10")
+    add("--knn-include-self", action="store_const", const=True,
+        help="count each item among its own k-item neighbours, as MMRec's "
+             "top-k over the full similarity row (FREEDOM, DRAGON and SAND "
+             "in their authors' code); default: the k nearest other items")
     add("--feature-norm", choices=("none", "l2", "standardize"),
         help="rescale the item features the models read, after the graphs "
              "are built from the raw ones (default: standardize)")
@@ -1029,6 +1043,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         data_config["feature_min_std"] = settings["feature_min_std"]
     if settings["no_features"]:  # the same
         data_config["no_features"] = True
+    if settings["knn_include_self"]:  # the same
+        data_config["knn_include_self"] = True
     data = load_data_source(data_config)
     data_config["cwd"] = os.getcwd()  # where relative paths start
     # the folder read, whatever the path's spelling: what a resume compares

@@ -113,7 +113,7 @@ def test_fused_equals_edge_index_path(synthetic_graphs):
 
 
 def test_loss_parts_match_formula(synthetic_graphs):
-    from mde_pyg.losses import bpr_loss, l2_reg, mda_loss, msa_loss
+    from mde_pyg.losses import bpr_loss, mda_loss, msa_loss
     from mde_pyg.nn import preference_gap
 
     torch.manual_seed(0)
@@ -134,16 +134,65 @@ def test_loss_parts_match_formula(synthetic_graphs):
                  + mda_loss({m: x[p] for m, x in items.items()}, gi))
     msa = 0.7 * (msa_loss(users["image"][u], users["text"][u], 1 - gu, 0.5)
                  + msa_loss(items["image"][p], items["text"][p], 1 - gi, 0.5))
-    reg = 0.01 * l2_reg(model.encoder.user["image"][u],
-                        model.encoder.user["text"][u],
-                        model.user_fusion.weight[u],
-                        model.item_fusion.weight[p],
-                        model.item_fusion.weight[n])
+    # lambda ||Theta_B||^2: each tensor's squared batch-row norms averaged
+    # over its rows (the MDE docstring's convention), written out here
+    reg = 0.01 * sum(t.pow(2).sum() / t.size(0) for t in (
+        model.encoder.user["image"][u], model.encoder.user["text"][u],
+        model.user_fusion.weight[u], model.item_fusion.weight[p],
+        model.item_fusion.weight[n]))
     for key, value in (("bpr", bpr), ("mda", mda), ("msa", msa),
                        ("reg", reg)):
         assert parts[key].item() == pytest.approx(value.item(), rel=1e-4)
     assert total.item() == pytest.approx((bpr + mda + msa + reg).item(),
                                          rel=1e-4)
+
+
+def test_one_way_msa_and_an_undetached_tradeoff_by_hand(synthetic_graphs):
+    # The two [choice] alternatives together, end to end against a dense
+    # reference: symmetric_msa=False keeps the image->text InfoNCE only,
+    # and detach_tradeoff=False lets the MDA/MSA weights w_d = |p_1 - p_2|
+    # and w_a = 1 - w_d carry gradient into the preference logits.
+    torch.manual_seed(0)
+    model = MDE(synthetic_graphs, embedding_dim=8, lambda_1=0.3,
+                lambda_2=0.7, tau=0.5, reg_weight=0.0, symmetric_msa=False,
+                detach_tradeoff=False)
+    with torch.no_grad():
+        model.user_fusion.weight.normal_()
+        model.item_fusion.weight.normal_()
+    u, p, n = batch(synthetic_graphs)
+    total, parts = model.loss(u, p, n)
+    logits = [model.user_fusion.weight, model.item_fusion.weight]
+    grads = torch.autograd.grad(total, logits)
+
+    users, items = model.modality_embedding()
+    user, item = model.get_embedding()
+    bpr = -F.logsigmoid((user[u] * item[p]).sum(-1)
+                        - (user[u] * item[n]).sum(-1)).mean()
+
+    def by_hand(x_img, x_txt, logit):
+        pref = logit.softmax(-1)
+        w_d = (pref[:, 0] - pref[:, 1]).abs()
+        a, b = F.normalize(x_img, dim=-1), F.normalize(x_txt, dim=-1)
+        mda = (w_d * (a * b).sum(-1).abs()).mean()
+        sim = a @ b.t() / 0.5
+        nce = sim.logsumexp(dim=1) - sim.diagonal()
+        return 0.3 * mda, 0.7 * ((1 - w_d) * nce).mean()
+
+    mda_u, msa_u = by_hand(users["image"][u], users["text"][u],
+                           model.user_fusion.weight[u])
+    mda_i, msa_i = by_hand(items["image"][p], items["text"][p],
+                           model.item_fusion.weight[p])
+    assert parts["msa"].item() == pytest.approx((msa_u + msa_i).item(),
+                                                rel=1e-5)
+    assert parts["mda"].item() == pytest.approx((mda_u + mda_i).item(),
+                                                rel=1e-5)
+    expected = torch.autograd.grad(bpr + mda_u + mda_i + msa_u + msa_i,
+                                   logits, retain_graph=True)
+    for grad, hand in zip(grads, expected):
+        assert torch.allclose(grad, hand, atol=1e-6)
+    # the trade-off path is a visible part of that gradient
+    plain = torch.autograd.grad(bpr, logits)
+    assert not torch.allclose(grads[0], plain[0], atol=1e-4)
 
 
 def test_tradeoff_detached_from_preferences(synthetic_graphs):

@@ -143,29 +143,66 @@ def test_feature_masking_zeroes_one_branch_per_view(data):
     assert torch.equal(model.masked_views(x)[1], again)
 
 
-@pytest.mark.parametrize("ssl_task", ["FD", "FM", "FD+FM"])
-def test_view_loss_by_hand(data, ssl_task):
+def view_loss_by_hand(model, u, p, view_1, view_2, tau):
+    """One-direction cosine InfoNCE of the fused users and items."""
+    u1, i1 = model.fuse(view_1[u], view_1[100 + p])
+    u2, i2 = model.fuse(view_2[u], view_2[100 + p])
+    return (ce_info_nce(F.normalize(u1), F.normalize(u2), tau)
+            + ce_info_nce(F.normalize(i1), F.normalize(i2), tau))
+
+
+def test_masked_views_cross_their_chains_by_hand(data):
+    # FM, as the authors' code: view 1 = mean(x1, A x2, A^2 x2), view 2 =
+    # mean(x2, A x1, A^2 x1), x_k the input with branch b_k's items zeroed
     torch.manual_seed(0)
-    model = SLMRec(data, embedding_dim=8, num_layers=2, ssl_task=ssl_task,
+    model = SLMRec(data, embedding_dim=8, num_layers=2, ssl_task="FM",
                    ssl_alpha=0.7, ssl_temp=0.4)
     u, p = torch.tensor([0, 3, 7, 11]), torch.tensor([1, 2, 5, 9])
     torch.manual_seed(5)
     _, parts = model.loss(u, p, p)
-    # Replay the same draws: views first, then the propagation's dropout.
     x = model.initial_embedding()
     torch.manual_seed(5)
-    if "FM" in ssl_task:
-        views = model.masked_views(x)[0]
-    else:
-        views = x.repeat(1, 2)
-    h = model.propagate(views, 0.3 if "FD" in ssl_task else 0.0)
-    v1, v2 = h.chunk(2, -1)
-    u1, i1 = model.fuse(v1[u], v1[100 + p])
-    u2, i2 = model.fuse(v2[u], v2[100 + p])
-    ssl = (ce_info_nce(F.normalize(u1), F.normalize(u2), 0.4)
-           + ce_info_nce(F.normalize(i1), F.normalize(i2), 0.4))
+    branches = model.masked_views(x)[1]
+    adj = dense_norm_adjacency(data)
+    inputs = []
+    for b in branches.tolist():
+        x_k = x.clone()
+        x_k[100:, 8 * b:8 * (b + 1)] = 0
+        inputs.append(x_k)
+    x1, x2 = inputs
+    view_1 = (x1 + adj @ x2 + adj @ adj @ x2) / 3
+    view_2 = (x2 + adj @ x1 + adj @ adj @ x1) / 3
+    ssl = view_loss_by_hand(model, u, p, view_1, view_2, 0.4)
     assert parts["ssl"].item() == pytest.approx(0.7 * ssl.item(), rel=1e-5)
+    # each view's own chain would give another loss
+    own = view_loss_by_hand(model, u, p, (x1 + adj @ x1 + adj @ adj @ x1) / 3,
+                            (x2 + adj @ x2 + adj @ adj @ x2) / 3, 0.4)
+    assert abs(own.item() - ssl.item()) > 1e-3
     assert not hasattr(model, "fac_heads")
+
+
+@pytest.mark.parametrize("ssl_task", ["FD", "FD+FM"])
+def test_dropped_views_cross_their_chains(data, ssl_task):
+    # With one hop, view k = (x_k + d_other) / 2, d_k = dropout(A x_k) the
+    # k-th chain's dropped hop: replayed from the same draws (views, then
+    # the propagation's dropout) as 2 * mean_k - x_k
+    torch.manual_seed(0)
+    model = SLMRec(data, embedding_dim=8, num_layers=1, ssl_task=ssl_task,
+                   ssl_alpha=0.7, ssl_temp=0.4)
+    u, p = torch.tensor([0, 3, 7, 11]), torch.tensor([1, 2, 5, 9])
+    torch.manual_seed(5)
+    _, parts = model.loss(u, p, p)
+    x = model.initial_embedding()
+    torch.manual_seed(5)
+    views = (model.masked_views(x)[0] if "FM" in ssl_task
+             else x.repeat(1, 2))
+    x1, x2 = views.chunk(2, -1)
+    mean_1, mean_2 = model.propagate(views, 0.3).chunk(2, -1)
+    hop_1, hop_2 = 2 * mean_1 - x1, 2 * mean_2 - x2
+    assert not torch.allclose(hop_1, hop_2, atol=1e-3)  # two dropout draws
+    ssl = view_loss_by_hand(model, u, p, (x1 + hop_2) / 2,
+                            (x2 + hop_1) / 2, 0.4)
+    assert parts["ssl"].item() == pytest.approx(0.7 * ssl.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("ssl_task", ["FAC", "FD+FM"])

@@ -43,7 +43,9 @@ class BM3(LightGCN):
     embeddings, as the authors' code (``reg_scope="batch"``: over the
     batch's rows, divided by :math:`B`). The authors' code also leaves the
     raw features trainable (``nn.Embedding.from_pretrained(freeze=False)``);
-    here they are fixed buffers, as in every model of the package.
+    here they are fixed buffers, as in every model of the package. It
+    keeps PyTorch's default biases for the predictor and projections
+    (zeros here; both draw Xavier-normal weights).
 
     No negative items are needed (``uses_negatives = False``); the score
     is :math:`\langle p(\mathbf{e}_u), p(\mathbf{e}_i) \rangle`. The

@@ -63,8 +63,15 @@ class DRAGON(Recommender):
     there (a softmax of random values at initialisation, none in the
     forward pass); and a user with fewer than 40 co-occurring users has
     random ones repeated, drawn again every epoch (here they keep fewer
-    neighbours, as the MDE paper's graph does). With equal user weights
-    and no repeated neighbours, the representations are the same.
+    neighbours, as the MDE paper's graph does); its kNN graphs count each
+    item among its own neighbours (see
+    :func:`~mde_pyg.models.encoder.add_mixed_item_graph` for building them
+    so). With equal user weights, no repeated neighbours and the same
+    graphs, the representations are the same. MMRec's MLPs keep PyTorch's
+    default initialisation (Xavier-uniform weights and zero biases here),
+    and it ranks with the representation cached by the last training
+    step's forward pass (one update old), where :meth:`get_embedding`
+    recomputes it.
 
     Args:
         data (HeteroData): The dataset, with the graphs of

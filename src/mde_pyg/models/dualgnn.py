@@ -90,9 +90,12 @@ class DualGNN(Recommender):
     a user with fewer than :math:`k` (but some) co-occurring users has her
     list padded to :math:`k` with neighbours drawn uniformly with
     replacement from it, re-drawn every epoch (:meth:`on_epoch_start`);
-    :math:`n_{u,v}` counts the copies of :math:`v`. The draw in use also
-    serves evaluation, as MMRec's. Users with no co-occurring user get
-    :math:`\mathbf{e}_u = \mathbf{h}_u`. The weights
+    :math:`n_{u,v}` counts the copies of :math:`v`. MMRec's code draws
+    each copy from the list as it grows (a copy can be copied again),
+    which gives the same expected counts with a larger variance; here each
+    copy is drawn from the :math:`c` neighbours themselves. The draw in use
+    also serves evaluation, as MMRec's. Users with no co-occurring user
+    get :math:`\mathbf{e}_u = \mathbf{h}_u`. The weights
     :math:`b_{u,v}` come from the graph of
     :class:`~mde_pyg.transforms.UserCoOccurrenceGraph` (softmax of the
     counts over the top users), which must have been built with at least
@@ -130,7 +133,9 @@ class DualGNN(Recommender):
     * MMRec's per-modality item-dropped graphs (``edge_index_dropv/t``),
       drawn once and never used by its forward pass (nor by the authors'),
       its unused ``weight_i`` (only regularised), ``MLP_v``/``MLP_t`` and
-      ``result_embed`` are left out.
+      ``result_embed`` are left out. MMRec ranks with ``result_embed``,
+      cached by the last training step's forward pass (one update old);
+      here :meth:`get_embedding` recomputes it.
     * ``"mean"``, ``"max"`` and ``"cat"`` (the authors' ``cat_mlp``) follow
       the authors' code; MMRec implements ``"weighted_sum"`` only.
 

@@ -108,7 +108,12 @@ def add_mixed_item_graph(graphs: GraphBuffers, data: HeteroData,
 
     with :math:`\mathbf{S}_m` the normalised kNN graph
     ``('item', 'similar_<m>', 'item')`` of
-    :class:`mde_pyg.transforms.ItemKNNGraph` (FREEDOM, DRAGON, SAND).
+    :class:`mde_pyg.transforms.ItemKNNGraph` (FREEDOM, DRAGON, SAND). That
+    graph leaves each item out of its own neighbours by default; MMRec's
+    code (and the SAND authors') takes the top-k over the whole similarity
+    row, so each item is one of its own :math:`k`: build the data with
+    ``ItemKNNGraph(include_self=True)`` (``MultiModalGraphs(...,
+    include_self=True)``, ``mde-pyg train --knn-include-self``) for theirs.
 
     Args:
         graphs (GraphBuffers): Where to store the graph.

@@ -91,7 +91,12 @@ class FREEDOM(LightGCN):
     :math:`\mathbf{x}_m` (``nn.Embedding.from_pretrained(freeze=False)``),
     through that term only; here they are fixed buffers, as in every model
     of the package. It keeps ``int`` rather than rounded :math:`(1 - p)
-    |E|` edges, at most one fewer.
+    |E|` edges, at most one fewer. Its feature projections keep PyTorch's
+    default initialisation (here Xavier-uniform weights, zero biases).
+    Its kNN graphs count each item among
+    its own neighbours (see
+    :func:`~mde_pyg.models.encoder.add_mixed_item_graph` for building
+    them so).
 
     Args:
         data (HeteroData): The dataset, with the graphs of

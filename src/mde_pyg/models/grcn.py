@@ -86,7 +86,9 @@ class GRCN(Recommender):
     the loss, which the authors' code does not: name such modalities in
     ``full_preference_reg`` to add :math:`\lambda`
     :func:`~mde_pyg.losses.l2_reg` over all rows of their
-    :math:`\mathbf{P}_m` (default: none **[choice]**).
+    :math:`\mathbf{P}_m` (default: none **[choice]**). MMRec ranks with
+    the representation cached by the last training step's forward pass
+    (one update old); here :meth:`get_embedding` recomputes it.
 
     The edge weights are functions of the parameters at every step; with
     ``fused=True`` they are propagated by the CSR path of

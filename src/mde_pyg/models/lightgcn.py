@@ -39,7 +39,11 @@ class LightGCN(Recommender):
     uniform layer weights :math:`1/(L+1)`. MMRec's LightGCN regularises
     with ``EmbLoss``, the unsquared Frobenius norms of the three batch
     matrices over :math:`B` (:func:`~mde_pyg.losses.embedding_norm_reg`),
-    so its :math:`\lambda` is on another scale.
+    so its :math:`\lambda` is on another scale. :math:`\mathbf{E}^{(0)}`
+    is one Xavier-uniform table over all users and items, as PyG's
+    LightGCN; MMRec initialises the user and item tables apart, each with
+    its own fans (on Amazon Baby its items start about 1.9 times wider).
+    FREEDOM and BM3 inherit this.
 
     Args:
         data (HeteroData): The dataset, with the normalised user-item graph

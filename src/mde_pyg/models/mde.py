@@ -62,7 +62,15 @@ class MDE(Recommender):
         lambda_2 (float, optional): MSA weight. (default: :obj:`0.01`)
         tau (float, optional): MSA temperature. (default: :obj:`0.2`)
         reg_weight (float, optional): :math:`\lambda`, L2 on the batch rows
-            of the user matrices and preference logits. (default: 1e-4)
+            of the user matrices and preference logits:
+            :math:`\lVert \Theta_B \rVert^2 = \sum_t \frac{1}{B}
+            \sum_{n \in B} \lVert \mathbf{t}_n \rVert^2` over the
+            tensors :math:`t` (each modality's :math:`\mathbf{U}_m`, the
+            user and the positive and negative item logits), i.e.
+            :func:`~mde_pyg.losses.l2_reg`: the squared row norm averaged
+            over the batch, not summed (:math:`B` times smaller) nor
+            averaged over entries as MMRec's DRAGON (:math:`d` times
+            larger than that). (default: 1e-4)
         fusion (str, optional): **[choice]** ``"concat"`` or ``"sum"``, see
             :class:`~mde_pyg.nn.PreferenceFusion`. (default: ``"concat"``)
         residual (bool, optional): **[choice]** Eq. 4 keeps the input,
@@ -70,8 +78,14 @@ class MDE(Recommender):
         tradeoff (str, optional): ``"node"`` (Eq. 8, from the learned
             preferences), ``"global"`` (Fig. 2 variant A: one fixed
             preference ``global_preference`` for every node, used for fusion
-            and trade-off) or ``"learned"`` (variant B: independent
-            learnable node-level trade-off weights). (default: ``"node"``)
+            and trade-off; the fusion is fixed too, the reading of "we fix
+            the same modality preference for all nodes") or ``"learned"``
+            (variant B: independent learnable node-level trade-off
+            weights). Variant B's weights are trained by the MDA and MSA
+            terms alone, which they scale, so they drift toward the
+            smaller term: with InfoNCE far above :math:`|\cos|`,
+            :math:`w_a` falls from 0.5 toward 0 and MSA fades (the paper
+            states no constraint on them). (default: ``"node"``)
         global_preference (Mapping[str, float] or Sequence[float], optional):
             The fixed preference of variant A, per modality name
             (``{"text": 0.8, "image": 0.2}``) or one value per modality in

@@ -62,7 +62,12 @@ class MMGCN(Recommender):
     :math:`\mathbf{e}` as plain tensors that no optimiser sees, so there
     they stay at their random initialisation; ``learn_embeddings=False``
     reproduces that, the default learns them as the paper describes
-    **[choice]**.
+    **[choice]**. MMRec ranks with the representation cached by the last
+    training step's forward pass (one update old); here
+    :meth:`get_embedding` recomputes it. Every linear weight here is
+    Xavier-normal and every bias zero; MMRec keeps PyTorch's default
+    initialisation for its MLP and output layers and all biases, and a
+    uniform one for the convolutions' weights.
 
     Args:
         data (HeteroData): The dataset, with item features ``x_<m>``.

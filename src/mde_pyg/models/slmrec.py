@@ -100,7 +100,11 @@ class SLMRec(Recommender):
       \operatorname{dropout}_p(\hat{\mathbf{A}} \mathbf{H}^{(l)})`, with
       independent masks per view; FM zeroes the item input of one branch
       per view, the two branches drawn uniformly and distinct
-      (:meth:`masked_views`); FD+FM does both.
+      (:meth:`masked_views`); FD+FM does both. Each view's layer mean
+      takes its own input as layer 0 and the *other* view's propagated
+      layers, :math:`\mathbf{e}' = \frac{1}{L+1}(\mathbf{X}' +
+      \sum_{l \ge 1} \mathbf{H}''^{(l)})` and vice versa (the
+      authors' code).
 
     The random draws use torch's generator of the parameters' device
     (seeded by :func:`torch.manual_seed`).
@@ -118,7 +122,9 @@ class SLMRec(Recommender):
     changes nothing) **[choice]**. MMRec's FD and FM code still refers to
     the acoustic modality and to a config key it lacks, so it cannot run
     there; those tasks follow the authors' code, for any number of
-    modalities. MMRec ranks with the embeddings cached by the last training
+    modalities, its crossed chains included (each view keeps its own
+    input as layer 0 and takes its propagated layers from the other
+    view's chain). MMRec ranks with the embeddings cached by the last training
     step's forward pass (one update old); here :meth:`get_embedding`
     recomputes them.
 
@@ -339,8 +345,17 @@ class SLMRec(Recommender):
         else:
             views = x.repeat(1, 2)
         p = self.dropout if "FD" in self.ssl_task else 0.0
-        h = self.propagate(views, p)
-        h_user, h_item = gather_rows(h, user, item + self.num_users)
+        rows = torch.cat([user, item + self.num_users])
+        h = self.propagate(views, p).index_select(0, rows)
+        # As the authors' code, view k keeps its own input as layer 0 and
+        # takes its hops from the other view's chain: from the layer means,
+        # cross_k = mean_other + (x_k - x_other) / (L + 1). For FD alone
+        # the two chains are exchangeable and this only swaps their names.
+        views = views.index_select(0, rows)
+        swap = torch.cat(views.chunk(2, -1)[::-1], dim=-1)
+        h = (torch.cat(h.chunk(2, -1)[::-1], dim=-1)
+             + (views - swap) / (self.num_layers + 1))
+        h_user, h_item = h.split([user.numel(), item.numel()])
         u1, i1 = self.fuse(*(t.chunk(2, -1)[0] for t in (h_user, h_item)))
         u2, i2 = self.fuse(*(t.chunk(2, -1)[1] for t in (h_user, h_item)))
         return (info_nce(u1, u2, self.ssl_temp, symmetric=False)

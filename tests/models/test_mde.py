@@ -501,3 +501,22 @@ def test_loss_carries_no_tradeoff_gradient_into_preferences(synthetic_graphs):
                           preference_grad(0.0, True), atol=1e-7)
     assert not torch.allclose(preference_grad(1.0, False),
                               preference_grad(0.0, False), atol=1e-7)
+
+
+def test_variant_b_weights_drift_toward_the_smaller_term(synthetic_graphs):
+    # Variant B's logits are trained only through lambda_1 w_d |cos| +
+    # lambda_2 w_a InfoNCE, so the softmax moves weight to the smaller
+    # term: InfoNCE (about log B) dwarfs |cos| (below 1), and w_a falls
+    # from 0.5 toward 0 (documented in MDE's ``tradeoff`` argument)
+    from model_helpers import train
+
+    torch.manual_seed(0)
+    model = MDE(synthetic_graphs, embedding_dim=16, tradeoff="learned")
+    for side in ("user", "item"):
+        assert torch.equal(getattr(model, f"{side}_tradeoff")()[1],
+                           torch.full((getattr(model, f"num_{side}s"),), 0.5))
+    train(model, synthetic_graphs, steps=150)
+    for side in ("user", "item"):
+        w_d, w_a = getattr(model, f"{side}_tradeoff")()
+        assert torch.allclose(w_d + w_a, torch.ones_like(w_a))
+        assert w_a.mean() < 0.25

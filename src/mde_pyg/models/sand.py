@@ -19,7 +19,9 @@ class SAND(DRAGON):
 
     "Separate Learning for Multimedia Recommendation" (Separate Alignment
     aNd Distancing), on the :class:`~mde_pyg.models.DRAGON` backbone, as
-    the authors' code. Each modality's raw item features pass through a
+    the authors' code (whose item kNN graphs count each item among its own
+    neighbours: see :func:`~mde_pyg.models.encoder.add_mixed_item_graph`).
+    Each modality's raw item features pass through a
     square linear split (:class:`~mde_pyg.nn.GenericUniqueSplit`) before
     the backbone; the first half of the output is the *generic* part
     :math:`\mathbf{g}_m`, the second half the *unique* part

@@ -10,7 +10,7 @@ the files to place in ``<root>/raw``. Any other folder in MMRec's layout
 works with ``--data``::
 
     python examples/amazon_baby.py --root data/baby
-    python examples/amazon_baby.py --data /work/shared/data/lfm2k \
+    python examples/amazon_baby.py --data ../shared/data/lfm2k \
         --modality text=all-MiniLM-L6-v2.npy --modality audio=vggish.npy
 
 Settings follow the paper: d = 64, batch 2048, Adam with lr 1e-3, L = 2,
@@ -65,7 +65,8 @@ def check_features_named(data: str | None, modality: dict) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--root", default="data/baby", help="AmazonBaby root folder")
+    add("--root", default="data/baby",
+        help="AmazonBaby root folder (default: data/baby)")
     add("--data", metavar="FOLDER", help="another dataset in MMRec's layout")
     add("--modality", action="append", default=[], metavar="NAME=FILE",
         help="a modality of --data and its .npy file (repeatable)")
@@ -74,18 +75,24 @@ def parse_args() -> argparse.Namespace:
         help="rescale the model inputs (default: none on Amazon Baby, as "
              "MMRec; standardize for --data, whose raw feature scales may "
              "differ by orders of magnitude)")
-    add("--lambda-1", type=float, default=0.01, help="MDA weight")
-    add("--lambda-2", type=float, default=0.01, help="MSA weight")
-    add("--tau", type=float, default=0.2, help="MSA temperature")
-    add("--reg-weight", type=float, default=1e-4, help="L2 weight (lambda)")
-    add("--embedding-dim", type=int, default=64)
-    add("--lr", type=float, default=1e-3)
-    add("--batch-size", type=int, default=2048)
-    add("--max-epochs", type=int, default=1000)
-    add("--patience", type=int, default=20)
-    add("--seed", type=int, default=0)
+    add("--lambda-1", type=float, default=0.01,
+        help="MDA weight (default: 0.01)")
+    add("--lambda-2", type=float, default=0.01,
+        help="MSA weight (default: 0.01)")
+    add("--tau", type=float, default=0.2,
+        help="MSA temperature (default: 0.2)")
+    add("--reg-weight", type=float, default=1e-4,
+        help="L2 weight lambda (default: 1e-4)")
+    add("--embedding-dim", type=int, default=64, help="d (default: 64)")
+    add("--lr", type=float, default=1e-3, help="Adam's (default: 1e-3)")
+    add("--batch-size", type=int, default=2048, help="default: 2048")
+    add("--max-epochs", type=int, default=1000, help="default: 1000")
+    add("--patience", type=int, default=20,
+        help="epochs without a better valid Recall@20 (default: 20)")
+    add("--seed", type=int, default=0, help="default: 0")
     add("--device", default=None, help="default: cuda when available")
-    add("--precision", default="fp32", choices=("fp32", "bf16"))
+    add("--precision", default="fp32", choices=("fp32", "bf16"),
+        help="bf16 autocast for training (default: fp32)")
     add("--output", help="run folder (default: runs/amazon_baby, or "
         "runs/<name of --data>)")
     add("--resume", action="store_true",
@@ -93,7 +100,8 @@ def parse_args() -> argparse.Namespace:
     add("--overwrite", action="store_true",
         help="train again into an --output that holds a run (refused "
              "otherwise)")
-    add("--plot", action="store_true")
+    add("--plot", action="store_true",
+        help="draw the validation curve into --output (needs matplotlib)")
     args = parser.parse_args()
     if args.output is None:  # one folder per dataset, none trained over
         args.output = ("runs/amazon_baby" if args.data is None else

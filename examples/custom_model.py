@@ -17,7 +17,7 @@ need.
 .. code-block:: bash
 
     python examples/custom_model.py                    # synthetic data
-    python examples/custom_model.py --data /work/shared/data/lfm2k \
+    python examples/custom_model.py --data ../shared/data/lfm2k \
         --modality text=all-MiniLM-L6-v2.npy --modality audio=vggish.npy
 """
 
@@ -158,8 +158,16 @@ def main() -> None:
                         help="a dataset in MMRec's layout (default: the "
                              "embedded synthetic data)")
     parser.add_argument("--modality", action="append", default=[],
-                        metavar="NAME=FILE")
-    parser.add_argument("--max-epochs", type=int, default=100)
+                        metavar="NAME=FILE", help="a modality of --data and "
+                        "its .npy file (repeat; default: the folder's "
+                        "image_feat.npy and text_feat.npy)")
+    parser.add_argument("--max-epochs", type=int, default=100,
+                        help="at most this many epochs, early stopping "
+                             "after 20 without a better valid Recall@20 "
+                             "(default: 100)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initialisation and sampling "
+                             "(default: 0)")
     args = parser.parse_args()
     try:  # bad input is one line and exit status 2, as in mde-pyg
         if args.modality and args.data is None:
@@ -173,7 +181,11 @@ def main() -> None:
     except UsageError as error:
         parser.error(str(error))
 
-    results = compare(data, args.max_epochs)
+    results = compare(data, args.max_epochs, seed=args.seed)
+    print("test metrics at each model's best valid Recall@20 epoch:")
+    for name, result in results.items():
+        print(f"  {name}: best epoch {result['best_epoch']} (from 0) of "
+              f"{len(result['history'])} run")
     print(format_metrics({name: r["test"] for name, r in results.items()},
                          ks=(10, 20)))
     items, _ = recommend(results["custom"]["model"], data,

@@ -25,7 +25,7 @@ epochs without a better one):
 .. code-block:: bash
 
     python examples/swap_losses.py                     # synthetic data
-    python examples/swap_losses.py --data /work/shared/data/lfm2k \
+    python examples/swap_losses.py --data ../shared/data/lfm2k \
         --modality text=all-MiniLM-L6-v2.npy --modality audio=vggish.npy
 """
 
@@ -228,21 +228,29 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=20,
                         help="stop after this many epochs without a better "
                              "valid Recall@20")
-    parser.add_argument("--eval-every", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=2,
+                        help="epochs between validations (default: 2)")
+    parser.add_argument("--batch-size", type=int, default=2048,
+                        help="default: 2048")
+    parser.add_argument("--dim", type=int, default=64,
+                        help="embedding width (default: 64)")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="LightGCN hops (default: 2)")
     parser.add_argument("--lr", type=float, help="default: 1e-3 with "
                         "--data (the paper's), 1e-2 on the small synthetic "
                         "data, which converges in about 50 epochs at it "
                         "and about 300 at 1e-3")
-    parser.add_argument("--reg", type=float, default=1e-4)
+    parser.add_argument("--reg", type=float, default=1e-4,
+                        help="PyG's lambda_reg of recommendation_loss "
+                             "(default: 1e-4)")
     parser.add_argument("--lambda-1", type=float, default=0.01,
                         help="MDA weight")
     parser.add_argument("--lambda-2", type=float, default=0.01,
                         help="MSA weight")
-    parser.add_argument("--tau", type=float, default=0.2)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tau", type=float, default=0.2,
+                        help="MSA temperature (default: 0.2)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initialisation, sampling and "
                              "dropout (not of the synthetic data)")

@@ -1,5 +1,6 @@
 """Shared fixtures: the real data folder beside the project, tiny graphs."""
 
+import os
 import os.path as osp
 
 import numpy as np
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED_DATA = osp.join(osp.dirname(ROOT), "shared", "data")
+#: The real data: $MDE_PYG_DATA, or ../shared/data beside the project root.
+SHARED_DATA = os.environ.get("MDE_PYG_DATA") or osp.join(
+    osp.dirname(ROOT), "shared", "data")
 LFM2K = osp.join(SHARED_DATA, "lfm2k")
 BABY_GRAPH = osp.join(SHARED_DATA, "baby_graph")
 LFM2K_MODALITIES = {"text": "all-MiniLM-L6-v2.npy", "audio": "vggish.npy"}
@@ -17,7 +20,26 @@ def require_folder(path: str) -> None:
     """Skip the calling test when a real-data folder is absent."""
     if not osp.isdir(path):
         pytest.skip(f"real data folder '{path}' is absent (it lives in "
-                    f"../shared/data beside the project root)")
+                    f"../shared/data beside the project root, or set "
+                    f"MDE_PYG_DATA to the folder holding lfm2k/)")
+
+
+def _real_data_line() -> str:
+    if osp.isdir(LFM2K):
+        return f"real data: {SHARED_DATA}"
+    return (f"real data: none at {SHARED_DATA}, so the tests that read it "
+            f"skip (set MDE_PYG_DATA to the folder holding lfm2k/)")
+
+
+def pytest_report_header(config) -> str:
+    """Say up front whether the real-data tests can run."""
+    return _real_data_line()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say it again at the end when they could not (also under ``-q``)."""
+    if not osp.isdir(LFM2K):
+        terminalreporter.write_line(_real_data_line())
 
 
 @pytest.fixture(autouse=True)

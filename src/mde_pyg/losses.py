@@ -629,6 +629,10 @@ def _check_scale(module: str, weight: Any, per_node: bool) -> None:
 class MDALoss(nn.Module):
     r"""Module form of :func:`mda_loss`, scaled by :math:`\lambda_1`.
 
+    ``weight`` is the loss's coefficient; the per-node distancing weights
+    :math:`w_d` (e.g. of :class:`~mde_pyg.nn.NodeLevelTradeoff`) go to
+    :meth:`forward` as ``node_weight``.
+
     Args:
         weight (float, optional): :math:`\lambda_1 \geq 0`.
             (default: :obj:`0.01`)
@@ -641,7 +645,14 @@ class MDALoss(nn.Module):
 
     def forward(self, x: Modalities,
                 node_weight: Tensor | None = None) -> Tensor:
-        r"""Return :math:`\lambda_1` times :func:`mda_loss`."""
+        r"""Return :math:`\lambda_1` times :func:`mda_loss`.
+
+        Args:
+            x (Dict[str, torch.Tensor]): Modality name -> the same nodes'
+                embeddings ``[B, d]`` (e.g. the batch's positive items).
+            node_weight (torch.Tensor, optional): Per-node weights
+                :math:`w_d \geq 0` ``[B]``. (default: :obj:`None`: 1)
+        """
         _check_node_weight("MDALoss", x, node_weight)
         return self.weight * mda_loss(x, node_weight)
 
@@ -653,6 +664,9 @@ class MDALoss(nn.Module):
 class MSALoss(nn.Module):
     r"""Module form of :func:`msa_loss` over all modality pairs, scaled by
     :math:`\lambda_2`.
+
+    ``weight`` is the loss's coefficient; the per-node alignment weights
+    :math:`w_a` go to :meth:`forward` as ``node_weight``.
 
     Args:
         weight (float, optional): :math:`\lambda_2 \geq 0`.
@@ -673,7 +687,15 @@ class MSALoss(nn.Module):
 
     def forward(self, x: Modalities,
                 node_weight: Tensor | None = None) -> Tensor:
-        r"""Return :math:`\lambda_2` times the pairwise :func:`msa_loss`."""
+        r"""Return :math:`\lambda_2` times the pairwise :func:`msa_loss`.
+
+        Args:
+            x (Dict[str, torch.Tensor]): Modality name -> the same nodes'
+                embeddings ``[B, d]``; row :math:`n` of each is a positive
+                pair, the other rows its in-batch negatives.
+            node_weight (torch.Tensor, optional): Per-node weights
+                :math:`w_a \geq 0` ``[B]``. (default: :obj:`None`: 1)
+        """
         _check_node_weight("MSALoss", x, node_weight)
         return self.weight * multi_msa_loss(x, node_weight, self.tau,
                                             self.symmetric)

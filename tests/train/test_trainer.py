@@ -550,6 +550,15 @@ def test_progress_bar_on_a_terminal_and_none_when_off(data, capsys,
     trainer.progress = True
     trainer.fit()
     assert "3/3" in terminal.text and "epoch 0/" not in terminal.text
+    # the epochs since the best one, against the patience that stops it
+    # (the bar counts to max_epochs)
+    waits = [0]
+    for entry in trainer.history[1:]:
+        best = max(h["valid"]["recall@20"] for h in trainer.history
+                   if h["epoch"] < entry["epoch"])
+        waits.append(0 if entry["valid"]["recall@20"] > best
+                     else waits[-1] + 1)
+    assert f"no gain={waits[-1]}/{trainer.patience}" in terminal.text
     monkeypatch.undo()
     train(data, max_epochs=3).fit()  # progress=False
     assert capsys.readouterr().err == ""

@@ -986,6 +986,8 @@ class Trainer:
                 "loss": f"{loss:.4f}",
                 self.eval_metric: f"{score:.4f}",
                 "best": f"{self.best['score']:.4f}@{self.best['epoch']}",
+                # the bar counts to max_epochs; early stopping comes first
+                "no gain": f"{self.best['wait']}/{self.patience}",
             }
         )
         bar.update(1)

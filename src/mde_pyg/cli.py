@@ -1,9 +1,10 @@
 r"""The ``mde-pyg`` command line: train a registered model, recommend with
-a trained run, list the models.
+a trained run, list the models and their arguments.
 
 .. code-block:: bash
 
     mde-pyg models
+    mde-pyg models mde                     # its arguments and defaults
     mde-pyg train --model mde --dataset synthetic --output runs/mde
     mde-pyg recommend runs/mde --k 10      # runs/mde/recommendations.tsv
     mde-pyg train --model mde --data data/baby \
@@ -123,7 +124,9 @@ def parse_value(text: str) -> Any:
 
 
 def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
-    """Split ``["KEY=VALUE", ...]`` into a dict (later keys win).
+    """Split ``["KEY=VALUE", ...]`` into a dict; a key given twice (for
+    ``--set`` and ``--grid``, with dashes or underscores) raises a
+    :class:`UsageError` naming both values.
 
     Args:
         items (Sequence[str]): The raw option values.
@@ -137,7 +140,16 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
             raise UsageError(
                 f"{option} expects KEY=VALUE, got '{item}'"
             )
-        out[key.replace("-", "_") if option != "--modality" else key] = value
+        if option != "--modality":
+            key = key.replace("-", "_")
+        if key in out:
+            what = "name" if option == "--modality" else "key"
+            also = (f" (a grid key takes all its values: {key}=V1,V2)"
+                    if option == "--grid" else "")
+            raise UsageError(
+                f"{option} gives '{key}' twice ('{out[key]}' and '{value}'); "
+                f"give each {what} once{also}")
+        out[key] = value
     return out
 
 
@@ -184,6 +196,48 @@ def _yaml_floats(value: Any) -> Any:
     return value
 
 
+def _repeated_key(path: Path, key: Any, first: Any, second: Any) -> None:
+    """Raise the :class:`UsageError` of a table giving ``key`` twice."""
+    raise UsageError(f"config file '{path}' gives '{key}' twice ({first} "
+                     f"and {second}); keep one")
+
+
+def _unique_keys(pairs: Sequence[tuple[str, Any]], path: Path
+                 ) -> dict[str, Any]:
+    """A JSON object's ``pairs`` as a dict, refusing a key given twice
+    (which :func:`json.loads` would let the last win).
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            _repeated_key(path, key, json.dumps(out[key]), json.dumps(value))
+        out[key] = value
+    return out
+
+
+def _unique_key_loader(yaml: Any, path: Path) -> type:
+    """PyYAML's safe loader, refusing a mapping that gives a key twice
+    (which it would let the last win); merged keys (``<<``) may be
+    overridden as usual.
+    """
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not \
+                        isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                where = f"line {value_node.start_mark.line + 1}"
+                if key in seen:
+                    _repeated_key(path, key, seen[key], where)
+                seen[key] = where
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a ``.toml``, ``.yaml`` / ``.yml`` or ``.json`` config file.
 
@@ -215,9 +269,11 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
                 raise UsageError(
                     "YAML config files need PyYAML (pip install pyyaml)"
                 ) from error
-            config = _yaml_floats(yaml.safe_load(text) or {})
+            config = _yaml_floats(
+                yaml.load(text, Loader=_unique_key_loader(yaml, path)) or {})
         elif suffix == ".json":
-            config = json.loads(text)
+            config = json.loads(text, object_pairs_hook=lambda pairs:
+                                _unique_keys(pairs, path))
         else:
             raise UsageError(
                 f"config file '{path}' must end in .toml, .yaml, .yml or "
@@ -531,12 +587,26 @@ def read_folder(
         return out if transform is None else transform(out)
     except (OSError, ValueError) as error:
         hint = ""
-        if modalities is None and not any(
-                (Path(data) / name).is_file()
-                for name in DEFAULT_MODALITIES.values()):
+        if modalities is None and _finds_inter_file(data, inter_file) \
+                and not any((Path(data) / name).is_file()
+                            for name in DEFAULT_MODALITIES.values()):
             hint = ("; or, for a model without features (mostpop, "
                     "lightgcn), --no-features reads the interactions alone")
         raise UsageError(f"cannot read '{data}': {error}{hint}") from error
+
+
+def _finds_inter_file(data: str | os.PathLike, inter_file: str | None
+                      ) -> bool:
+    """Whether the folder ``data`` holds its ``.inter`` file (so that an
+    error reading it is about the features).
+    """
+    from mde_pyg.data.mmrec import find_inter_file
+
+    try:
+        find_inter_file(str(data), inter_file)
+    except ValueError:
+        return False
+    return True
 
 
 def load_data(
@@ -695,7 +765,148 @@ def check_hparams(model: str, hparams: Mapping[str, Any]) -> None:
         )
 
 
+#: An argument's entry in a Google-style "Args:" section:
+#: ``name (type, optional): Text.``
+_ARG_ENTRY = re.compile(r"(\w+) \((.*?)\):\s*(.*)")
+#: The widest description :func:`describe_model` prints.
+DESCRIPTION_WIDTH = 64
+
+
+def docstring_args(cls: type) -> dict[str, str]:
+    """Return the descriptions of the ``Args:`` section of ``cls``'s
+    docstring (Google style), argument name -> text on one line.
+
+    Args:
+        cls (type): A class, e.g. a model.
+    """
+    doc = inspect.getdoc(cls) or ""
+    out: dict[str, str] = {}
+    lines = doc.splitlines()
+    start = next((n for n, line in enumerate(lines)
+                  if line.strip() == "Args:"), None)
+    if start is None:
+        return out
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    entry: int | None = None  # the indentation of the entries
+    name = None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth <= indent:
+            break  # the next section
+        if entry is None:
+            entry = depth
+        match = _ARG_ENTRY.fullmatch(line.strip())
+        if depth == entry and match:
+            name = match.group(1)
+            out[name] = match.group(3)
+        elif depth > entry and name is not None:
+            out[name] = f"{out[name]} {line.strip()}".strip()
+    return out
+
+
+def _plain(text: str) -> str:
+    r"""``text`` without reST markup: a class, function or method role
+    such as ``:class:`~a.b.C``` reads ``C``, other roles their text,
+    literals and bold their text, ``\lambda`` reads ``lambda``.
+    """
+    text = re.sub(r":\w+:`~?([^`]*)`",
+                  lambda m: m.group(1).rsplit(".", 1)[-1]
+                  if m.group(0).startswith((":class:", ":func:", ":meth:",
+                                            ":attr:")) else m.group(1),
+                  text)
+    text = re.sub(r"``([^`]*)``", r"\1", text)
+    text = re.sub(r"\*\*([^*]*)\*\*", r"\1", text)
+    text = re.sub(r"\\(?:mathbf|mathcal|operatorname)\{([^}]*)\}", r"\1",
+                  text)
+    text = re.sub(r"\\(\w+)", r"\1", text)
+    return text.replace("{", "").replace("}", "")
+
+
+def _first_clause(text: str) -> str:
+    """The first clause of ``text`` (up to a ``.``, ``;`` or ``:`` outside
+    parentheses), without its ``(default: ...)``, at most
+    :data:`DESCRIPTION_WIDTH` characters.
+    """
+    depth = 0
+    end = len(text)
+    for n, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        after = text[n + 1:n + 2]
+        if depth == 0 and char in ".;:" and after in ("", " "):
+            word = text[:n + 1].rsplit(" ", 1)[-1]
+            if char == "." and word.lower() in ("e.g.", "i.e.", "eq.",
+                                                "fig.", "etc."):
+                continue
+            end = n
+            break
+    clause = re.sub(r"\s*\(default:.*$", "", text[:end]).strip()
+    if len(clause) > DESCRIPTION_WIDTH:
+        clause = clause[:DESCRIPTION_WIDTH - 4].rsplit(" ", 1)[0] + " ..."
+    return clause
+
+
+def describe_model(model: str) -> str:
+    """Return a table of the arguments of ``model`` that ``--set`` and
+    ``--grid`` take: each constructor argument with a default (the
+    hyper-parameters, :meth:`~mde_pyg.models.Recommender.default_hparams`),
+    its default, and the first clause of its description in the class
+    docstring's ``Args:`` section.
+
+    .. code-block:: text
+
+        mde (mde_pyg.models.mde.MDE): the arguments of --set and --grid
+        argument           default   description
+        embedding_dim      64        d
+        ...
+        lambda_1           0.01      MDA weight
+        ...
+
+    Args:
+        model (str): A registered name or ``"package.module:Class"``.
+    """
+    cls = model_class(model)
+    defaults = cls.default_hparams()
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    if not defaults:
+        return f"{model} ({path}) takes no argument of --set or --grid"
+    text = docstring_args(cls)
+    rows = [("argument", "default", "description")] + [
+        (name, repr(value), _first_clause(_plain(text.get(name, "-"))))
+        for name, value in defaults.items()]
+    widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    first = next(iter(defaults))
+    return "\n".join([
+        f"{model} ({path}): the arguments of --set and --grid",
+        *(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}".rstrip()
+          for a, b, c in rows),
+        f"e.g. --set {first}=VALUE; --grid {first}=V1,V2 selects on "
+        f"validation",
+        f"every argument in full: python -m pydoc {path}"])
+
+
 # Training #####################################################################
+
+#: The ``config.data`` keys ``mde-pyg train`` records only when not at
+#: their default (so that earlier runs compare equal on resume).
+UNRECORDED_DEFAULTS: tuple[str, ...] = ("feature_min_std", "no_features",
+                                        "knn_include_self")
+
+
+def _with_data_defaults(message: str) -> str:
+    """A resume mismatch ``message`` with the defaults of
+    :data:`UNRECORDED_DEFAULTS` in place of the :obj:`None` of a key a run
+    did not record (``data.feature_min_std None -> 0.0001`` reads
+    ``data.feature_min_std 0.0 -> 0.0001``).
+    """
+    for key in UNRECORDED_DEFAULTS:
+        default = repr(DEFAULTS[key])
+        message = re.sub(rf"\b(data\.{key}) None -> ", rf"\g<1> {default} -> ",
+                         message)
+        message = re.sub(rf"\b(data\.{key} [^;)]*? -> )None\b",
+                         rf"\g<1>{default}", message)
+    return message
 
 
 def plot_curve(
@@ -861,7 +1072,10 @@ def train_model(
             result = trainer.fit(resume=resume, overwrite=overwrite)
     except GridConfigError as error:
         raise UsageError(f"cannot train '{model}': {error}") from error
-    except (ResumeMismatchError, CheckpointError) as error:
+    except ResumeMismatchError as error:
+        raise UsageError(f"cannot --resume: "
+                         f"{_with_data_defaults(str(error))}") from error
+    except CheckpointError as error:
         raise UsageError(f"cannot --resume: {error}") from error  # untrained
     except RunExistsError:  # written since check_output_is_free looked
         raise UsageError(f"--output '{output}' already holds a run; pass "
@@ -909,7 +1123,13 @@ def build_parser() -> argparse.ArgumentParser:
     # each command's parser, whose usage line its errors print
     parser.commands = sub.choices
     sub.required = True
-    sub.add_parser("models", help="list the registered models")
+    models = sub.add_parser(
+        "models", help="list the registered models, or one's arguments",
+        description="List the registered models; with NAME, the arguments "
+        "of that model that --set and --grid take, their defaults and "
+        "descriptions.")
+    models.add_argument("name", nargs="?", metavar="NAME",
+                        help="a model name (or package.module:Class)")
 
     train = sub.add_parser(
         "train",
@@ -919,7 +1139,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = train.add_argument
     add("--model", help="registered model name (see 'mde-pyg models') or "
-        "the import path package.module:Class of your own Recommender")
+        "the import path package.module:Class of your own Recommender "
+        "(required)")
     add("--data", metavar="FOLDER", help="a dataset folder in MMRec's layout")
     add("--dataset", choices=DATASETS,
         help="'synthetic' (embedded) or an Amazon dataset of MMRec")
@@ -966,11 +1187,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train again into an OUTPUT that holds a run (refused "
              "otherwise)")
     add("--plot", action="store_const", const=True,
-        help="save OUTPUT/curve.png (needs matplotlib)")
+        help="save OUTPUT/curve.png (needs matplotlib); --resume redraws "
+             "the curve of a run that has one")
     add("--no-progress", dest="progress", action="store_const", const=False,
         help="hide the progress bar (the per-epoch lines when stderr "
              "is not a terminal)")
-    add("--output", metavar="DIR", help="output folder")
+    add("--output", metavar="DIR", help="output folder (required)")
     add("--system-malloc", action="store_true",
         help="leave glibc's allocator as it is (by default freed memory is "
              "kept for reuse: see mde_pyg.tune_cpu_allocator)")
@@ -1072,13 +1294,20 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(settings["output"])
     from mde_pyg.train.grid import held_run_files
 
-    if settings["resume"] and not held_run_files(out):
+    continues = settings["resume"] and bool(held_run_files(out))
+    if settings["resume"] and not continues:
         print(f"--resume: '{out}' holds no run to continue; training a new "
               f"one there", file=sys.stderr, flush=True)
+    # the curve of the run --resume continues stays, and is drawn again
+    # with every epoch when training ends (as results.json is written)
+    if continues and (out / CURVE_FILE).is_file() \
+            and importlib.util.find_spec("matplotlib") is not None:
+        settings["plot"] = True
+    kept = {out / CURVE_FILE} if continues and settings["plot"] else set()
     for name, made_from in ((RECOMMENDATIONS_FILE, "weights"),
                             (CURVE_FILE, "epochs")):
         for stale in (out / name, *sorted(out.glob(f"run_*/{name}"))):
-            if stale.is_file():
+            if stale.is_file() and stale not in kept:
                 again = (f"'mde-pyg recommend {stale.parent}'"
                          if name == RECOMMENDATIONS_FILE else "--plot")
                 stale.unlink()
@@ -1106,6 +1335,11 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
                 f"same command with --resume{instead} to continue") from None
         raise KeyboardInterrupt("no epoch had finished, so nothing was "
                                 "written: rerun the same command") from None
+    # after the run (an error is best alone on stderr): for the next one
+    if not model_class(model).reads_features and settings["data"] is not None \
+            and not settings["no_features"]:
+        print(f"note: {model} reads no item features; --no-features skips "
+              f"reading them", file=sys.stderr, flush=True)
     return result
 
 
@@ -1232,7 +1466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         from mde_pyg.models import available_models
 
-        print("\n".join(available_models()))
+        try:
+            print(describe_model(args.name) if args.name is not None
+                  else "\n".join(available_models()))
+        except UsageError as error:
+            parser.commands[args.command].error(str(error))
         return 0
     if not args.system_malloc:
         from mde_pyg.allocator import tune_cpu_allocator

@@ -193,6 +193,7 @@ def _load_recorded_data(recorded: dict[str, Any], run: Path,
                         data_folder: str | os.PathLike | None) -> HeteroData:
     """Load the data as ``mde-pyg train`` recorded it (``config.data``)."""
     source = _resolve_paths(dict(recorded))
+    trained_on = recorded.get("folder") or source.get("data")
     if data_folder is not None:
         if source.get("data") is None:
             raise ValueError(
@@ -206,7 +207,55 @@ def _load_recorded_data(recorded: dict[str, Any], run: Path,
             f"on, is not there (relative to {Path.cwd()} or to "
             f"{source.get('cwd')}, where the run started); give where "
             f"it is now as 'data_folder' (mde-pyg recommend --data)")
+    if source.get("data") is not None:
+        _check_data_folder(source, trained_on, data_folder is not None)
     return load_data_source(source)
+
+
+def _check_data_folder(source: dict[str, Any], trained_on: str | None,
+                       given: bool) -> None:
+    """Raise a :class:`FileNotFoundError` saying what the run needs (the
+    folder it was trained on, its ``.inter`` file and feature files) when
+    the folder ``source["data"]`` (``data_folder`` when ``given``) lacks
+    one of those files; name the ``.inter`` file the run read in
+    ``source`` when the folder holds several.
+    """
+    from mde_pyg.data.mmrec import DEFAULT_MODALITIES
+
+    folder = Path(source["data"])
+    inter = source.get("inter_file")
+    if inter is None and trained_on is not None:  # the one it held
+        held = sorted(Path(trained_on).glob("*.inter"))
+        inter = held[0].name if len(held) == 1 else None
+    features = {} if source.get("no_features") else dict(
+        source.get("modality") or DEFAULT_MODALITIES)
+    missing = [name for name in (inter, *features.values())
+               if name is not None and not (folder / name).is_file()]
+    found = sorted(p.name for p in folder.glob("*.inter")) \
+        if folder.is_dir() else []
+    if inter is None and not found:
+        missing.insert(0, "'*.inter' file")
+    several = len(found) > 1
+    if not missing and not (several and inter is None):
+        if several:
+            source["inter_file"] = inter  # the one the run read
+        return
+    if not folder.is_dir():
+        problem = f"'{folder}' is not a folder"
+    elif missing:
+        problem = f"'{folder}' has no {', '.join(missing)}"
+    else:
+        problem = f"'{folder}' holds several '*.inter' files {found}"
+    reads = (", ".join(f"{m}={file}" for m, file in features.items())
+             if features else "no feature file (--no-features)")
+    those = ("" if not features else " and that file" if len(features) == 1
+             else " and those files")
+    how = ("'data_folder' (mde-pyg recommend --data) must be" if given else
+           "restore them, or give as 'data_folder' (mde-pyg recommend "
+           "--data)")
+    raise FileNotFoundError(
+        f"{problem}: the run was trained on '{trained_on}' with {reads}; "
+        f"{how} a folder holding {inter or 'its .inter file'}{those}")
 
 
 def _read_weights(checkpoint: Path) -> dict[str, Any]:

@@ -48,14 +48,34 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
         if not osp.isfile(path):
             raise ValueError(f"Interaction file '{path}' does not exist")
         return path
-    found = sorted(f for f in os.listdir(folder) if f.endswith(".inter"))
-    if len(found) != 1:
-        what = "no '*.inter' file" if not found else f"several: {found}"
+    found = _inter_files(folder)
+    if not found:
+        inside = [osp.join(folder, name) for name in sorted(os.listdir(folder))
+                  if osp.isdir(osp.join(folder, name))
+                  and _inter_files(osp.join(folder, name))]
+        fix = (f"did you mean '{inside[0]}'?" if len(inside) == 1 else
+               f"did you mean one of {inside}?" if inside else
+               "give the folder that holds '<name>.inter' and the modality "
+               "'.npy' files")
+        raise ValueError(
+            f"Expected exactly one '*.inter' file in '{folder}', found no "
+            f"'*.inter' file; {fix}")
+    if len(found) > 1:
         raise ValueError(
             f"Expected exactly one '*.inter' file in '{folder}', found "
-            f"{what}; pass 'inter_file' (--inter-file) to choose one"
+            f"several: {found}; pass 'inter_file' (--inter-file) to choose one"
         )
     return osp.join(folder, found[0])
+
+
+def _inter_files(folder: str) -> list[str]:
+    """The ``*.inter`` files of ``folder``, sorted (none if unreadable)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(name for name in names if name.endswith(".inter")
+                  and osp.isfile(osp.join(folder, name)))
 
 
 #: Ids index tables of ``max id + 1`` rows (embeddings, degrees), so they
@@ -265,10 +285,21 @@ def read_features(path: str, num_items: int) -> Tensor:
     if x.ndim != 2:
         raise ValueError(f"{path} has shape {x.shape}; expected a 2-D "
                          f"[num_items, dim] feature matrix")
-    if x.shape[0] != num_items:
+    if x.shape[0] > num_items:
         raise ValueError(
             f"{path} has {x.shape[0]} rows but the interactions name "
-            f"{num_items} items; row n must hold the features of itemID n"
+            f"{num_items} items (itemIDs 0..{num_items - 1}); row n must "
+            f"hold the features of itemID n, and items after the largest "
+            f"itemID of the interactions are not supported: keep the first "
+            f"{num_items} rows, numpy.save(path, x[:{num_items}])"
+        )
+    if x.shape[0] < num_items:
+        raise ValueError(
+            f"{path} has {x.shape[0]} rows but the interactions name "
+            f"{num_items} items (itemIDs 0..{num_items - 1}); row n must "
+            f"hold the features of itemID n, so itemIDs {x.shape[0]}.."
+            f"{num_items - 1} have none: add their rows, or give the "
+            f"feature file of these interactions"
         )
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{path} has dtype {x.dtype}; expected real "

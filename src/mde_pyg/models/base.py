@@ -235,6 +235,10 @@ class Recommender(nn.Module):
       graph (default: nothing).
     * ``uses_negatives``: :obj:`False` for models that ignore ``neg``, so
       that the trainer may skip negative sampling.
+    * ``reads_features``: :obj:`False` for models of the interactions
+      alone, which ``mde-pyg train`` then notes need no feature files
+      (``--no-features``); a subclass of such a model that reads features
+      sets it back to :obj:`True`.
     * optionally ``estimator_parameters()`` and ``estimator_step(user, pos,
       neg)``: parameters fitted by a second optimiser, on the loss that
       ``estimator_step`` returns, before each main step (SAND's CLUB
@@ -268,6 +272,9 @@ class Recommender(nn.Module):
     """
 
     uses_negatives: bool = True
+
+    #: Whether the model reads item features ``x_<modality>`` (see above).
+    reads_features: bool = True
 
     #: Constructor arguments added after the model first shipped, with the
     #: value that builds the model as before (the same parameters):

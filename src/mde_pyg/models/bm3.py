@@ -76,6 +76,7 @@ class BM3(LightGCN):
     """
 
     uses_negatives: bool = False
+    reads_features: bool = True  # unlike LightGCN
     #: Runs before ``reg_scope`` regularised the batch rows.
     legacy_hparams = {"reg_scope": "batch"}
 

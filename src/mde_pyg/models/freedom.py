@@ -117,6 +117,8 @@ class FREEDOM(LightGCN):
             (default: :obj:`True`)
     """
 
+    reads_features: bool = True  # unlike LightGCN
+
     def __init__(
         self,
         data: HeteroData,

@@ -55,6 +55,8 @@ class LightGCN(Recommender):
             :class:`~mde_pyg.nn.GraphBuffers`. (default: :obj:`True`)
     """
 
+    reads_features: bool = False
+
     def __init__(
         self,
         data: HeteroData,

@@ -32,6 +32,7 @@ class MostPop(Recommender):
     """
 
     uses_negatives = False
+    reads_features = False
 
     def __init__(
         self, num_users: int, num_items: int, popularity: Tensor

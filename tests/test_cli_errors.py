@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import usage_error
 
 from mde_pyg.cli import main
 
@@ -18,16 +19,6 @@ def tiny_args(tiny_folder, out, model="mostpop", *extra):
             "--output", str(out), *extra]
 
 
-def usage_error(capsys, argv):
-    """Run ``main(argv)``; return its one-line error (exit status 2)."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"mde-pyg {argv[0]}: error: ")  # its usage
-    return last
 
 
 def test_a_bad_row_of_an_amazon_dataset_names_dataset_file_and_row(

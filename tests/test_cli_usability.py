@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cli_helpers import usage_error as cli_usage_error
 
 from mde_pyg.cli import describe_model, docstring_args, main, parse_assignments
 from mde_pyg.models import available_models, build_model, get_model_class
@@ -22,15 +23,8 @@ def tiny_args(tiny_folder, out, model="mostpop", *extra):
 
 
 def usage_error(capsys, argv):
-    """Run ``main(argv)``; return its one-line error (exit status 2)."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"mde-pyg {argv[0]}: error: ")
-    return last[len(f"mde-pyg {argv[0]}: error: "):]
+    """The one-line error of ``main(argv)``, without its prefix."""
+    return cli_usage_error(capsys, argv)[len(f"mde-pyg {argv[0]}: error: "):]
 
 
 # 1. A repeated KEY=VALUE ####################################################

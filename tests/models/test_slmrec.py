@@ -151,17 +151,24 @@ def view_loss_by_hand(model, u, p, view_1, view_2, tau):
             + ce_info_nce(F.normalize(i1), F.normalize(i2), tau))
 
 
-def test_masked_views_cross_their_chains_by_hand(data):
-    # FM, as the authors' code: view 1 = mean(x1, A x2, A^2 x2), view 2 =
-    # mean(x2, A x1, A^2 x1), x_k the input with branch b_k's items zeroed
+def ssl_loss_then_replay(data, ssl_task, num_layers):
+    """An SLMRec's loss parts on a fixed batch (seed 5), then its input
+    ``x`` with the generator reset to replay the loss's draws."""
     torch.manual_seed(0)
-    model = SLMRec(data, embedding_dim=8, num_layers=2, ssl_task="FM",
-                   ssl_alpha=0.7, ssl_temp=0.4)
+    model = SLMRec(data, embedding_dim=8, num_layers=num_layers,
+                   ssl_task=ssl_task, ssl_alpha=0.7, ssl_temp=0.4)
     u, p = torch.tensor([0, 3, 7, 11]), torch.tensor([1, 2, 5, 9])
     torch.manual_seed(5)
     _, parts = model.loss(u, p, p)
     x = model.initial_embedding()
     torch.manual_seed(5)
+    return model, u, p, parts, x
+
+
+def test_masked_views_cross_their_chains_by_hand(data):
+    # FM, as the authors' code: view 1 = mean(x1, A x2, A^2 x2), view 2 =
+    # mean(x2, A x1, A^2 x1), x_k the input with branch b_k's items zeroed
+    model, u, p, parts, x = ssl_loss_then_replay(data, "FM", num_layers=2)
     branches = model.masked_views(x)[1]
     adj = dense_norm_adjacency(data)
     inputs = []
@@ -186,14 +193,7 @@ def test_dropped_views_cross_their_chains(data, ssl_task):
     # With one hop, view k = (x_k + d_other) / 2, d_k = dropout(A x_k) the
     # k-th chain's dropped hop: replayed from the same draws (views, then
     # the propagation's dropout) as 2 * mean_k - x_k
-    torch.manual_seed(0)
-    model = SLMRec(data, embedding_dim=8, num_layers=1, ssl_task=ssl_task,
-                   ssl_alpha=0.7, ssl_temp=0.4)
-    u, p = torch.tensor([0, 3, 7, 11]), torch.tensor([1, 2, 5, 9])
-    torch.manual_seed(5)
-    _, parts = model.loss(u, p, p)
-    x = model.initial_embedding()
-    torch.manual_seed(5)
+    model, u, p, parts, x = ssl_loss_then_replay(data, ssl_task, num_layers=1)
     views = (model.masked_views(x)[0] if "FM" in ssl_task
              else x.repeat(1, 2))
     x1, x2 = views.chunk(2, -1)

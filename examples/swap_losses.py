@@ -221,13 +221,14 @@ def main() -> None:
                         metavar="NAME=FILE", help="a modality feature file "
                         "of --data (repeat)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        choices=VARIANTS)
+                        choices=VARIANTS, help="default: all four")
     parser.add_argument("--epochs", "--max-epochs", type=int, default=1000,
                         help="at most this many epochs; the test metrics "
-                             "are those of the best valid epoch")
+                             "are those of the best valid epoch (default: "
+                             "1000)")
     parser.add_argument("--patience", type=int, default=20,
                         help="stop after this many epochs without a better "
-                             "valid Recall@20")
+                             "valid Recall@20 (default: 20)")
     parser.add_argument("--eval-every", type=int, default=2,
                         help="epochs between validations (default: 2)")
     parser.add_argument("--batch-size", type=int, default=2048,
@@ -244,16 +245,17 @@ def main() -> None:
                         help="PyG's lambda_reg of recommendation_loss "
                              "(default: 1e-4)")
     parser.add_argument("--lambda-1", type=float, default=0.01,
-                        help="MDA weight")
+                        help="MDA weight (default: 0.01)")
     parser.add_argument("--lambda-2", type=float, default=0.01,
-                        help="MSA weight")
+                        help="MSA weight (default: 0.01)")
     parser.add_argument("--tau", type=float, default=0.2,
                         help="MSA temperature (default: 0.2)")
     parser.add_argument("--device", default="cpu",
                         help="cpu or cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initialisation, sampling and "
-                             "dropout (not of the synthetic data)")
+                             "dropout, not of the synthetic data (default: "
+                             "0)")
     args = parser.parse_args()
     if args.lr is None:
         args.lr = 1e-2 if args.data is None else 1e-3

@@ -9,8 +9,8 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: The real data: $MDE_PYG_DATA, or ../shared/data beside the project root.
-SHARED_DATA = os.environ.get("MDE_PYG_DATA") or osp.join(
-    osp.dirname(ROOT), "shared", "data")
+SHARED_DATA = osp.abspath(os.environ.get("MDE_PYG_DATA") or osp.join(
+    osp.dirname(ROOT), "shared", "data"))
 LFM2K = osp.join(SHARED_DATA, "lfm2k")
 BABY_GRAPH = osp.join(SHARED_DATA, "baby_graph")
 LFM2K_MODALITIES = {"text": "all-MiniLM-L6-v2.npy", "audio": "vggish.npy"}

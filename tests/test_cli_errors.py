@@ -19,8 +19,6 @@ def tiny_args(tiny_folder, out, model="mostpop", *extra):
             "--output", str(out), *extra]
 
 
-
-
 def test_a_bad_row_of_an_amazon_dataset_names_dataset_file_and_row(
         tmp_path, capsys):
     raw = tmp_path / "baby" / "raw"

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import usage_error as cli_usage_error
 
 from mde_pyg.cli import describe_model, docstring_args, main, parse_assignments
@@ -47,8 +48,11 @@ def test_a_key_given_twice_is_refused_with_both_values(tiny_folder, tmp_path,
              "key once")]:
         assert usage_error(capsys, base + extra) == message
     assert not out.exists()
-    # the examples' parser: one of each is as before
+    # the examples' parser: one of each is as before, and a value repeated
+    # (a wrapper script adding its flags again) is taken once
     assert parse_assignments(["a=1", "b=2"], "--set") == {"a": "1", "b": "2"}
+    assert parse_assignments(["a=1", "b=2", "a=1"], "--set") == {"a": "1",
+                                                                 "b": "2"}
 
 
 def test_a_config_file_giving_a_key_twice_is_refused(tiny_folder, tmp_path,
@@ -65,8 +69,12 @@ def test_a_config_file_giving_a_key_twice_is_refused(tiny_folder, tmp_path,
     config.write_text("max_epochs: 2\nset:\n  tau: 0.2\n  tau: 0.5\n")
     argv[argv.index("--config") + 1] = str(config)
     assert usage_error(capsys, argv) == (
-        f"config file '{config}' gives 'tau' twice (line 3 and line 4); "
-        f"keep one")
+        f"config file '{config}' gives 'tau' twice (line 3, column 8 and "
+        f"line 4, column 8); keep one")
+    config.write_text("set: {tau: 0.2, tau: 0.5}\n")
+    assert usage_error(capsys, argv) == (
+        f"config file '{config}' gives 'tau' twice (line 1, column 12 and "
+        f"line 1, column 22); keep one")
     # a merged mapping's key may still be overridden
     config.write_text("base: &b {tau: 0.2}\nset:\n  <<: *b\n  tau: 0.5\n")
     import yaml
@@ -143,6 +151,41 @@ def test_recommend_reads_the_runs_inter_file_among_several(tiny_folder,
     (copy / "other.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n")
     model, data = load_run(out, data_folder=copy)  # tiny.inter, as trained
     assert data["item"].num_nodes == 5 and data["user"].num_nodes == 4
+    # a folder with one .inter file is read whatever its name, while the
+    # folder it was trained on holds tiny.inter or after it is gone
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_folder, renamed)
+    (renamed / "tiny.inter").rename(renamed / "copy.inter")
+    _, again = load_run(out, data_folder=renamed)
+    assert torch.equal(again["user", "rates", "item"].edge_index,
+                       data["user", "rates", "item"].edge_index)
+    shutil.rmtree(tiny_folder)
+    _, again = load_run(out, data_folder=renamed)
+    assert torch.equal(again["user", "rates", "item"].edge_index,
+                       data["user", "rates", "item"].edge_index)
+    # a file given as the folder
+    with pytest.raises(FileNotFoundError, match=(
+            f"'{renamed / 'copy.inter'}' is not a folder: the run was "
+            f"trained on")):
+        load_run(out, data_folder=renamed / "copy.inter")
+
+
+def test_an_unreadable_data_folder_is_one_line(tiny_folder, tmp_path, capsys,
+                                               monkeypatch):
+    # (root reads any folder: the refusal is simulated)
+    import os
+
+    listdir = os.listdir
+
+    def refuse(path):
+        if str(path) == str(tiny_folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "o"))
+    assert err == (f"cannot read '{tiny_folder}': [Errno 13] Permission "
+                   f"denied: '{tiny_folder}'")
 
 
 # 3. train --help ############################################################
@@ -163,14 +206,14 @@ def test_train_help_says_output_and_model_are_required(capsys):
 def test_models_name_prints_each_argument_default_and_description(capsys):
     assert main(["models", "mde"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("mde (mde_pyg.models.mde.MDE): the arguments of --set "
-                        "and --grid")
+    assert lines[0] == ("mde (mde_pyg.models.mde.MDE): the model arguments of "
+                        "--set and --grid")
     assert lines[1].split() == ["argument", "default", "description"]
     rows = {line.split()[0]: line for line in lines[2:-2]}
     assert list(rows) == list(get_model_class("mde").default_hparams())
     assert rows["lambda_1"].split() == ["lambda_1", "0.01", "MDA", "weight"]
     assert rows["tau"].split() == ["tau", "0.2", "MSA", "temperature"]
-    assert rows["fusion"].split() == ["fusion", "'concat'", "[choice]",
+    assert rows["fusion"].split() == ["fusion", "concat", "[choice]",
                                       '"concat"', "or", '"sum",', "see",
                                       "PreferenceFusion"]
     # the columns line up
@@ -178,7 +221,8 @@ def test_models_name_prints_each_argument_default_and_description(capsys):
                 if line.startswith(("lambda_1", "lambda_2"))}) == 1
     assert lines[-2:] == [
         "e.g. --set embedding_dim=VALUE; --grid embedding_dim=V1,V2 selects "
-        "on validation",
+        "on validation; --set and --grid also take the trainer's lr, "
+        "batch_size, weight_decay, ... (see mde-pyg train --help)",
         "every argument in full: python -m pydoc mde_pyg.models.mde.MDE"]
     # the "Args:" text on one line, continuation lines joined
     text = docstring_args(get_model_class("mde"))
@@ -193,8 +237,9 @@ def test_models_name_of_every_model_and_of_none(capsys):
         for argument in get_model_class(name).default_hparams():
             assert f"\n{argument} " in table
     assert describe_model("mostpop") == (
-        "mostpop (mde_pyg.models.mostpop.MostPop) takes no argument of "
-        "--set or --grid")
+        "mostpop (mde_pyg.models.mostpop.MostPop) takes no model argument; "
+        "--set and --grid also take the trainer's lr, batch_size, "
+        "weight_decay, ... (see mde-pyg train --help)")
     assert usage_error(capsys, ["models", "nope"]).startswith(
         "unknown model 'nope'; choose from ['mostpop', ")
     assert main(["models"]) == 0  # without NAME: the names, as before
@@ -215,8 +260,8 @@ def test_feature_rows_beyond_or_short_of_the_items_say_what_to_do(
     assert str(info.value) == (
         f"{path} has 7 rows but the interactions name 5 items (itemIDs "
         f"0..4); row n must hold the features of itemID n, and items after "
-        f"the largest itemID of the interactions are not supported: keep "
-        f"the first 5 rows, numpy.save(path, x[:5])")
+        f"the largest itemID of the interactions are not supported: save "
+        f"its first 5 rows to a new file and name that one")
     np.save(path, np.ones((3, 4), dtype=np.float32))
     err = usage_error(capsys, tiny_args(tiny_folder, tmp_path / "o"))
     assert err == (
@@ -224,6 +269,9 @@ def test_feature_rows_beyond_or_short_of_the_items_say_what_to_do(
         f"interactions name 5 items (itemIDs 0..4); row n must hold the "
         f"features of itemID n, so itemIDs 3..4 have none: add their rows, "
         f"or give the feature file of these interactions")
+    np.save(path, np.ones((4, 4), dtype=np.float32))  # one row short
+    with pytest.raises(ValueError, match="so itemID 4 has none: add"):
+        read_mmrec(str(tiny_folder), modalities={"text": "text.npy"})
 
 
 # 6. a folder without a .inter file ##########################################
@@ -321,11 +369,20 @@ def test_resume_redraws_the_curve_of_a_run_trained_with_plot(
 
 def test_a_model_without_features_notes_no_features(tiny_folder, tmp_path,
                                                     capsys):
-    note = ("note: lightgcn reads no item features; --no-features skips "
-            "reading them")
+    note = ("note: lightgcn reads no item features; --no-features (with no "
+            "--modality) skips reading them")
     assert main(tiny_args(tiny_folder, tmp_path / "a", "lightgcn",
                           "--max-epochs", "1")) == 0
     assert note in capsys.readouterr().err.splitlines()
+    # not for a resumed run (the advice is for a new one), nor without a
+    # --data folder
+    assert main(tiny_args(tiny_folder, tmp_path / "a", "lightgcn",
+                          "--max-epochs", "2", "--resume")) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["train", "--model", "lightgcn", "--dataset", "synthetic",
+                 "--max-epochs", "1", "--no-progress", "--output",
+                 str(tmp_path / "s")]) == 0
+    assert "note:" not in capsys.readouterr().err
     assert main(tiny_args(tiny_folder, tmp_path / "b", "vbpr",
                           "--max-epochs", "1")) == 0
     assert "note:" not in capsys.readouterr().err

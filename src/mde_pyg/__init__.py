@@ -13,6 +13,8 @@ Modules:
 * :mod:`mde_pyg.models`: MDE, SAND and the baselines (``build_model``);
 * :mod:`mde_pyg.train`: negative sampling, ``Trainer``, ``Evaluator``,
   grid search and ``recommend``;
+* :mod:`mde_pyg.metrics`: the ranking metrics (Recall, NDCG, ...);
+* :mod:`mde_pyg.functional`: row normalisation, grouped edge softmax;
 * :mod:`mde_pyg.runs`: ``load_run`` of a trained run folder;
 * :mod:`mde_pyg.cli`: the ``mde-pyg`` command.
 """

@@ -124,13 +124,17 @@ def parse_value(text: str) -> Any:
 
 
 def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
-    """Split ``["KEY=VALUE", ...]`` into a dict; a key given twice (for
-    ``--set`` and ``--grid``, with dashes or underscores) raises a
-    :class:`UsageError` naming both values.
+    """Split ``["KEY=VALUE", ...]`` into a dict. A key given twice with
+    two values raises a :class:`UsageError` naming both (for ``--set``
+    and ``--grid``, dashes and underscores name the same key); the same
+    value repeated is taken once.
 
     Args:
         items (Sequence[str]): The raw option values.
         option (str): The option name, for error messages.
+
+    Raises:
+        UsageError: An item without ``=``, or a key given two values.
     """
     out: dict[str, str] = {}
     for item in items:
@@ -142,7 +146,7 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
             )
         if option != "--modality":
             key = key.replace("-", "_")
-        if key in out:
+        if key in out and out[key] != value:
             what = "name" if option == "--modality" else "key"
             also = (f" (a grid key takes all its values: {key}=V1,V2)"
                     if option == "--grid" else "")
@@ -209,7 +213,7 @@ def _unique_keys(pairs: Sequence[tuple[str, Any]], path: Path
     """
     out: dict[str, Any] = {}
     for key, value in pairs:
-        if key in out:
+        if key in out and out[key] != value:
             _repeated_key(path, key, json.dumps(out[key]), json.dumps(value))
         out[key] = value
     return out
@@ -217,22 +221,24 @@ def _unique_keys(pairs: Sequence[tuple[str, Any]], path: Path
 
 def _unique_key_loader(yaml: Any, path: Path) -> type:
     """PyYAML's safe loader, refusing a mapping that gives a key twice
-    (which it would let the last win); merged keys (``<<``) may be
-    overridden as usual.
+    with two values (which it would let the last win); merged keys
+    (``<<``) may be overridden as usual.
     """
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: dict[Any, Any] = {}
+            seen: dict[Any, tuple[str, Any]] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge" or not \
                         isinstance(key_node, yaml.ScalarNode):
                     continue
                 key = self.construct_object(key_node)
-                where = f"line {value_node.start_mark.line + 1}"
-                if key in seen:
-                    _repeated_key(path, key, seen[key], where)
-                seen[key] = where
+                mark = value_node.start_mark
+                where = f"line {mark.line + 1}, column {mark.column + 1}"
+                value = self.construct_object(value_node, deep=True)
+                if key in seen and seen[key][1] != value:
+                    _repeated_key(path, key, seen[key][0], where)
+                seen[key] = (where, value)
             return super().construct_mapping(node, deep=deep)
 
     return Loader
@@ -604,7 +610,7 @@ def _finds_inter_file(data: str | os.PathLike, inter_file: str | None
 
     try:
         find_inter_file(str(data), inter_file)
-    except ValueError:
+    except (OSError, ValueError):
         return False
     return True
 
@@ -869,20 +875,23 @@ def describe_model(model: str) -> str:
     cls = model_class(model)
     defaults = cls.default_hparams()
     path = f"{cls.__module__}.{cls.__qualname__}"
+    trainer = ("--set and --grid also take the trainer's lr, batch_size, "
+               "weight_decay, ... (see mde-pyg train --help)")
     if not defaults:
-        return f"{model} ({path}) takes no argument of --set or --grid"
+        return f"{model} ({path}) takes no model argument; {trainer}"
     text = docstring_args(cls)
     rows = [("argument", "default", "description")] + [
-        (name, repr(value), _first_clause(_plain(text.get(name, "-"))))
+        (name, value if isinstance(value, str) else repr(value),
+         _first_clause(_plain(text.get(name, "-"))))
         for name, value in defaults.items()]
     widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
     first = next(iter(defaults))
     return "\n".join([
-        f"{model} ({path}): the arguments of --set and --grid",
+        f"{model} ({path}): the model arguments of --set and --grid",
         *(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}".rstrip()
           for a, b, c in rows),
         f"e.g. --set {first}=VALUE; --grid {first}=V1,V2 selects on "
-        f"validation",
+        f"validation; {trainer}",
         f"every argument in full: python -m pydoc {path}"])
 
 
@@ -1290,7 +1299,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         )
     # recommendations (of the run, or of a grid's configurations) and the
     # curve of this folder's earlier run: gone before the run changes (a
-    # run that fails midway leaves none stale)
+    # run that fails midway leaves none stale), but for the curve that a
+    # --resume keeps and redraws when it ends
     out = Path(settings["output"])
     from mde_pyg.train.grid import held_run_files
 
@@ -1337,9 +1347,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
                                 "written: rerun the same command") from None
     # after the run (an error is best alone on stderr): for the next one
     if not model_class(model).reads_features and settings["data"] is not None \
-            and not settings["no_features"]:
-        print(f"note: {model} reads no item features; --no-features skips "
-              f"reading them", file=sys.stderr, flush=True)
+            and not settings["no_features"] and not continues:
+        print(f"note: {model} reads no item features; --no-features (with "
+              f"no --modality) skips reading them", file=sys.stderr,
+              flush=True)
     return result
 
 

@@ -217,28 +217,31 @@ def _check_data_folder(source: dict[str, Any], trained_on: str | None,
     """Raise a :class:`FileNotFoundError` saying what the run needs (the
     folder it was trained on, its ``.inter`` file and feature files) when
     the folder ``source["data"]`` (``data_folder`` when ``given``) lacks
-    one of those files; name the ``.inter`` file the run read in
-    ``source`` when the folder holds several.
+    one of those files. A folder with one ``.inter`` file is read whatever
+    its name (the data's sizes and checksum are compared later); among
+    several, the one named at training (``--inter-file``) or, failing
+    that, the one the folder it was trained on holds, set in ``source``.
     """
-    from mde_pyg.data.mmrec import DEFAULT_MODALITIES
+    from mde_pyg.data.mmrec import DEFAULT_MODALITIES, _inter_files
 
     folder = Path(source["data"])
-    inter = source.get("inter_file")
-    if inter is None and trained_on is not None:  # the one it held
-        held = sorted(Path(trained_on).glob("*.inter"))
-        inter = held[0].name if len(held) == 1 else None
+    found = _inter_files(str(folder))
+    inter = source.get("inter_file")  # as given to mde-pyg train
+    named = inter  # the file to choose among several, or to name
+    if named is None and trained_on is not None:
+        held = _inter_files(trained_on)  # the one the run's folder holds
+        named = held[0] if len(held) == 1 else None
+    if inter is None and len(found) > 1 and named in found:
+        inter = source["inter_file"] = named
     features = {} if source.get("no_features") else dict(
         source.get("modality") or DEFAULT_MODALITIES)
-    missing = [name for name in (inter, *features.values())
-               if name is not None and not (folder / name).is_file()]
-    found = sorted(p.name for p in folder.glob("*.inter")) \
-        if folder.is_dir() else []
-    if inter is None and not found:
-        missing.insert(0, "'*.inter' file")
-    several = len(found) > 1
-    if not missing and not (several and inter is None):
-        if several:
-            source["inter_file"] = inter  # the one the run read
+    missing = [name for name in features.values()
+               if not (folder / name).is_file()]
+    if inter is not None and not (folder / inter).is_file():
+        missing.insert(0, inter)
+    elif inter is None and not found:
+        missing.insert(0, named or "'*.inter' file")
+    if not missing and (inter is not None or len(found) == 1):
         return
     if not folder.is_dir():
         problem = f"'{folder}' is not a folder"
@@ -255,7 +258,7 @@ def _check_data_folder(source: dict[str, Any], trained_on: str | None,
            "--data)")
     raise FileNotFoundError(
         f"{problem}: the run was trained on '{trained_on}' with {reads}; "
-        f"{how} a folder holding {inter or 'its .inter file'}{those}")
+        f"{how} a folder holding {named or 'its .inter file'}{those}")
 
 
 def _read_weights(checkpoint: Path) -> dict[str, Any]:

@@ -48,9 +48,11 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
         if not osp.isfile(path):
             raise ValueError(f"Interaction file '{path}' does not exist")
         return path
-    found = _inter_files(folder)
+    names = sorted(os.listdir(folder))  # unreadable: an OSError naming it
+    found = [name for name in names if name.endswith(".inter")
+             and osp.isfile(osp.join(folder, name))]
     if not found:
-        inside = [osp.join(folder, name) for name in sorted(os.listdir(folder))
+        inside = [osp.join(folder, name) for name in names
                   if osp.isdir(osp.join(folder, name))
                   and _inter_files(osp.join(folder, name))]
         fix = (f"did you mean '{inside[0]}'?" if len(inside) == 1 else
@@ -66,6 +68,11 @@ def find_inter_file(folder: str, inter_file: str | None = None) -> str:
             f"several: {found}; pass 'inter_file' (--inter-file) to choose one"
         )
     return osp.join(folder, found[0])
+
+
+def _id_range(first: int, last: int) -> str:
+    """``itemID 4`` or ``itemIDs 3..4``."""
+    return f"itemID {first}" if first == last else f"itemIDs {first}..{last}"
 
 
 def _inter_files(folder: str) -> list[str]:
@@ -290,16 +297,17 @@ def read_features(path: str, num_items: int) -> Tensor:
             f"{path} has {x.shape[0]} rows but the interactions name "
             f"{num_items} items (itemIDs 0..{num_items - 1}); row n must "
             f"hold the features of itemID n, and items after the largest "
-            f"itemID of the interactions are not supported: keep the first "
-            f"{num_items} rows, numpy.save(path, x[:{num_items}])"
+            f"itemID of the interactions are not supported: save its first "
+            f"{num_items} rows to a new file and name that one"
         )
     if x.shape[0] < num_items:
         raise ValueError(
             f"{path} has {x.shape[0]} rows but the interactions name "
             f"{num_items} items (itemIDs 0..{num_items - 1}); row n must "
-            f"hold the features of itemID n, so itemIDs {x.shape[0]}.."
-            f"{num_items - 1} have none: add their rows, or give the "
-            f"feature file of these interactions"
+            f"hold the features of itemID n, so "
+            f"{_id_range(x.shape[0], num_items - 1)} ha"
+            f"{'s' if x.shape[0] == num_items - 1 else 've'} none: add their "
+            f"rows, or give the feature file of these interactions"
         )
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{path} has dtype {x.dtype}; expected real "

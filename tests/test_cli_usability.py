@@ -423,3 +423,33 @@ def test_results_record_the_set_values_and_every_model_argument(
     assert config["model_hparams"] == {  # every constructor argument
         "embedding_dim": 64, "num_layers": 1, "reg_weight": 1e-4,
         "fused": True}
+
+
+# 11. the error of a command under one usage line ############################
+
+
+def test_an_error_after_parsing_is_under_one_usage_line(tiny_folder,
+                                                        tmp_path, capsys):
+    args = tiny_args(tiny_folder, tmp_path / "o", "lightgcn",
+                     "--set", "num_layers=-1")
+    assert cli_usage_error(capsys, args) == (
+        "mde-pyg train: error: cannot train 'lightgcn': 'num_layers' must "
+        "be >= 0, got -1")
+    with pytest.raises(SystemExit):
+        main(args)
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "usage: mde-pyg train [options]  (all of them: mde-pyg train "
+        "--help)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_option_names_its_command_and_the_closest_one(
+        tiny_folder, tmp_path, capsys):
+    args = tiny_args(tiny_folder, tmp_path / "o")
+    assert cli_usage_error(capsys, args + ["--epochs", "5", "--sed=1"]) == (
+        "mde-pyg train: error: unrecognized arguments: --epochs 5 --sed=1 "
+        "(--epochs: did you mean --max-epochs?; --sed: did you mean "
+        "--seed?)")
+    assert cli_usage_error(capsys, ["models", "mde", "extra"]) == (
+        "mde-pyg models: error: unrecognized arguments: extra")
+    assert not (tmp_path / "o").exists()

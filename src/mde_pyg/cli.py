@@ -903,19 +903,12 @@ UNRECORDED_DEFAULTS: tuple[str, ...] = ("feature_min_std", "no_features",
                                         "knn_include_self")
 
 
-def _with_data_defaults(message: str) -> str:
-    """A resume mismatch ``message`` with the defaults of
-    :data:`UNRECORDED_DEFAULTS` in place of the :obj:`None` of a key a run
-    did not record (``data.feature_min_std None -> 0.0001`` reads
-    ``data.feature_min_std 0.0 -> 0.0001``).
+def _unrecorded_defaults() -> dict[str, Any]:
+    """The defaults of :data:`UNRECORDED_DEFAULTS` by their key in a
+    :class:`~mde_pyg.train.ResumeMismatchError`'s changes, so that a run
+    that did not record one shows its default, not :obj:`None`.
     """
-    for key in UNRECORDED_DEFAULTS:
-        default = repr(DEFAULTS[key])
-        message = re.sub(rf"\b(data\.{key}) None -> ", rf"\g<1> {default} -> ",
-                         message)
-        message = re.sub(rf"\b(data\.{key} [^;)]*? -> )None\b",
-                         rf"\g<1>{default}", message)
-    return message
+    return {f"data.{key}": DEFAULTS[key] for key in UNRECORDED_DEFAULTS}
 
 
 def plot_curve(
@@ -1083,7 +1076,8 @@ def train_model(
         raise UsageError(f"cannot train '{model}': {error}") from error
     except ResumeMismatchError as error:
         raise UsageError(f"cannot --resume: "
-                         f"{_with_data_defaults(str(error))}") from error
+                         f"{error.describe(_unrecorded_defaults())}"
+                         ) from error
     except CheckpointError as error:
         raise UsageError(f"cannot --resume: {error}") from error  # untrained
     except RunExistsError:  # written since check_output_is_free looked
@@ -1463,6 +1457,36 @@ def run_recommend(args: argparse.Namespace) -> Path:
     return output
 
 
+def _unknown_arguments(command: argparse.ArgumentParser,
+                       unknown: Sequence[str]) -> str:
+    """Name the ``unknown`` arguments of ``command``, with the option
+    each misspelt one is closest to.
+    """
+    import difflib
+
+    options = [option for action in command._actions
+               for option in action.option_strings if option.startswith("--")]
+    hints = []
+    for argument in unknown:
+        name = argument.split("=", 1)[0]
+        if name.startswith("-"):
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{name}: did you mean {close[0]}?")
+    return (f"unrecognized arguments: {' '.join(unknown)}"
+            + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _usage_error(command: argparse.ArgumentParser, message: str):
+    """Exit with status 2 on ``message``, a mistake found after parsing,
+    under one usage line (argparse's :meth:`error` prints the command's
+    whole usage, some ten lines for ``train``, above it).
+    """
+    command.exit(2, f"usage: {command.prog} [options]  (all of them: "
+                    f"{command.prog} --help)\n"
+                    f"{command.prog}: error: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mde-pyg``; return the exit status (0, or 130 when
     interrupted). A usage error prints one line on stderr and exits with
@@ -1473,7 +1497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             (default: :obj:`None`: :obj:`sys.argv`)
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse names the top level; the command is known
+        command = parser.commands.get(args.command) if args.command else None
+        if command is None:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _usage_error(command, _unknown_arguments(command, unknown))
     if args.command == "models":
         from mde_pyg.models import available_models
 
@@ -1481,7 +1510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_model(args.name) if args.name is not None
                   else "\n".join(available_models()))
         except UsageError as error:
-            parser.commands[args.command].error(str(error))
+            _usage_error(parser.commands[args.command], str(error))
         return 0
     if not args.system_malloc:
         from mde_pyg.allocator import tune_cpu_allocator
@@ -1494,7 +1523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_train(args)
     except UsageError as error:  # one line on stderr, exit status 2,
         # under the usage of the command that was given
-        parser.commands[args.command].error(str(error))
+        _usage_error(parser.commands[args.command], str(error))
     except KeyboardInterrupt as interrupt:
         # run_train says what was written; elsewhere nothing was
         print(f"mde-pyg: interrupted; "

@@ -474,6 +474,35 @@ def test_resume_refuses_other_settings(data, tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [0, 1]
 
 
+def test_a_resume_mismatch_lists_its_changes(data, tmp_path):
+    import pickle
+
+    from mde_pyg.train import ResumeMismatchError
+
+    run = tmp_path / "run"
+    train(data, run, max_epochs=1, extra_config={"data": {"j": 1}}).fit()
+    with pytest.raises(ResumeMismatchError) as info:
+        train(data, run, max_epochs=2, lr=0.1, weight_decay=0.5,
+              extra_config={"data": {"j": 1, "k": 3}}).fit(resume=True)
+    error = info.value
+    assert error.path == run / "last.pt"
+    assert error.changes == [("lr", 0.05, 0.1), ("weight_decay", 0.0, 0.5),
+                             ("data.k", None, 3)]
+    assert str(error) == (
+        f"'{run / 'last.pt'}' was written under other settings (lr 0.05 -> "
+        f"0.1; weight_decay 0.0 -> 0.5; data.k None -> 3); resume with the "
+        f"settings it was started with, or train into another output "
+        f"folder")
+    # a caller that knows the default of an unrecorded setting shows it
+    assert "data.k 7 -> 3)" in error.describe({"data.k": 7, "lr": 1.0})
+    assert "(lr 0.05 -> 0.1;" in error.describe({"lr": 1.0})  # not None
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.path, copy.changes, str(copy)) == (
+        error.path, error.changes, str(error))
+    with pytest.raises(ValueError, match="needs a 'message' or 'changes'"):
+        ResumeMismatchError()
+
+
 def test_resume_refuses_other_model_hparams(synthetic_graphs, tmp_path):
     from mde_pyg.models import build_model
     from mde_pyg.train import ResumeMismatchError

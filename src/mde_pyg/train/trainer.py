@@ -51,7 +51,70 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
 class ResumeMismatchError(ValueError):
     """``fit(resume=True)`` found a checkpoint written under other
     settings; raised before anything is loaded or trained.
+
+    Args:
+        message (str): What does not match, where that is not a list of
+            settings (weights of other shapes).
+        path (str or os.PathLike, optional): The checkpoint.
+        changes (Sequence[tuple[str, Any, Any]], optional): The settings
+            that differ, as ``(key, saved, current)``; a key of the
+            checkpoint's ``config`` or ``"<key>.<sub-key>"`` of a dict
+            in it (``"data.k_user"``). :obj:`None` stands for a setting
+            the checkpoint or the current run does not record.
+
+    Attributes:
+        path (pathlib.Path or None): The checkpoint.
+        changes (list[tuple[str, Any, Any]]): As given (empty without).
     """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        path: str | os.PathLike | None = None,
+        changes: Sequence[tuple[str, Any, Any]] = (),
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        self.changes = list(changes)
+        if message is None and not self.changes:
+            raise ValueError("ResumeMismatchError needs a 'message' or "
+                             "'changes'")
+        self._message = message
+        super().__init__(message if message is not None else
+                         self.describe())
+
+    def __reduce__(self):
+        # keep path and changes across pickling (a run in another process)
+        return (_rebuild_resume_mismatch,
+                (self._message, self.path, self.changes))
+
+    def describe(self, defaults: Mapping[str, Any] | None = None) -> str:
+        """The message, with ``defaults[key]`` in place of the
+        :obj:`None` of a setting one side does not record (a run that
+        stores a setting only when it is not at its default).
+
+        Args:
+            defaults (Mapping[str, Any], optional): Values by key of
+                :attr:`changes`. (default: :obj:`None`)
+        """
+        if self._message is not None:
+            return self._message
+        defaults = defaults or {}
+
+        def shown(key: str, value: Any) -> str:
+            if value is None and key in defaults:
+                value = defaults[key]
+            return repr(value)
+
+        listed = "; ".join(f"{key} {shown(key, old)} -> {shown(key, new)}"
+                           for key, old, new in self.changes)
+        return (f"'{self.path}' was written under other settings "
+                f"({listed}); resume with the settings it was started "
+                f"with, or train into another output folder")
+
+
+def _rebuild_resume_mismatch(message, path, changes):
+    return ResumeMismatchError(message, path=path, changes=changes)
 
 
 class CheckpointError(ValueError):
@@ -933,18 +996,14 @@ class Trainer:
             if old is None or value is None:
                 continue  # unknown on one side (a model not from from_data)
             if isinstance(old, dict) and isinstance(value, dict):
-                changed += [f"{key}.{k} {old.get(k)!r} -> {value.get(k)!r}"
+                changed += [(f"{key}.{k}", old.get(k), value.get(k))
                             for k in sorted({*old, *value})
                             if old.get(k) != value.get(k)
                             and f"{key}.{k}" not in RESUMABLE_CHANGES]
             elif old != value:
-                changed.append(f"{key} {old!r} -> {value!r}")
+                changed.append((key, old, value))
         if changed:
-            raise ResumeMismatchError(
-                f"'{path}' was written under other settings ("
-                f"{'; '.join(changed)}); resume with the settings it was "
-                f"started with, or train into another output folder"
-            )
+            raise ResumeMismatchError(path=path, changes=changed)
 
     def _run_epoch(self, bar: tqdm) -> None:
         epoch = self.epoch

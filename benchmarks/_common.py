@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import resource
+import shlex
 import subprocess
 import sys
 
@@ -62,7 +63,7 @@ def machine_header(device: str = "cpu", system_malloc: bool | None = None,
         f"- python {env['python']}, torch {env['torch']}, "
         f"torch_geometric {env['torch_geometric']}, torch_sparse "
         f"{'yes' if env['torch_sparse'] else 'no'}",
-        f"- command: `{' '.join(['python'] + sys.argv)}`",
+        f"- command: `{shlex.join(['python'] + sys.argv)}`",
         f"- code: git {code or code_version()}",
     ]
     if system_malloc is not None:

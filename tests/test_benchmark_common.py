@@ -163,3 +163,14 @@ def test_write_atomic_leaves_no_temporary_file_when_writing_fails(tmp_path):
     common.write_atomic(str(out), "| a | 1.0 |\n")
     assert out.read_text() == "| a | 1.0 |\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+
+
+def test_the_header_command_pastes_into_a_shell(monkeypatch):
+    import shlex
+
+    argv = ["benchmarks/accuracy.py", "--rows", "^(mde|dragon)$",
+            "--data", "my data"]
+    monkeypatch.setattr(sys, "argv", argv)
+    line = next(line for line in common.machine_header(code="x").splitlines()
+                if line.startswith("- command: "))
+    assert shlex.split(line[len("- command: `"):-1]) == ["python", *argv]

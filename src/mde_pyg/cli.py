@@ -1489,8 +1489,9 @@ def _usage_error(command: argparse.ArgumentParser, message: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mde-pyg``; return the exit status (0, or 130 when
-    interrupted). A usage error prints one line on stderr and exits with
-    status 2 (:class:`SystemExit`), as :mod:`argparse` does.
+    interrupted). A usage error prints a usage line and a one-line
+    error on stderr and exits with status 2 (:class:`SystemExit`), as
+    :mod:`argparse` does.
 
     Args:
         argv (Sequence[str], optional): Arguments without the program name.
